@@ -1,0 +1,116 @@
+# The one build. `make` builds every binary at the repo root; `make test` runs the CPU tests;
+# `make test-gpu` the GPU tests; `make bench` the benchmarks.
+#   CUDA=auto|0|1   build the CUDA twins (auto: when nvcc is found)
+#   SANITIZE=1      ASan + UBSan build of the tests, in build-san/ (binaries at the root untouched)
+#   THREADS=N       threads for tests and benchmarks (default: all cores)
+
+SANITIZE ?= 0
+CUDA ?= auto
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+ifeq ($(CUDA),auto)
+  CUDA := $(if $(NVCC),1,0)
+endif
+ifeq ($(CUDA),1)
+  ifeq ($(NVCC),)
+    $(error CUDA=1 but nvcc was not found; install the CUDA toolkit or build with CUDA=0)
+  endif
+endif
+
+CXX ?= g++
+WARN := -Wall -Wextra -Werror
+CXXFLAGS := -std=c++17 -fopenmp -I. -isystem /usr/include/eigen3 -MMD -MP $(WARN)
+LDLIBS := -fopenmp -lzstd -lpcre2-8
+ifeq ($(SANITIZE),1)
+  BUILD := build-san
+  BIN := build-san/
+  CXXFLAGS += -O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LDLIBS += -fsanitize=address,undefined
+else
+  BUILD := build
+  BIN :=
+  CXXFLAGS += -O3 -march=native -DNDEBUG
+endif
+
+CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCCFLAGS := -std=c++17 -O3 -I. -arch=sm_90 -Xcompiler -fopenmp -MMD -MP --Werror all-warnings
+ifeq ($(CUDA),1)
+  CXXFLAGS += -DLOLCATS_CUDA -isystem $(CUDA_HOME)/include
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt
+endif
+
+# ---- sources -------------------------------------------------------------------------------------
+LIB_SRC := $(wildcard tensor/*.cpp autograd/*.cpp nn/*.cpp lolcats/*.cpp data/*.cpp)
+CU_SRC :=
+ifeq ($(CUDA),1)
+  LIB_SRC := $(filter-out tensor/no_cuda.cpp,$(LIB_SRC))
+  CU_SRC := $(wildcard cuda/*.cu)
+endif
+LIB_OBJ := $(LIB_SRC:%.cpp=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
+APPS := linearize generate eval bench
+TEST_SRC := $(wildcard tests/*.cpp)
+TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
+TEST_BIN := $(BIN)run_tests
+THREADS ?= 0
+
+.PHONY: all test test-gpu clean venv fixtures FORCE
+all: $(APPS) $(TEST_BIN)
+
+# System libraries: installed (as root) or named (otherwise) before the first compile.
+$(BUILD)/.deps-ok: scripts/install_deps.sh
+	@mkdir -p $(BUILD) && scripts/install_deps.sh && touch $@
+
+# Rebuild everything when the flags change (CUDA on/off, sanitizers): the stamp is rewritten only
+# when its contents differ.
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD) && echo '$(CXX) $(CXXFLAGS) $(NVCCFLAGS)' | cmp -s - $@ || echo '$(CXX) $(CXXFLAGS) $(NVCCFLAGS)' > $@
+FORCE:
+
+$(BUILD)/%.o: %.cpp $(BUILD)/.flags | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu $(BUILD)/.flags | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/liblolcats.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(APPS): %: $(BUILD)/apps/%.o $(BUILD)/liblolcats.a
+	$(CXX) $^ -o $@ $(LDLIBS)
+
+$(TEST_BIN): $(TEST_OBJ) $(BUILD)/liblolcats.a
+	$(CXX) $^ -o $@ $(LDLIBS)
+
+# ---- reference tensors from PyTorch (see tests/reference/) ---------------------------------------
+.venv/.stamp: tests/reference/requirements.txt tests/reference/setup_venv.sh
+	tests/reference/setup_venv.sh
+venv: .venv/.stamp
+
+FIXTURE_DIR := build/fixtures
+FIXTURES := $(patsubst tests/reference/%.py,$(FIXTURE_DIR)/%.safetensors,$(wildcard tests/reference/ref_*.py))
+$(FIXTURE_DIR)/%.safetensors: tests/reference/%.py tests/reference/common.py .venv/.stamp
+	@mkdir -p $(FIXTURE_DIR)
+	.venv/bin/python $< $@
+fixtures: $(FIXTURES)
+
+# ---- running --------------------------------------------------------------------------------------
+test: $(TEST_BIN) $(FIXTURES)
+	LOLCATS_FIXTURES=$(FIXTURE_DIR) LOLCATS_THREADS=$(THREADS) ./$(TEST_BIN) "~[gpu]"
+
+test-gpu: $(TEST_BIN) $(FIXTURES)
+	LOLCATS_FIXTURES=$(FIXTURE_DIR) LOLCATS_THREADS=$(THREADS) ./$(TEST_BIN) "[gpu]"
+
+# `make bench` builds ./bench and runs every benchmark (PyTorch side included, hence the venv).
+ifeq ($(MAKECMDGOALS),bench)
+.PHONY: bench
+bench: $(BUILD)/apps/bench.o $(BUILD)/liblolcats.a .venv/.stamp
+	$(CXX) $(BUILD)/apps/bench.o $(BUILD)/liblolcats.a -o bench $(LDLIBS)
+	./bench all
+endif
+
+clean:
+	rm -rf build build-san $(APPS) run_tests
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(APPS:%=$(BUILD)/apps/%.d)

@@ -1,0 +1,43 @@
+// Differentiable ops on Vars: each runs the CPU forward kernel of tensor/ and records a closure that
+// calls the matching backward kernel. Shapes are checked here, once, with names in the message.
+// All tensors are CPU f32 (integer inputs i32).
+#pragma once
+#include "autograd/tape.h"
+#include "tensor/rope.h"
+
+namespace lolcats {
+
+// a (M, K) @ b (K, N) -> (M, N), or batched (Bt, M, K) @ (Bt, K, N); trans_* transposes the last two
+// dims of the *stored* operand.
+Var matmul(const Var& a, const Var& b, bool trans_a = false, bool trans_b = false);
+// x (..., in), w (out, in) -> (..., out) = x w^T            PyTorch: F.linear(x, w)
+Var linear(const Var& x, const Var& w);
+
+// Same values, new shape (no copy); the gradient is reshaped back.
+Var reshape(const Var& x, const Shape& shape);
+
+Var add(const Var& a, const Var& b);  // same shapes
+Var mul(const Var& a, const Var& b);  // same shapes
+Var scale(const Var& a, float s);
+Var silu(const Var& x);
+Var swiglu(const Var& gate, const Var& up);  // silu(gate) * up
+
+// idx (N) or (B, T) i32, wte (V, C) -> (..., C)
+Var embedding(const Tensor& idx, const Var& wte);
+// x (..., C), w (C) -> (..., C)
+Var rmsnorm(const Var& x, const Var& w, float eps);
+// x (B, T, H, D); cos/sin tables (T, D/2) from rope_tables()
+Var rope(const Var& x, const Tensor& cos_t, const Tensor& sin_t, RopeLayout layout);
+// q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D), causal, scale 1/sqrt(D)
+Var attention(const Var& q, const Var& k, const Var& v);
+
+// logits (N, V), targets (N) i32 -> scalar mean over rows whose target != ignore_index
+Var cross_entropy(const Var& logits, const Tensor& targets, int ignore_index = -100);
+Var mse(const Var& a, const Var& b);  // scalar mean((a - b)^2)
+Var sum(const Var& x);                // scalar
+Var mean(const Var& x);               // scalar
+
+// The scalar value of a (1-element) Var.
+float item(const Var& v);
+
+}  // namespace lolcats

@@ -1,0 +1,190 @@
+#include "data/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "tensor/bf16.h"
+
+namespace lolcats {
+
+using json = nlohmann::json;
+
+int64_t SafeTensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+static size_t safetensors_dtype_size(const std::string& t) {
+  if (t == "F64" || t == "I64" || t == "U64") return 8;
+  if (t == "F32" || t == "I32" || t == "U32") return 4;
+  if (t == "F16" || t == "BF16" || t == "I16" || t == "U16") return 2;
+  if (t == "I8" || t == "U8" || t == "BOOL" || t == "F8_E4M3" || t == "F8_E5M2") return 1;
+  return 0;
+}
+
+SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
+  const char* p = path.c_str();
+  int fd = open(p, O_RDONLY);
+  ENSURE(fd >= 0, "cannot open %s: %s", p, std::strerror(errno));
+  struct stat st;
+  fstat(fd, &st);
+  size_ = size_t(st.st_size);
+  if (size_ > 0) map_ = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  ENSURE(size_ >= 8, "%s is not a safetensors file: only %zu bytes", p, size_);
+  ENSURE(map_ != MAP_FAILED, "cannot map %s: %s", p, std::strerror(errno));
+  const uint8_t* base = static_cast<const uint8_t*>(map_);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, base, 8);  // little-endian on every machine we build for
+  ENSURE(header_len <= size_ - 8, "%s: header length %llu runs past the end of the file (%zu bytes)",
+        p, (unsigned long long)header_len, size_);
+  json header;
+  try {
+    header = json::parse(base + 8, base + 8 + header_len);
+  } catch (const json::exception& e) {
+    fail(__FILE__, __LINE__, strfmt("%s: malformed safetensors header: %s", p, e.what()));
+  }
+  ENSURE(header.is_object(), "%s: safetensors header is not a JSON object", p);
+  const uint8_t* data = base + 8 + header_len;
+  const size_t data_size = size_ - 8 - header_len;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      for (auto m = it->begin(); m != it->end(); ++m)
+        if (m->is_string()) metadata_[m.key()] = m->get<std::string>();
+      continue;
+    }
+    const char* name = it.key().c_str();
+    const json& e = *it;
+    ENSURE(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"),
+          "%s: tensor %s lacks dtype, shape or data_offsets", p, name);
+    SafeTensorInfo info;
+    try {
+      info.dtype = e["dtype"].get<std::string>();
+      info.shape = e["shape"].get<std::vector<int64_t>>();
+      auto off = e["data_offsets"].get<std::vector<uint64_t>>();
+      ENSURE(off.size() == 2 && off[0] <= off[1], "%s: tensor %s has bad data_offsets", p, name);
+      ENSURE(off[1] <= data_size,
+            "%s: tensor %s ends at byte %llu but the file holds only %zu bytes of data (truncated?)",
+            p, name, (unsigned long long)off[1], data_size);
+      info.data = data + off[0];
+      info.nbytes = size_t(off[1] - off[0]);
+    } catch (const json::exception& ex) {
+      fail(__FILE__, __LINE__, strfmt("%s: tensor %s: %s", p, name, ex.what()));
+    }
+    size_t es = safetensors_dtype_size(info.dtype);
+    ENSURE(es > 0, "%s: tensor %s has unknown dtype %s", p, name, info.dtype.c_str());
+    for (int64_t d : info.shape) ENSURE(d >= 0, "%s: tensor %s has a negative dimension", p, name);
+    ENSURE(size_t(info.numel()) * es == info.nbytes,
+          "%s: tensor %s: shape and dtype need %zu bytes, data_offsets give %zu", p, name,
+          size_t(info.numel()) * es, info.nbytes);
+    tensors_[it.key()] = info;
+  }
+}
+
+SafeTensorsFile::~SafeTensorsFile() {
+  if (map_ && map_ != MAP_FAILED) munmap(map_, size_);
+}
+
+const SafeTensorInfo& SafeTensorsFile::info(const std::string& name) const {
+  auto it = tensors_.find(name);
+  ENSURE(it != tensors_.end(), "%s has no tensor named %s", path_.c_str(), name.c_str());
+  return it->second;
+}
+
+std::vector<std::string> SafeTensorsFile::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : tensors_) out.push_back(kv.first);
+  return out;
+}
+
+// Element i of a tensor stored as `dtype`, as a double.
+static double element(const SafeTensorInfo& t, int64_t i) {
+  const char* d = static_cast<const char*>(t.data);
+  auto rd = [&](auto zero) {
+    decltype(zero) x;
+    std::memcpy(&x, d + i * sizeof(x), sizeof(x));
+    return x;
+  };
+  if (t.dtype == "F32") return rd(float());
+  if (t.dtype == "F64") return rd(double());
+  if (t.dtype == "BF16") return bf16_to_f32(rd(uint16_t()));
+  if (t.dtype == "F16") return f16_to_f32(rd(uint16_t()));
+  if (t.dtype == "I32") return rd(int32_t());
+  if (t.dtype == "I64") return double(rd(int64_t()));
+  fail(__FILE__, __LINE__, "cannot convert safetensors dtype " + t.dtype + " to a number");
+}
+
+std::vector<double> SafeTensorsFile::load_f64(const std::string& name) const {
+  const SafeTensorInfo& t = info(name);
+  std::vector<double> out(size_t(t.numel()));
+  for (int64_t i = 0; i < t.numel(); i++) out[i] = element(t, i);
+  return out;
+}
+
+Tensor SafeTensorsFile::load(const std::string& name) const {
+  const SafeTensorInfo& t = info(name);
+  ENSURE(t.shape.size() <= 4, "%s: tensor %s has %zu dimensions (at most 4 supported)",
+        path_.c_str(), name.c_str(), t.shape.size());
+  Shape shape(t.shape);
+  bool integer = t.dtype == "I32" || t.dtype == "I64";
+  Tensor out = Tensor::empty(shape, integer ? DType::i32 : DType::f32);
+  if (t.dtype == "F32" || t.dtype == "I32") {
+    std::memcpy(out.data(), t.data, t.nbytes);
+  } else if (integer) {
+    for (int64_t i = 0; i < t.numel(); i++) out.i32()[i] = int32_t(element(t, i));
+  } else {
+    for (int64_t i = 0; i < t.numel(); i++) out.f32()[i] = float(element(t, i));
+  }
+  return out;
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  ENSURE(f, "cannot write %s: %s", tmp.c_str(), std::strerror(errno));
+  size_t written = std::fwrite(bytes.data(), 1, bytes.size(), f);
+  bool ok = written == bytes.size() && std::fflush(f) == 0 && fsync(fileno(f)) == 0;
+  int err = errno;
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    fail(__FILE__, __LINE__, strfmt("writing %s failed after %zu of %zu bytes: %s (disk full?)",
+                                    path.c_str(), written, bytes.size(), std::strerror(err)));
+  }
+  ENSURE(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename %s to %s: %s", tmp.c_str(),
+        path.c_str(), std::strerror(errno));
+}
+
+void save_safetensors(const std::string& path,
+                      const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  size_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    ENSURE(t.device() == Device::cpu, "save_safetensors: %s is not on the CPU", name.c_str());
+    const char* dt = t.dtype() == DType::f32 ? "F32" : t.dtype() == DType::bf16 ? "BF16" : "I32";
+    std::vector<int64_t> shape(t.shape().dims, t.shape().dims + t.ndim());
+    header[name] = {{"dtype", dt}, {"shape", shape}, {"data_offsets", {offset, offset + t.nbytes()}}};
+    offset += t.nbytes();
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');  // pad so tensor data starts 8-byte aligned
+  std::string bytes(8, '\0');
+  uint64_t n = h.size();
+  std::memcpy(bytes.data(), &n, 8);
+  bytes += h;
+  for (const auto& kv : tensors)
+    bytes.append(static_cast<const char*>(kv.second.data()), kv.second.nbytes());
+  write_file_atomic(path, bytes);
+}
+
+}  // namespace lolcats

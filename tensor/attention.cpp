@@ -1,0 +1,121 @@
+#include "tensor/attention.h"
+
+#include <Eigen/Core>
+#include <cmath>
+#include <limits>
+
+#include "tensor/check.h"
+
+namespace lolcats {
+
+namespace {
+
+constexpr int kTile = 64;  // query rows per score tile
+
+template <typename T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using Strided = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;
+template <typename T>
+using StridedMut = Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>;
+
+// Head h of batch b, as a (rows, D) matrix view into a (B, T, heads, D) tensor starting at row t0.
+template <typename T>
+Strided<T> head(const T* x, int b, int t0, int rows, int h, int T_, int heads, int D) {
+  return Strided<T>(x + ((int64_t(b) * T_ + t0) * heads + h) * D, rows, D,
+                    Eigen::OuterStride<>(int64_t(heads) * D));
+}
+template <typename T>
+StridedMut<T> head_mut(T* x, int b, int t0, int rows, int h, int T_, int heads, int D) {
+  return StridedMut<T>(x + ((int64_t(b) * T_ + t0) * heads + h) * D, rows, D,
+                       Eigen::OuterStride<>(int64_t(heads) * D));
+}
+
+// Scores of query rows [i0, i0+rows) against keys [0, i0+rows), causally masked, scaled.
+template <typename T>
+void tile_scores(Mat<T>& s, const Strided<T>& qt, const Strided<T>& kall, int i0, T scale) {
+  int rows = int(qt.rows()), keys = i0 + rows;
+  s.resize(rows, keys);
+  s.noalias() = qt * kall.topRows(keys).transpose();
+  s *= scale;
+  for (int r = 0; r < rows; r++)
+    for (int j = i0 + r + 1; j < keys; j++) s(r, j) = -std::numeric_limits<T>::infinity();
+}
+
+}  // namespace
+
+template <typename T>
+void attention_forward(T* y, T* lse, const T* q, const T* k, const T* v, int B, int T_, int H,
+                       int Hkv, int D) {
+  ENSURE(Hkv > 0 && H % Hkv == 0, "attention: %d query heads not divisible by %d kv heads", H, Hkv);
+  const int G = H / Hkv;
+  const T scale = T(1) / std::sqrt(T(D));
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < H; h++) {
+      Mat<T> s;
+      Strided<T> kall = head(k, b, 0, T_, h / G, T_, Hkv, D);
+      Strided<T> vall = head(v, b, 0, T_, h / G, T_, Hkv, D);
+      for (int i0 = 0; i0 < T_; i0 += kTile) {
+        int rows = std::min(kTile, T_ - i0), keys = i0 + rows;
+        tile_scores(s, head(q, b, i0, rows, h, T_, H, D), kall, i0, scale);
+        for (int r = 0; r < rows; r++) {  // row softmax, remembering log-sum-exp
+          T m = s.row(r).maxCoeff();
+          s.row(r) = (s.row(r).array() - m).exp();
+          T sum = s.row(r).sum();
+          s.row(r) /= sum;
+          lse[(int64_t(b) * H + h) * T_ + i0 + r] = m + std::log(sum);
+        }
+        head_mut(y, b, i0, rows, h, T_, H, D).noalias() = s * vall.topRows(keys);
+      }
+    }
+}
+
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dy, const T* y, const T* lse, const T* q,
+                        const T* k, const T* v, int B, int T_, int H, int Hkv, int D) {
+  const int G = H / Hkv;
+  const T scale = T(1) / std::sqrt(T(D));
+  // One task per (batch, kv head): it owns dk/dv of that head, so the G query heads that share it
+  // can accumulate without races.
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int b = 0; b < B; b++)
+    for (int g = 0; g < Hkv; g++) {
+      Strided<T> kall = head(k, b, 0, T_, g, T_, Hkv, D);
+      Strided<T> vall = head(v, b, 0, T_, g, T_, Hkv, D);
+      Mat<T> dk_acc = Mat<T>::Zero(T_, D), dv_acc = Mat<T>::Zero(T_, D), s, dp;
+      for (int h = g * G; h < (g + 1) * G; h++)
+        for (int i0 = 0; i0 < T_; i0 += kTile) {
+          int rows = std::min(kTile, T_ - i0), keys = i0 + rows;
+          Strided<T> qt = head(q, b, i0, rows, h, T_, H, D);
+          Strided<T> dyt = head(dy, b, i0, rows, h, T_, H, D);
+          Strided<T> yt = head(y, b, i0, rows, h, T_, H, D);
+          tile_scores(s, qt, kall, i0, scale);
+          for (int r = 0; r < rows; r++)  // P from the saved lse (masked entries -> exp(-inf) = 0)
+            s.row(r) = (s.row(r).array() - lse[(int64_t(b) * H + h) * T_ + i0 + r]).exp();
+          dv_acc.topRows(keys).noalias() += s.transpose() * dyt;
+          dp.noalias() = dyt * vall.topRows(keys).transpose();
+          for (int r = 0; r < rows; r++) {
+            T delta = dyt.row(r).dot(yt.row(r));
+            s.row(r) = s.row(r).array() * (dp.row(r).array() - delta);  // s now holds dS
+          }
+          head_mut(dq, b, i0, rows, h, T_, H, D).noalias() = scale * (s * kall.topRows(keys));
+          dk_acc.topRows(keys).noalias() += scale * (s.transpose() * qt);
+        }
+      head_mut(dk, b, 0, T_, g, T_, Hkv, D) = dk_acc;
+      head_mut(dv, b, 0, T_, g, T_, Hkv, D) = dv_acc;
+    }
+}
+
+template void attention_forward<float>(float*, float*, const float*, const float*, const float*,
+                                       int, int, int, int, int);
+template void attention_forward<double>(double*, double*, const double*, const double*,
+                                        const double*, int, int, int, int, int);
+template void attention_backward<float>(float*, float*, float*, const float*, const float*,
+                                        const float*, const float*, const float*, const float*,
+                                        int, int, int, int, int);
+template void attention_backward<double>(double*, double*, double*, const double*, const double*,
+                                         const double*, const double*, const double*,
+                                         const double*, int, int, int, int, int);
+
+}  // namespace lolcats

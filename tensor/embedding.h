@@ -1,0 +1,17 @@
+// Embedding lookup: row idx[n] of the table becomes row n of the output.
+//
+//   forward:  y[n, :] = wte[idx[n], :]                 y (N, C), wte (V, C), idx (N) in [0, V)
+//   backward: dwte[idx[n], :] += dy[n, :]              (a scatter-add: repeated tokens add up)
+// dwte is a parameter gradient, so it accumulates (+=) like every parameter gradient.
+// An index outside [0, V) is an ENSURE failure naming the index, never an out-of-bounds read.
+#pragma once
+#include <cstdint>
+
+namespace lolcats {
+
+template <typename T>
+void embedding_forward(T* y, const int32_t* idx, const T* wte, int N, int V, int C);
+template <typename T>
+void embedding_backward(T* dwte, const T* dy, const int32_t* idx, int N, int V, int C);
+
+}  // namespace lolcats

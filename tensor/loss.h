@@ -1,0 +1,38 @@
+// Losses. Sums are accumulated in double and the result is returned as double; gradients are
+// written (=). dloss is the gradient arriving from above (1 for a loss that is the final output).
+//
+// Cross-entropy with an ignored label, fused with log-softmax (never materialises probabilities):
+//   lse_n  = log sum_v exp(logits[n,v])                            (saved: lse (N))
+//   loss   = (1/M) sum_{n: target_n != ignore} (lse_n - logits[n, target_n]),  M = #counted rows
+//   dlogits[n,v] = dloss/M (softmax(logits_n)_v - [v == target_n]),  0 for ignored rows
+//   PyTorch: F.cross_entropy(logits, targets, ignore_index=-100)
+// With every row ignored M = 0: PyTorch returns NaN; we return 0 and a zero gradient, because a
+// packed chunk without labels carries no signal and must not poison a running loss.
+//
+// Mean squared error over n values:
+//   loss = (1/n) sum (a - b)^2,    da = dloss 2 (a - b) / n,   db = -da
+//
+// Reductions to a scalar:  sum: dx = dy;   mean: dx = dy / n.
+#pragma once
+#include <cstdint>
+
+namespace lolcats {
+
+constexpr int kIgnoreIndex = -100;
+
+template <typename T>
+double cross_entropy_forward(T* lse, const T* logits, const int32_t* targets, int N, int V,
+                             int ignore_index = kIgnoreIndex);
+template <typename T>
+void cross_entropy_backward(T* dlogits, double dloss, const T* logits, const T* lse,
+                            const int32_t* targets, int N, int V, int ignore_index = kIgnoreIndex);
+
+template <typename T> double mse_forward(const T* a, const T* b, int64_t n);
+template <typename T> void mse_backward(T* da, T* db, double dloss, const T* a, const T* b, int64_t n);
+
+template <typename T> double sum_forward(const T* x, int64_t n);
+template <typename T> void sum_backward(T* dx, double dy, int64_t n);
+template <typename T> double mean_forward(const T* x, int64_t n);
+template <typename T> void mean_backward(T* dx, double dy, int64_t n);
+
+}  // namespace lolcats

@@ -1,0 +1,29 @@
+// Matrix multiply, the op that does almost all the FLOPs of a transformer.
+//
+//   C (M, N)  =  op(A) (M, K)  @  op(B) (K, N)        [ += instead of = when accumulate ]
+//   op(A) = A, stored (M, K), or A^T with A stored (K, M) when trans_a; likewise op(B).
+//
+// Backward of C = op(A) op(B), with dC (M, N):
+//   d op(A) = dC op(B)^T   (M, K)        d op(B) = op(A)^T dC   (K, N)
+// and when A was stored transposed, dA is the transpose of d op(A): dA = op(B) dC^T (K, M).
+// Each case is again one call of matmul with the right transposes, so the backward below is four
+// lines and needs no kernel of its own.
+//
+// Batched: `batch` independent products, matrices contiguous one after another.
+// All matrices are row-major and contiguous. The CPU path maps them as Eigen matrices (no copy);
+// Eigen's blocked, vectorised GEMM does the work.
+#pragma once
+#include <cstdint>
+
+namespace lolcats {
+
+template <typename T>
+void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K, bool trans_a,
+                    bool trans_b, bool accumulate);
+
+// da / db may be null (no gradient wanted). accumulate_*: add into the buffer instead of writing.
+template <typename T>
+void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, int batch, int M, int N,
+                     int K, bool trans_a, bool trans_b, bool accumulate_da, bool accumulate_db);
+
+}  // namespace lolcats

@@ -1,0 +1,12 @@
+// Built instead of cuda/memory.cu when the project is compiled without CUDA (no nvcc, or CUDA=0).
+#include "tensor/tensor.h"
+
+namespace lolcats {
+
+static const char* kNoCuda = "this build has no CUDA support (rebuild with nvcc present, or CUDA=1)";
+void* device_malloc(size_t) { ENSURE(false, "%s", kNoCuda); }
+void device_free(void*) {}
+void device_memset_zero(void*, size_t) { ENSURE(false, "%s", kNoCuda); }
+bool cuda_available() { return false; }
+
+}  // namespace lolcats

@@ -1,0 +1,152 @@
+#include "tensor/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace lolcats {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::bf16: return 2;
+    case DType::i32: return 4;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "f32";
+    case DType::bf16: return "bf16";
+    case DType::i32: return "i32";
+  }
+  return "?";
+}
+
+const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+
+Shape::Shape(std::initializer_list<int64_t> d) : Shape(std::vector<int64_t>(d)) {}
+
+Shape::Shape(const std::vector<int64_t>& d) {
+  ENSURE(d.size() <= 4, "tensors have at most 4 dimensions, got %zu", d.size());
+  ndim = int(d.size());
+  for (int i = 0; i < ndim; i++) {
+    ENSURE(d[i] >= 0, "negative dimension %lld", (long long)d[i]);
+    dims[i] = d[i];
+  }
+}
+
+int64_t Shape::numel() const {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= dims[i];
+  return n;
+}
+
+bool Shape::operator==(const Shape& o) const {
+  if (ndim != o.ndim) return false;
+  for (int i = 0; i < ndim; i++)
+    if (dims[i] != o.dims[i]) return false;
+  return true;
+}
+
+std::string Shape::str() const {
+  std::string s = "(";
+  for (int i = 0; i < ndim; i++) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + (ndim == 1 ? ",)" : ")");
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  size_t bytes = t.nbytes();
+  if (device == Device::cpu) {
+    // 64-byte alignment: a full cache line, and enough for any SIMD load Eigen emits.
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    ENSURE(p, "out of memory allocating %zu bytes on the CPU", bytes);
+    t.storage_ = std::shared_ptr<void>(p, std::free);
+  } else {
+    t.storage_ = std::shared_ptr<void>(device_malloc(bytes), device_free);
+  }
+  t.data_ = t.storage_.get();
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  t.zero_();
+  return t;
+}
+
+Tensor Tensor::borrow(void* data, const Shape& shape, DType dtype, Device device) {
+  Tensor t;
+  t.data_ = data;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  return t;
+}
+
+Tensor Tensor::from(const std::vector<float>& values, const Shape& shape) {
+  ENSURE(int64_t(values.size()) == shape.numel(), "%zu values for shape %s", values.size(),
+        shape.str().c_str());
+  Tensor t = empty(shape);
+  std::memcpy(t.data_, values.data(), values.size() * 4);
+  return t;
+}
+
+Tensor Tensor::from_i32(const std::vector<int32_t>& values, const Shape& shape) {
+  ENSURE(int64_t(values.size()) == shape.numel(), "%zu values for shape %s", values.size(),
+        shape.str().c_str());
+  Tensor t = empty(shape, DType::i32);
+  std::memcpy(t.data_, values.data(), values.size() * 4);
+  return t;
+}
+
+int64_t Tensor::size(int i) const {
+  if (i < 0) i += shape_.ndim;
+  ENSURE(i >= 0 && i < shape_.ndim, "dimension %d out of range for shape %s", i, shape_.str().c_str());
+  return shape_.dims[i];
+}
+
+Tensor Tensor::reshape(const Shape& shape) const {
+  ENSURE(shape.numel() == numel(), "cannot reshape %s to %s", shape_.str().c_str(),
+        shape.str().c_str());
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  ENSURE(device_ == Device::cpu, "clone: only CPU tensors");
+  Tensor t = empty(shape_, dtype_);
+  std::memcpy(t.data_, data_, nbytes());
+  return t;
+}
+
+void Tensor::zero_() {
+  if (device_ == Device::cpu)
+    std::memset(data_, 0, nbytes());
+  else
+    device_memset_zero(data_, nbytes());
+}
+
+std::vector<float> Tensor::to_vector() const {
+  ENSURE(device_ == Device::cpu, "to_vector: only CPU tensors");
+  const float* p = f32();
+  return std::vector<float>(p, p + numel());
+}
+
+std::string Tensor::str() const {
+  return std::string(dtype_name(dtype_)) + " " + shape_.str() + " " + device_name(device_);
+}
+
+void check_shape(const Tensor& t, const Shape& want, const char* name, DType dtype) {
+  ENSURE(t.shape() == want, "%s has shape %s, expected %s", name, t.shape().str().c_str(),
+        want.str().c_str());
+  ENSURE(t.dtype() == dtype, "%s has dtype %s, expected %s", name, dtype_name(t.dtype()),
+        dtype_name(dtype));
+}
+
+}  // namespace lolcats

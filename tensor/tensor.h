@@ -1,0 +1,97 @@
+// Tensor: a shape (up to 4-D), a dtype, a device and a pointer to contiguous row-major storage.
+//
+// Deliberately small. There are no strides, no views with offsets into other tensors beyond
+// reshape, and no broadcasting: ops take raw pointers and explicit sizes (see tensor/ops.h), and a
+// Tensor only carries the buffer and checks that callers agree on its shape.
+// Storage is either owned (Tensor::empty / zeros, freed with the last copy) or borrowed from an
+// Arena (tensor/arena.h), which owns one big allocation per category of memory.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/check.h"
+
+namespace lolcats {
+
+enum class DType : uint8_t { f32, bf16, i32 };
+enum class Device : uint8_t { cpu, cuda };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+const char* device_name(Device d);
+
+struct Shape {
+  int ndim = 0;
+  int64_t dims[4] = {0, 0, 0, 0};
+
+  Shape() = default;
+  Shape(std::initializer_list<int64_t> d);
+  explicit Shape(const std::vector<int64_t>& d);
+  int64_t operator[](int i) const { return dims[i]; }
+  int64_t numel() const;
+  bool operator==(const Shape& o) const;
+  bool operator!=(const Shape& o) const { return !(*this == o); }
+  std::string str() const;  // "(2, 3, 4)"
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  // Owned, uninitialised / zero-filled storage.
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+  // Borrowed storage: the caller (an Arena, a memory-mapped file) keeps `data` alive.
+  static Tensor borrow(void* data, const Shape& shape, DType dtype, Device device = Device::cpu);
+  // CPU f32 tensor holding a copy of `values` (tests and small constants).
+  static Tensor from(const std::vector<float>& values, const Shape& shape);
+  static Tensor from_i32(const std::vector<int32_t>& values, const Shape& shape);
+
+  bool defined() const { return data_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int ndim() const { return shape_.ndim; }
+  int64_t size(int i) const;  // negative i counts from the end
+  int64_t numel() const { return shape_.numel(); }
+  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+
+  void* data() const { return data_; }
+  float* f32() const { return typed<float>(DType::f32); }
+  uint16_t* bf16() const { return typed<uint16_t>(DType::bf16); }
+  int32_t* i32() const { return typed<int32_t>(DType::i32); }
+
+  // Same storage, new shape with the same number of elements.
+  Tensor reshape(const Shape& shape) const;
+  // A deep copy on the CPU (converting nothing).
+  Tensor clone() const;
+  void zero_();
+  std::vector<float> to_vector() const;  // CPU f32 only
+  std::string str() const;                // "f32 (2, 3) cpu"
+
+ private:
+  template <typename T>
+  T* typed(DType want) const {
+    ENSURE(dtype_ == want, "tensor is %s, not %s", dtype_name(dtype_), dtype_name(want));
+    return static_cast<T*>(data_);
+  }
+  std::shared_ptr<void> storage_;  // null when borrowed
+  void* data_ = nullptr;
+  Shape shape_;
+  DType dtype_ = DType::f32;
+  Device device_ = Device::cpu;
+};
+
+// ENSURE that t has exactly this shape and dtype, naming the tensor in the message.
+void check_shape(const Tensor& t, const Shape& want, const char* name, DType dtype = DType::f32);
+
+// Device memory hooks. With CUDA built in, cuda/memory.cu provides them; without, tensor/no_cuda.cpp
+// provides versions that fail with a clear message.
+void* device_malloc(size_t bytes);
+void device_free(void* p);
+void device_memset_zero(void* p, size_t bytes);
+bool cuda_available();  // built with CUDA and a GPU is visible
+
+}  // namespace lolcats
