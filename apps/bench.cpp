@@ -1,5 +1,6 @@
 // ./bench: speed measurements, one JSON object per line.
 //   ./bench matmul   our CPU matmul (Eigen) vs PyTorch's on the linear-layer shapes of SmolLM2-135M
+//   ./bench llama    SmolLM2-135M forward and forward+backward, batch 1, T = 1024, f32, vs PyTorch
 // Where a comparison is claimed, both sides run in this one invocation with the same shapes and
 // threads: PyTorch through tests/reference/bench_matmul.py in the project's .venv.
 #include <CLI/CLI.hpp>
@@ -9,6 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+
+#include "autograd/ops.h"
+#include "nn/llama.h"
 #include "tensor/matmul.h"
 #include "tensor/parallel.h"
 
@@ -37,24 +42,36 @@ double time_it(Fn fn, double min_seconds = 1.0) {
 
 struct MatmulShape { int M, K, N; };  // y (M, N) = x (M, K) @ W^T, W (N, K): a linear layer
 
-// PyTorch's numbers for the same shapes and threads, keyed "MxKxN"; empty when unavailable.
-std::map<std::string, double> torch_matmul(const std::vector<MatmulShape>& shapes, int threads) {
-  std::string cmd = ".venv/bin/python tests/reference/bench_matmul.py --threads " +
-                    std::to_string(threads) + " --shapes";
-  for (auto s : shapes) cmd += " " + std::to_string(s.M) + "x" + std::to_string(s.K) + "x" + std::to_string(s.N);
-  cmd += " 2>/dev/null";
-  std::map<std::string, double> out;
-  FILE* p = popen(cmd.c_str(), "r");
+// Runs a PyTorch reference script from tests/reference/ in the project's venv and returns the
+// JSON objects it prints, one per line (none when the venv is missing: `make venv`).
+std::vector<json> run_torch(const std::string& script_and_args) {
+  std::vector<json> out;
+  FILE* p = popen((".venv/bin/python tests/reference/" + script_and_args + " 2>/dev/null").c_str(), "r");
   if (!p) return out;
-  char line[4096];
+  char line[8192];
   while (fgets(line, sizeof line, p)) {
     try {
-      json j = json::parse(line);
-      out[j["shape"].get<std::string>()] = j["gflops"].get<double>();
-    } catch (...) {
+      out.push_back(json::parse(line));
+    } catch (const json::exception&) {  // a stray non-JSON line: not a measurement
     }
   }
   pclose(p);
+  if (out.empty()) std::fprintf(stderr, "bench: PyTorch side unavailable (run `make venv` to create .venv)\n");
+  return out;
+}
+
+double peak_rss_mib() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;  // Linux reports KiB
+}
+
+// PyTorch's GFLOP/s for the same shapes and threads, keyed "MxKxN".
+std::map<std::string, double> torch_matmul(const std::vector<MatmulShape>& shapes, int threads) {
+  std::string args = "bench_matmul.py --threads " + std::to_string(threads) + " --shapes";
+  for (auto s : shapes) args += " " + std::to_string(s.M) + "x" + std::to_string(s.K) + "x" + std::to_string(s.N);
+  std::map<std::string, double> out;
+  for (const json& j : run_torch(args)) out[j["shape"].get<std::string>()] = j["gflops"].get<double>();
   return out;
 }
 
@@ -62,8 +79,6 @@ int bench_matmul(int threads) {
   const std::vector<MatmulShape> shapes = {{1024, 576, 576}, {1024, 576, 1536}, {1024, 1536, 576},
                                            {1024, 576, 49152}};
   auto theirs = torch_matmul(shapes, threads);
-  if (theirs.empty())
-    std::fprintf(stderr, "bench: PyTorch side unavailable (run `make venv` to create .venv)\n");
   for (auto s : shapes) {
     std::vector<float> x(size_t(s.M) * s.K, 0.01f), w(size_t(s.N) * s.K, 0.02f), y(size_t(s.M) * s.N);
     double sec = time_it([&] {
@@ -83,14 +98,75 @@ int bench_matmul(int threads) {
   return 0;
 }
 
+// SmolLM2-135M (real weights when models/ has them, else random: speed is the same), batch 1.
+int bench_llama(int threads, int T, const std::string& model_path) {
+  std::unique_ptr<Llama> model;
+  FILE* f = std::fopen(model_path.c_str(), "rb");
+  if (f) {
+    std::fclose(f);
+    model = Llama::load(model_path);
+  } else {
+    LlamaConfig c;
+    c.vocab = 49152, c.d_model = 576, c.n_layers = 30, c.n_heads = 9, c.n_kv_heads = 3;
+    c.head_dim = 64, c.ffn = 1536, c.rope.theta = 100000.0, c.tied_embeddings = true;
+    model = std::make_unique<Llama>(c);
+    for (const Var& p : model->parameters()) p->value.zero_();
+  }
+  std::vector<int32_t> ids(T), tg(T);
+  for (int t = 0; t < T; t++) ids[t] = (t * 7919) % model->cfg.vocab, tg[t] = (t * 104729 + 1) % model->cfg.vocab;
+  Tensor x = Tensor::from_i32(ids, {1, T}), targets = Tensor::from_i32(tg, {T});
+  auto best_of = [](int reps, auto fn) {
+    fn();  // warm-up
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+      double t0 = now();
+      fn();
+      best = std::min(best, now() - t0);
+    }
+    return best;
+  };
+  double fwd = best_of(3, [&] {
+    NoGrad ng;
+    model->forward(x);
+  });
+  model->set_requires_grad(true);
+  double fwd_bwd = best_of(3, [&] {
+    for (const Var& p : model->parameters()) zero_grad(p);
+    backward(cross_entropy(model->forward(x), targets));
+  });
+  double ours_rss = peak_rss_mib();
+  std::map<std::string, json> theirs;
+  for (const json& j : run_torch("bench_llama.py --threads " + std::to_string(threads) +
+                                 " --seq " + std::to_string(T)))
+    theirs[j["what"].get<std::string>()] = j;
+  for (auto [what, sec] : {std::pair{"forward", fwd}, std::pair{"forward_backward", fwd_bwd}}) {
+    json j = {{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1},
+              {"seq", T}, {"dtype", "f32"}, {"threads", threads}, {"seconds", sec},
+              {"tokens_per_s", T / sec}, {"peak_rss_mib", ours_rss}};
+    if (theirs.count(what)) {
+      const json& t = theirs[what];
+      j["torch_seconds"] = t["seconds"];
+      j["torch_tokens_per_s"] = t["tokens_per_s"];
+      j["torch_peak_rss_mib"] = t["peak_rss_mib"];
+      j["speedup_vs_torch"] = t["seconds"].get<double>() / sec;
+    }
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"bench: speed and memory measurements, one JSON object per line"};
-  std::string what = "all";
-  int threads = 0;
-  app.add_option("what", what, "which benchmark: matmul, or all")
-      ->check(CLI::IsMember({"matmul", "all"}))
+  std::string what = "all", model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  int threads = 0, seq = 1024;
+  app.add_option("what", what, "which benchmark: matmul, llama, or all")
+      ->check(CLI::IsMember({"matmul", "llama", "all"}))
+      ->capture_default_str();
+  app.add_option("--seq", seq, "sequence length for `llama`")->capture_default_str();
+  app.add_option("--model", model, "model for `llama` (random SmolLM2-shaped weights if absent)")
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -98,6 +174,7 @@ int main(int argc, char** argv) {
   threads = num_threads();
   try {
     if (what == "matmul" || what == "all") bench_matmul(threads);
+    if (what == "llama" || what == "all") bench_llama(threads, seq, model);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench: %s\n", e.what());
     return 1;

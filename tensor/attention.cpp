@@ -107,6 +107,30 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dy, const T* y, const T* l
     }
 }
 
+template <typename T>
+void attention_forward_cached(T* y, const T* q, const T* k_cache, const T* v_cache, int Tq,
+                              int start, int H, int Hkv, int D) {
+  ENSURE(Hkv > 0 && H % Hkv == 0, "attention: %d query heads not divisible by %d kv heads", H, Hkv);
+  const int G = H / Hkv;
+  const T scale = T(1) / std::sqrt(T(D));
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int i = 0; i < Tq; i++)
+    for (int h = 0; h < H; h++) {
+      const int keys = start + i + 1;  // causal: everything up to and including this position
+      Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>> qi(q + (int64_t(i) * H + h) * D, D);
+      Strided<T> kall = head(k_cache, 0, 0, keys, h / G, keys, Hkv, D);
+      Strided<T> vall = head(v_cache, 0, 0, keys, h / G, keys, Hkv, D);
+      Eigen::Matrix<T, Eigen::Dynamic, 1> p = (kall * qi) * scale;  // (keys)
+      p = (p.array() - p.maxCoeff()).exp();
+      p /= p.sum();
+      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(y + (int64_t(i) * H + h) * D, D).noalias() =
+          p.transpose() * vall;
+    }
+}
+
+template void attention_forward_cached<float>(float*, const float*, const float*, const float*,
+                                              int, int, int, int, int);
+
 template void attention_forward<float>(float*, float*, const float*, const float*, const float*,
                                        int, int, int, int, int);
 template void attention_forward<double>(double*, double*, const double*, const double*,

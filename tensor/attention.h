@@ -28,3 +28,15 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dy, const T* y, const T* l
                         const T* k, const T* v, int B, int T_, int H, int Hkv, int D);
 
 }  // namespace lolcats
+
+namespace lolcats {
+
+// Inference with a key/value cache (one sequence): Tq new queries at absolute positions
+// start .. start+Tq-1 attend causally to cached keys 0 .. start+Tq-1 (the new keys already
+// written into the cache). Same math as attention_forward; with start = 0 it is the same op.
+//   y (Tq, H, D), q (Tq, H, D), k_cache / v_cache (>= start+Tq, Hkv, D)
+template <typename T>
+void attention_forward_cached(T* y, const T* q, const T* k_cache, const T* v_cache, int Tq,
+                              int start, int H, int Hkv, int D);
+
+}  // namespace lolcats

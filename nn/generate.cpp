@@ -1,0 +1,52 @@
+#include "nn/generate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace lolcats {
+
+int32_t sample_token(const float* logits, int V, float temperature, float top_p, std::mt19937_64& rng) {
+  if (temperature <= 0.0f) return int32_t(std::max_element(logits, logits + V) - logits);
+  float mx = *std::max_element(logits, logits + V);
+  std::vector<double> p(V);
+  double sum = 0;
+  for (int i = 0; i < V; i++) sum += (p[i] = std::exp(double(logits[i] - mx) / temperature));
+  std::vector<int32_t> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+  // Keep the most likely tokens until their mass reaches top_p (always at least one).
+  double kept = 0;
+  int n = 0;
+  while (n < V && (n == 0 || kept < top_p * sum)) kept += p[order[n++]];
+  double u = std::uniform_real_distribution<double>(0.0, kept)(rng);
+  for (int i = 0; i < n; i++) {
+    u -= p[order[i]];
+    if (u <= 0) return order[i];
+  }
+  return order[n - 1];
+}
+
+std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt,
+                              const SamplingConfig& cfg,
+                              const std::function<bool(int32_t)>& on_token) {
+  ENSURE(!prompt.empty(), "generate: the prompt is empty");
+  const int V = model.cfg.vocab;
+  KVCache cache(model.cfg, int(prompt.size()) + cfg.max_new_tokens);
+  std::mt19937_64 rng(cfg.seed);
+  std::vector<int32_t> out;
+  // Prefill: the whole prompt at once; only the last position's logits matter.
+  Var logits = model.forward(Tensor::from_i32(prompt, {1, int64_t(prompt.size())}), &cache);
+  const float* last = logits->value.f32() + (prompt.size() - 1) * size_t(V);
+  for (int step = 0; step < cfg.max_new_tokens; step++) {
+    int32_t next = sample_token(last, V, cfg.temperature, cfg.top_p, rng);
+    out.push_back(next);
+    bool stop = std::find(cfg.stop_ids.begin(), cfg.stop_ids.end(), next) != cfg.stop_ids.end();
+    if ((on_token && !on_token(next)) || stop || step + 1 == cfg.max_new_tokens) break;
+    logits = model.forward(Tensor::from_i32({next}, {1, 1}), &cache);
+    last = logits->value.f32();
+  }
+  return out;
+}
+
+}  // namespace lolcats

@@ -1,0 +1,32 @@
+// Autoregressive generation with a KV cache: prefill the prompt in one forward pass, then one token
+// per step. Sampling: greedy (temperature 0), or softmax(logits / temperature) restricted to the
+// smallest set of tokens whose probability reaches top_p (nucleus sampling), with a seeded RNG so a
+// run can be reproduced.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "nn/llama.h"
+
+namespace lolcats {
+
+struct SamplingConfig {
+  int max_new_tokens = 256;
+  float temperature = 0.0f;  // 0 = greedy
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+  std::vector<int32_t> stop_ids;  // generation ends after producing one of these
+};
+
+// logits (V) -> token id.
+int32_t sample_token(const float* logits, int V, float temperature, float top_p, std::mt19937_64& rng);
+
+// Returns the generated ids (prompt excluded). on_token is called for each new id as it is made;
+// returning false stops early.
+std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt,
+                              const SamplingConfig& cfg,
+                              const std::function<bool(int32_t)>& on_token = {});
+
+}  // namespace lolcats

@@ -1,0 +1,145 @@
+#include "nn/llama.h"
+
+#include <cstring>
+
+#include "autograd/ops.h"
+#include "tensor/attention.h"
+
+namespace lolcats {
+
+KVCache::KVCache(const LlamaConfig& cfg, int max_len_) : max_len(max_len_) {
+  for (int l = 0; l < cfg.n_layers; l++) {
+    k.push_back(Tensor::empty({max_len, cfg.n_kv_heads, cfg.head_dim}));
+    v.push_back(Tensor::empty({max_len, cfg.n_kv_heads, cfg.head_dim}));
+  }
+}
+
+Llama::Llama(const LlamaConfig& c) : cfg(c) {
+  cfg.validate("model config");
+  const int64_t V = cfg.vocab, C = cfg.d_model, H = cfg.n_heads, Hkv = cfg.n_kv_heads,
+                D = cfg.head_dim, FF = cfg.ffn;
+  std::vector<Shape> layer_shapes = {{C}, {H * D, C}, {Hkv * D, C}, {Hkv * D, C}, {C, H * D},
+                                     {C}, {FF, C},    {FF, C},      {C, FF}};
+  std::vector<Shape> all = {{V, C}, {C}};
+  if (!cfg.tied_embeddings) all.push_back({V, C});
+  for (int l = 0; l < cfg.n_layers; l++) all.insert(all.end(), layer_shapes.begin(), layer_shapes.end());
+  arena_ = std::make_unique<Arena>("weights", Arena::bytes_for(all));
+  auto w = [&](const Shape& s) { return leaf(arena_->alloc(s), false); };
+  wte = w({V, C});
+  norm = w({C});
+  lm_head = cfg.tied_embeddings ? wte : w({V, C});
+  for (int l = 0; l < cfg.n_layers; l++) {
+    LlamaLayer L;
+    L.attn_norm = w({C});
+    L.wq = w({H * D, C});
+    L.wk = w({Hkv * D, C});
+    L.wv = w({Hkv * D, C});
+    L.wo = w({C, H * D});
+    L.mlp_norm = w({C});
+    L.w_gate = w({FF, C});
+    L.w_up = w({FF, C});
+    L.w_down = w({C, FF});
+    layers.push_back(L);
+  }
+}
+
+std::vector<std::pair<std::string, Var>> Llama::named_parameters() const {
+  std::vector<std::pair<std::string, Var>> out = {{"model.embed_tokens.weight", wte}};
+  for (int l = 0; l < cfg.n_layers; l++) {
+    const LlamaLayer& L = layers[l];
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    out.insert(out.end(), {{p + "input_layernorm.weight", L.attn_norm},
+                           {p + "self_attn.q_proj.weight", L.wq},
+                           {p + "self_attn.k_proj.weight", L.wk},
+                           {p + "self_attn.v_proj.weight", L.wv},
+                           {p + "self_attn.o_proj.weight", L.wo},
+                           {p + "post_attention_layernorm.weight", L.mlp_norm},
+                           {p + "mlp.gate_proj.weight", L.w_gate},
+                           {p + "mlp.up_proj.weight", L.w_up},
+                           {p + "mlp.down_proj.weight", L.w_down}});
+  }
+  out.push_back({"model.norm.weight", norm});
+  if (!cfg.tied_embeddings) out.push_back({"lm_head.weight", lm_head});
+  return out;
+}
+
+std::vector<Var> Llama::parameters() const {
+  std::vector<Var> out;
+  for (auto& [name, v] : named_parameters()) out.push_back(v);
+  return out;
+}
+
+void Llama::set_requires_grad(bool on) {
+  for (const Var& v : parameters()) v->requires_grad = on;
+}
+
+// Attention sub-block of one layer: a (B, T, C) normalised input -> (B, T, C), before the residual.
+Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int start,
+                           KVCache* cache, int layer) const {
+  const int H = cfg.n_heads, Hkv = cfg.n_kv_heads, D = cfg.head_dim;
+  // RoPE tables for positions start .. start+T-1.
+  std::vector<double> inv_freq(D / 2);
+  rope_inv_freq(inv_freq.data(), D, cfg.rope);
+  std::vector<int32_t> pos(T);
+  for (int t = 0; t < T; t++) pos[t] = start + t;
+  Tensor cos_t = Tensor::empty({T, D / 2}), sin_t = Tensor::empty({T, D / 2});
+  rope_tables(cos_t.f32(), sin_t.f32(), pos.data(), T, D, inv_freq.data());
+
+  Var q = rope(reshape(linear(a, L.wq), {B, T, H, D}), cos_t, sin_t, RopeLayout::half_split);
+  Var k = rope(reshape(linear(a, L.wk), {B, T, Hkv, D}), cos_t, sin_t, RopeLayout::half_split);
+  Var v = reshape(linear(a, L.wv), {B, T, Hkv, D});
+  Var y;
+  if (!cache) {
+    y = attention(q, k, v);  // (B, T, H, D)
+  } else {
+    // Append this chunk's keys/values, then attend over everything cached so far.
+    ENSURE(B == 1, "generation with a KV cache runs one sequence at a time, got batch %d", B);
+    ENSURE(start + T <= cache->max_len, "KV cache full: %d + %d positions > %d", start, T,
+           cache->max_len);
+    size_t row = size_t(Hkv) * D;
+    std::memcpy(cache->k[layer].f32() + start * row, k->value.f32(), T * row * sizeof(float));
+    std::memcpy(cache->v[layer].f32() + start * row, v->value.f32(), T * row * sizeof(float));
+    Tensor out = Tensor::empty({1, T, H, D});
+    attention_forward_cached(out.f32(), q->value.f32(), cache->k[layer].f32(),
+                             cache->v[layer].f32(), T, start, H, Hkv, D);
+    y = leaf(out);
+  }
+  return linear(reshape(y, {B, T, H * D}), L.wo);
+}
+
+Var Llama::forward(const Tensor& ids, KVCache* cache) const {
+  ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "forward: ids must be (B, T) i32, got %s",
+         ids.str().c_str());
+  const int B = int(ids.size(0)), T = int(ids.size(1));
+  std::unique_ptr<NoGrad> no_grad;
+  if (cache) no_grad = std::make_unique<NoGrad>();  // generation: values only
+  const int start = cache ? cache->length : 0;
+  Var x = embedding(ids, wte);  // (B, T, C)
+  for (int l = 0; l < cfg.n_layers; l++) {
+    const LlamaLayer& L = layers[l];
+    x = add(x, attention_block(L, rmsnorm(x, L.attn_norm, cfg.norm_eps), B, T, start, cache, l));
+    Var m = rmsnorm(x, L.mlp_norm, cfg.norm_eps);
+    // PyTorch: self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+    x = add(x, linear(swiglu(linear(m, L.w_gate), linear(m, L.w_up)), L.w_down));
+  }
+  if (cache) cache->length += T;
+  Var logits = linear(rmsnorm(x, norm, cfg.norm_eps), lm_head);  // (B, T, V)
+  return reshape(logits, {int64_t(B) * T, cfg.vocab});
+}
+
+void permute_qk_rows(float* w, int n_heads, int D, int C, bool to_hf) {
+  // Within a head, GGUF row 2i + j holds Hugging Face row j*D/2 + i (j = 0, 1; i < D/2).
+  std::vector<float> head(size_t(D) * C);
+  for (int h = 0; h < n_heads; h++) {
+    float* rows = w + size_t(h) * D * C;
+    std::memcpy(head.data(), rows, head.size() * sizeof(float));
+    for (int i = 0; i < D / 2; i++)
+      for (int j = 0; j < 2; j++) {
+        int gguf_row = 2 * i + j, hf_row = j * (D / 2) + i;
+        int dst = to_hf ? hf_row : gguf_row, src = to_hf ? gguf_row : hf_row;
+        std::memcpy(rows + size_t(dst) * C, head.data() + size_t(src) * C, C * sizeof(float));
+      }
+  }
+}
+
+}  // namespace lolcats

@@ -1,0 +1,77 @@
+// A Llama-family transformer (Llama 2/3/3.1, Mistral, SmolLM2) on the autograd tape.
+//
+//   x = wte[ids]                                                     (B, T, C)
+//   for each layer:
+//     a = rmsnorm(x) ; q, k, v = a Wq^T, a Wk^T, a Wv^T ; rope(q), rope(k)
+//     x = x + Wo attention(q, k, v)                                  GQA, causal
+//     m = rmsnorm(x) ; x = x + Wdown (silu(m Wgate^T) * (m Wup^T))   SwiGLU
+//   logits = rmsnorm(x) Wlm^T                                        (B*T, V)
+// PyTorch: transformers' LlamaForCausalLM, which the tests compare against.
+//
+// All frozen weights live in one Arena ("weights"); each is a leaf Var without gradient unless
+// made trainable. Weights use Hugging Face's layout: RoPE pairs are half-split, and the q/k rows
+// of GGUF files (which llama.cpp's converter permutes to the interleaved layout) are permuted back
+// on load, so a checkpoint of either kind gives the same tensors.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/tape.h"
+#include "nn/llama_config.h"
+#include "tensor/arena.h"
+
+namespace lolcats {
+
+struct LlamaLayer {
+  Var attn_norm;  // (C)
+  Var wq;         // (H*D, C)
+  Var wk;         // (Hkv*D, C)
+  Var wv;         // (Hkv*D, C)
+  Var wo;         // (C, H*D)
+  Var mlp_norm;   // (C)
+  Var w_gate;     // (FF, C)
+  Var w_up;       // (FF, C)
+  Var w_down;     // (C, FF)
+};
+
+// Keys and values of past positions for fast generation (one sequence).
+struct KVCache {
+  int max_len = 0;
+  int length = 0;          // positions already in the cache
+  std::vector<Tensor> k;   // per layer (max_len, Hkv, D), post-RoPE
+  std::vector<Tensor> v;   // per layer (max_len, Hkv, D)
+  KVCache(const LlamaConfig& cfg, int max_len);
+};
+
+class Llama {
+ public:
+  explicit Llama(const LlamaConfig& cfg);  // weights allocated, uninitialised
+  // A Hugging Face folder (config.json + model.safetensors or sharded index) or a .gguf file.
+  static std::unique_ptr<Llama> load(const std::string& path);
+
+  // ids (B, T) i32 -> logits (B*T, V). With a cache: B = 1, positions start at cache->length,
+  // the new keys/values are appended, and no graph is recorded.
+  Var forward(const Tensor& ids, KVCache* cache = nullptr) const;
+
+  std::vector<Var> parameters() const;  // every weight, in a fixed order
+  std::vector<std::pair<std::string, Var>> named_parameters() const;  // Hugging Face names
+  void set_requires_grad(bool on);
+
+  LlamaConfig cfg;
+  Var wte;      // (V, C)
+  std::vector<LlamaLayer> layers;
+  Var norm;     // (C)
+  Var lm_head;  // (V, C); the same Var as wte when embeddings are tied
+
+ private:
+  std::unique_ptr<Arena> arena_;
+  Var attention_block(const LlamaLayer& l, const Var& a, int B, int T, int start,
+                      KVCache* cache, int layer) const;
+};
+
+// Permutes the rows of a q or k projection (n_heads*D, C) between llama.cpp's GGUF layout
+// (interleaved rotary pairs) and Hugging Face's (half-split). `to_hf` selects the direction.
+void permute_qk_rows(float* w, int n_heads, int D, int C, bool to_hf);
+
+}  // namespace lolcats

@@ -1,0 +1,124 @@
+// The Llama model against Hugging Face transformers (tests/reference/ref_llama.py): tiny random
+// models saved with save_pretrained (logits, loss, every parameter gradient), and the real
+// SmolLM2-135M-Instruct GGUF (logits on three prompts, 32-token greedy continuations).
+#include <cstdio>
+#include <fstream>
+
+#include "autograd/ops.h"
+#include "nn/generate.h"
+#include "nn/llama.h"
+#include "tests/helpers.h"
+
+using namespace lolcats;
+using lolcats_test::fx;
+using lolcats_test::fx_i32;
+
+namespace {
+
+const char* F = "ref_llama";
+
+std::string fixture_dir() {
+  const char* d = std::getenv("LOLCATS_FIXTURES");
+  return d ? d : "build/fixtures";
+}
+
+const std::string kSmol = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+const Llama& smollm2() {
+  static std::unique_ptr<Llama> m = Llama::load(kSmol);
+  return *m;
+}
+
+}  // namespace
+
+TEST_CASE("llama: tiny models match transformers (logits, loss, every gradient)", "[llama][ref]") {
+  for (const char* name : {"tiny_llama", "tiny_llama_tied"}) {
+    INFO(name);
+    std::string n = name;
+    auto model = Llama::load(fixture_dir() + "/" + n);
+    CHECK(model->cfg.tied_embeddings == (n == "tiny_llama_tied"));
+    model->set_requires_grad(true);
+    Tensor ids = Tensor::from_i32(fx_i32(F, n + ".ids"), {2, 40});
+    Tensor targets = Tensor::from_i32(fx_i32(F, n + ".targets"), {80});
+    Var logits = model->forward(ids);
+    Var loss = cross_entropy(logits, targets);
+    // float32 vs a float64 reference through 2 layers: values ~1, sums of <= 96 terms -> 2e-5.
+    CHECK_CLOSE(n + " logits", logits->value.f32(), fx<double>(F, n + ".logits"), 2e-5, 2e-5);
+    CHECK_CLOSE(n + " loss", loss->value.f32(), fx<double>(F, n + ".loss"), 1e-6, 1e-5);
+    backward(loss);
+    for (auto& [pname, var] : model->named_parameters()) {
+      INFO(pname);
+      REQUIRE(var->grad.defined());
+      // Gradients are ~1e-3..1e-1 and pass every layer twice: 1e-6 absolute + 1e-4 relative.
+      CHECK_CLOSE(n + " grad " + pname, var->grad.f32(), fx<double>(F, n + ".grad." + pname), 1e-6, 1e-4);
+    }
+  }
+}
+
+TEST_CASE("llama: prefill + cached decode equals the full forward at every position", "[llama]") {
+  auto model = Llama::load(fixture_dir() + "/tiny_llama");
+  const int T = 40, V = model->cfg.vocab;
+  std::vector<int32_t> ids = fx_i32(F, "tiny_llama.ids");
+  ids.resize(T);  // the first sequence
+  Tensor all = Tensor::from_i32(ids, {1, T});
+  Var full = model->forward(all);
+  KVCache cache(model->cfg, T);
+  std::vector<float> stepwise;
+  Var pre = model->forward(Tensor::from_i32(std::vector<int32_t>(ids.begin(), ids.begin() + 7), {1, 7}), &cache);
+  stepwise.insert(stepwise.end(), pre->value.f32(), pre->value.f32() + 7 * V);
+  for (int t = 7; t < T; t++) {
+    Var step = model->forward(Tensor::from_i32({ids[t]}, {1, 1}), &cache);
+    stepwise.insert(stepwise.end(), step->value.f32(), step->value.f32() + V);
+  }
+  CHECK(cache.length == T);
+  std::vector<double> want(full->value.f32(), full->value.f32() + size_t(T) * V);
+  // Same float32 math in a different order (one query row vs a tile): a few ulps.
+  CHECK_CLOSE("cached decode logits", stepwise, want, 1e-5, 1e-5);
+  REQUIRE_THROWS_WITH(model->forward(Tensor::from_i32({1}, {1, 1}), &cache), Catch::Contains("KV cache full"));
+}
+
+TEST_CASE("llama: SmolLM2-135M GGUF matches transformers loading the same file", "[llama][ref][smollm2]") {
+  const Llama& m = smollm2();
+  CHECK(m.cfg.n_layers == 30);
+  CHECK(m.cfg.d_model == 576);
+  CHECK(m.cfg.n_heads == 9);
+  CHECK(m.cfg.n_kv_heads == 3);
+  CHECK(m.cfg.tied_embeddings);
+  for (int i = 0; i < 3; i++) {
+    INFO("prompt " << i);
+    std::vector<int32_t> ids = fx_i32(F, "smol." + std::to_string(i) + ".ids");
+    Var logits = m.forward(Tensor::from_i32(ids, {1, int64_t(ids.size())}));
+    // Both sides dequantise the same Q4_1/Q8_0 blocks to float32 and run 30 layers in float32 with
+    // different summation orders; logits are O(10): 2e-3 absolute + 1e-3 relative.
+    CHECK_CLOSE("smollm2 logits " + std::to_string(i), logits->value.f32(),
+                fx<double>(F, "smol." + std::to_string(i) + ".logits"), 2e-3, 1e-3);
+    std::vector<int32_t> want = fx_i32(F, "smol." + std::to_string(i) + ".greedy");
+    SamplingConfig sc;
+    sc.max_new_tokens = int(want.size());
+    CHECK(generate(m, ids, sc) == want);
+  }
+}
+
+TEST_CASE("llama: bad checkpoints give one clear error", "[llama]") {
+  std::string src = fixture_dir() + "/tiny_llama_tied", dir = "build/test_tmp_bad_llama";
+  std::system(("rm -rf " + dir + " && mkdir -p " + dir + " && cp " + src + "/* " + dir).c_str());
+  auto write = [&](const std::string& file, const std::string& text) { std::ofstream(dir + "/" + file) << text; };
+  std::ifstream in(src + "/config.json");
+  std::string config((std::istreambuf_iterator<char>(in)), {});
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string c = config;
+    size_t at = c.find(from);
+    REQUIRE(at != std::string::npos);
+    return c.replace(at, from.size(), to);
+  };
+  write("config.json", with("\"hidden_size\": 64", "\"hidden_size\": 32"));
+  REQUIRE_THROWS_WITH(Llama::load(dir), Catch::Contains("but the config implies"));
+  write("config.json", with("\"model_type\": \"llama\"", "\"model_type\": \"gpt2\""));
+  REQUIRE_THROWS_WITH(Llama::load(dir), Catch::Contains("model_type \"gpt2\" is not supported"));
+  write("config.json", with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"));
+  REQUIRE_THROWS_WITH(Llama::load(dir), Catch::Contains("has no tensor model.layers.2."));
+  write("config.json", "{\"model_type\": \"llama\", ");
+  REQUIRE_THROWS_WITH(Llama::load(dir), Catch::Contains("malformed or incomplete config"));
+  REQUIRE_THROWS_WITH(Llama::load("build/no_such_model"), Catch::Contains("model not found"));
+  std::system(("rm -rf " + dir).c_str());
+}
