@@ -58,9 +58,11 @@ TEST_SRC := $(wildcard tests/*.cpp)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
 TEST_BIN := $(BIN)run_tests
 THREADS ?= 0
+# The default model (see DESIGN: SmolLM2-135M-Instruct, shipped in a PyPI package).
+MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .PHONY: all test test-gpu clean venv fixtures model FORCE
-all: $(APPS) $(TEST_BIN)
+all: $(APPS) $(TEST_BIN) $(MODEL)
 
 # System libraries: installed (as root) or named (otherwise) before the first compile.
 $(BUILD)/.deps-ok: scripts/install_deps.sh
@@ -95,9 +97,7 @@ $(TEST_BIN): $(TEST_OBJ) $(BUILD)/liblolcats.a
 	tests/reference/setup_venv.sh
 venv: .venv/.stamp
 
-# The default model (see DESIGN: SmolLM2-135M-Instruct, shipped in a PyPI package).
-MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
-$(MODEL): scripts/get_model.sh
+$(MODEL): | scripts/get_model.sh
 	scripts/get_model.sh
 model: $(MODEL)
 

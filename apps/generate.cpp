@@ -1,7 +1,111 @@
-// ./generate: recurrent, constant-memory generation from a linearized run. Not built yet.
-#include "apps/not_yet.h"
+// ./generate: text generation from a Llama-family model with a KV cache, streamed to stdout.
+//   ./generate --prompt "What is the capital of France?"            (default model, chat template)
+//   ./generate --model DIR_OR_GGUF --prompt "Once upon" --raw --temperature 0.8 --top-p 0.9
+// Instruct models get their chat template (read from the checkpoint) unless --raw is given.
+// Statistics (prompt tokens, generated tokens, tokens/s) go to stderr.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "data/chat_template.h"
+#include "data/gguf.h"
+#include "data/tokenizer.h"
+#include "nn/generate.h"
+#include "tensor/parallel.h"
+
+using namespace lolcats;
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& x) {
+  return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
+}
+
+// The tokenizer and (possibly empty) Jinja chat template stored with a model.
+std::pair<Tokenizer, std::string> load_tokenizer(const std::string& model_path) {
+  if (ends_with(model_path, ".gguf")) {
+    GGUFFile f(model_path);
+    std::string tmpl = f.has("tokenizer.chat_template") ? f.get_string("tokenizer.chat_template") : "";
+    return {Tokenizer::from_gguf(f), tmpl};
+  }
+  std::string tmpl;
+  std::ifstream cfg(model_path + "/tokenizer_config.json");
+  if (cfg.good()) {
+    auto j = nlohmann::json::parse(cfg, nullptr, false);
+    if (!j.is_discarded() && j.contains("chat_template") && j["chat_template"].is_string())
+      tmpl = j["chat_template"].get<std::string>();
+  }
+  std::ifstream jinja(model_path + "/chat_template.jinja");
+  if (tmpl.empty() && jinja.good()) tmpl.assign(std::istreambuf_iterator<char>(jinja), {});
+  return {Tokenizer::from_json(model_path + "/tokenizer.json"), tmpl};
+}
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  return lolcats::not_yet(argc, argv, "generate", "generate text from a (linearized) model",
-                          "planned: the Llama-on-CPU issue");
+  CLI::App app{"generate: text from a Llama-family model (KV cache, streamed)"};
+  std::string model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf", prompt, system;
+  SamplingConfig sc;
+  int threads = 0;
+  bool raw = false;
+  app.add_option("--model", model_path, "Hugging Face folder or .gguf file")->capture_default_str();
+  app.add_option("--prompt", prompt, "the prompt (read from stdin when absent)");
+  app.add_option("--system", system, "system message for chat models");
+  app.add_flag("--raw", raw, "feed the prompt as is, without the chat template");
+  app.add_option("--max-new-tokens", sc.max_new_tokens, "tokens to generate at most")->capture_default_str();
+  app.add_option("--temperature", sc.temperature, "0 = greedy")->capture_default_str();
+  app.add_option("--top-p", sc.top_p, "nucleus sampling mass (with temperature > 0)")->capture_default_str();
+  app.add_option("--seed", sc.seed, "random seed for sampling")->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  set_num_threads(threads);
+  try {
+    if (prompt.empty()) prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
+    ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
+    auto [tok, tmpl] = load_tokenizer(model_path);
+    auto model = Llama::load(model_path);
+    ENSURE(tok.vocab_size() <= model->cfg.vocab, "tokenizer has %d tokens but the model only %d",
+           tok.vocab_size(), model->cfg.vocab);
+    std::string text = prompt;
+    if (!raw && !tmpl.empty()) {
+      std::vector<ChatMessage> msgs;
+      if (!system.empty()) msgs.push_back({"system", system});
+      msgs.push_back({"user", prompt});
+      text = apply_chat_template(chat_format_for(tmpl), msgs, true);
+    }
+    // A chat template writes its own BOS where the model wants one.
+    std::vector<int32_t> ids = tok.encode(text, raw && tok.adds_bos());
+    for (const char* stop : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"})
+      if (tok.id_of(stop) >= 0) sc.stop_ids.push_back(tok.id_of(stop));
+    if (tok.eos_id() >= 0) sc.stop_ids.push_back(tok.eos_id());
+
+    std::vector<int32_t> out;
+    size_t printed = 0;
+    double t0 = now(), t_first = 0;
+    generate(*model, ids, sc, [&](int32_t id) {
+      if (out.empty()) t_first = now();
+      out.push_back(id);
+      std::string s = tok.decode(out, true);  // whole text each time: multi-token characters join
+      std::fwrite(s.data() + printed, 1, s.size() - printed, stdout);
+      std::fflush(stdout);
+      printed = s.size();
+      return true;
+    });
+    double t1 = now();
+    std::printf("\n");
+    std::fflush(stdout);
+    std::fprintf(stderr, "[%zu prompt tokens in %.2f s, %zu new tokens at %.1f tokens/s]\n", ids.size(),
+                 t_first - t0, out.size(), out.size() > 1 ? (out.size() - 1) / (t1 - t_first) : 0.0);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "generate: %s\n", e.what());
+    return 1;
+  }
+  return 0;
 }

@@ -31,7 +31,16 @@ static size_t safetensors_dtype_size(const std::string& t) {
 }
 
 SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
-  const char* p = path.c_str();
+  try {
+    parse();
+  } catch (...) {  // the destructor does not run for a half-built object: unmap here
+    if (map_) munmap(map_, size_);
+    throw;
+  }
+}
+
+void SafeTensorsFile::parse() {
+  const char* p = path_.c_str();
   int fd = open(p, O_RDONLY);
   ENSURE(fd >= 0, "cannot open %s: %s", p, std::strerror(errno));
   struct stat st;
@@ -39,8 +48,9 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
   size_ = size_t(st.st_size);
   if (size_ > 0) map_ = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
+  if (map_ == MAP_FAILED) map_ = nullptr;
+  ENSURE(map_ || size_ == 0, "cannot map %s: %s", p, std::strerror(errno));
   ENSURE(size_ >= 8, "%s is not a safetensors file: only %zu bytes", p, size_);
-  ENSURE(map_ != MAP_FAILED, "cannot map %s: %s", p, std::strerror(errno));
   const uint8_t* base = static_cast<const uint8_t*>(map_);
   uint64_t header_len = 0;
   std::memcpy(&header_len, base, 8);  // little-endian on every machine we build for
@@ -57,6 +67,7 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
   const size_t data_size = size_ - 8 - header_len;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
+      ENSURE(it->is_object(), "%s: __metadata__ is not a JSON object", p);
       for (auto m = it->begin(); m != it->end(); ++m)
         if (m->is_string()) metadata_[m.key()] = m->get<std::string>();
       continue;
@@ -81,16 +92,19 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
     }
     size_t es = safetensors_dtype_size(info.dtype);
     ENSURE(es > 0, "%s: tensor %s has unknown dtype %s", p, name, info.dtype.c_str());
-    for (int64_t d : info.shape) ENSURE(d >= 0, "%s: tensor %s has a negative dimension", p, name);
-    ENSURE(size_t(info.numel()) * es == info.nbytes,
-          "%s: tensor %s: shape and dtype need %zu bytes, data_offsets give %zu", p, name,
-          size_t(info.numel()) * es, info.nbytes);
+    size_t need = es;  // bytes the shape needs, checked for overflow (a corrupt shape can be huge)
+    for (int64_t d : info.shape) {
+      ENSURE(d >= 0, "%s: tensor %s has a negative dimension", p, name);
+      ENSURE(!__builtin_mul_overflow(need, size_t(d), &need), "%s: tensor %s: shape overflows", p, name);
+    }
+    ENSURE(need == info.nbytes, "%s: tensor %s: shape and dtype need %zu bytes, data_offsets give %zu",
+          p, name, need, info.nbytes);
     tensors_[it.key()] = info;
   }
 }
 
 SafeTensorsFile::~SafeTensorsFile() {
-  if (map_ && map_ != MAP_FAILED) munmap(map_, size_);
+  if (map_) munmap(map_, size_);
 }
 
 const SafeTensorInfo& SafeTensorsFile::info(const std::string& name) const {
@@ -139,7 +153,12 @@ Tensor SafeTensorsFile::load(const std::string& name) const {
   if (t.dtype == "F32" || t.dtype == "I32") {
     std::memcpy(out.data(), t.data, t.nbytes);
   } else if (integer) {
-    for (int64_t i = 0; i < t.numel(); i++) out.i32()[i] = int32_t(element(t, i));
+    for (int64_t i = 0; i < t.numel(); i++) {
+      double v = element(t, i);
+      ENSURE(v >= INT32_MIN && v <= INT32_MAX, "%s: tensor %s: I64 value %.0f does not fit in i32",
+            path_.c_str(), name.c_str(), v);
+      out.i32()[i] = int32_t(v);
+    }
   } else {
     for (int64_t i = 0; i < t.numel(); i++) out.f32()[i] = float(element(t, i));
   }

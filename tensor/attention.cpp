@@ -5,31 +5,13 @@
 #include <limits>
 
 #include "tensor/check.h"
+#include "tensor/heads.h"
 
 namespace lolcats {
 
 namespace {
 
 constexpr int kTile = 64;  // query rows per score tile
-
-template <typename T>
-using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename T>
-using Strided = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;
-template <typename T>
-using StridedMut = Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>;
-
-// Head h of batch b, as a (rows, D) matrix view into a (B, T, heads, D) tensor starting at row t0.
-template <typename T>
-Strided<T> head(const T* x, int b, int t0, int rows, int h, int T_, int heads, int D) {
-  return Strided<T>(x + ((int64_t(b) * T_ + t0) * heads + h) * D, rows, D,
-                    Eigen::OuterStride<>(int64_t(heads) * D));
-}
-template <typename T>
-StridedMut<T> head_mut(T* x, int b, int t0, int rows, int h, int T_, int heads, int D) {
-  return StridedMut<T>(x + ((int64_t(b) * T_ + t0) * heads + h) * D, rows, D,
-                       Eigen::OuterStride<>(int64_t(heads) * D));
-}
 
 // Scores of query rows [i0, i0+rows) against keys [0, i0+rows), causally masked, scaled.
 template <typename T>

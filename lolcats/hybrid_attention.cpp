@@ -1,0 +1,231 @@
+#include "lolcats/hybrid_attention.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "tensor/check.h"
+#include "tensor/heads.h"
+
+namespace lolcats {
+
+HybridVariant parse_variant(const std::string& name) {
+  if (name == "terrace") return HybridVariant::terrace;
+  if (name == "sw") return HybridVariant::sw;
+  if (name == "linear") return HybridVariant::linear;
+  fail(__FILE__, __LINE__, "unknown attention variant \"" + name + "\" (terrace, sw or linear)");
+}
+
+const char* variant_name(HybridVariant v) {
+  return v == HybridVariant::terrace ? "terrace" : v == HybridVariant::sw ? "sw" : "linear";
+}
+
+namespace {
+
+constexpr int C = kHybridBlock;
+enum Pair : uint8_t { kNone, kWindow, kLinear };
+
+// How key j takes part in query i's output, for a key in block b(i)-1 or b(i) (older keys are
+// always linear and go through the state).
+inline Pair classify(int i, int j, HybridVariant v) {
+  if (j > i) return kNone;
+  if (v == HybridVariant::terrace) return kWindow;
+  if (v == HybridVariant::sw) return i - j < C ? kWindow : kLinear;
+  return kLinear;
+}
+
+template <typename T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+template <typename T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+
+// The exact (local) part of block t for one head: pair weights w (rows, keys) over keys
+// j0 .. i0+rows-1, the window max m_i and its position (argmax, -1 without window) per row.
+template <typename T>
+struct LocalTile {
+  int i0, rows, j0, keys;
+  Mat<T> s, w;
+  std::vector<Pair> cls;
+  std::vector<int> argmax;
+  std::vector<T> m;
+
+  LocalTile(int t, int T_) : i0(t * C), rows(std::min(C, T_ - t * C)), j0(std::max(0, t * C - C)) {
+    keys = i0 + rows - j0;
+  }
+  Pair at(int r, int c) const { return cls[size_t(r) * keys + c]; }
+
+  // q (rows x D), k (keys x D) for the scores; pq (rows x F), pk (keys x F) for local linear pairs.
+  template <typename Q, typename K, typename PQ, typename PK>
+  void build(const Q& q, const K& k, const PQ& pq, const PK& pk, T scale, T g, HybridVariant v) {
+    s.noalias() = (q * k.transpose()) * scale;
+    Mat<T> bl;
+    if (v != HybridVariant::terrace) bl.noalias() = pq * pk.transpose();
+    w.setZero(rows, keys);
+    cls.assign(size_t(rows) * keys, kNone);
+    argmax.assign(rows, -1);
+    m.assign(rows, T(0));
+    for (int r = 0; r < rows; r++) {
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int c = 0; c < keys; c++) {
+        Pair p = cls[size_t(r) * keys + c] = classify(i0 + r, j0 + c, v);
+        if (p == kWindow && s(r, c) > mx) mx = s(r, c), argmax[r] = c;
+      }
+      if (argmax[r] >= 0) m[r] = mx;
+      for (int c = 0; c < keys; c++) {
+        Pair p = at(r, c);
+        if (p == kWindow) w(r, c) = g * std::exp(s(r, c) - mx);
+        if (p == kLinear) w(r, c) = bl(r, c);
+      }
+    }
+  }
+};
+
+}  // namespace
+
+template <typename T>
+void hybrid_attention_forward(T* y, T* Z, T* m, const T* q, const T* k, const T* v, const T* phiq,
+                              const T* phik, const T* wlogit, int B, int T_, int H, int Hkv, int D,
+                              int F, HybridVariant variant) {
+  ENSURE(Hkv > 0 && H % Hkv == 0, "hybrid attention: %d heads not a multiple of %d kv heads", H, Hkv);
+  const int G = H / Hkv, nb = (T_ + C - 1) / C;
+  const T scale = T(1) / std::sqrt(T(D));
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < H; h++) {
+      const T g = sigmoid(wlogit[h]);
+      Mat<T> S = Mat<T>::Zero(F, D);  // state: sum over keys of blocks <= t-2 of phi_k v^T
+      Vec<T> zs = Vec<T>::Zero(F);    //        sum of phi_k
+      for (int t = 0; t < nb; t++) {
+        LocalTile<T> tile(t, T_);
+        const int i0 = tile.i0, rows = tile.rows, j0 = tile.j0, keys = tile.keys;
+        auto pq = head(phiq, b, i0, rows, h, T_, H, F);
+        auto vloc = head(v, b, j0, keys, h / G, T_, Hkv, D);
+        tile.build(head(q, b, i0, rows, h, T_, H, D), head(k, b, j0, keys, h / G, T_, Hkv, D), pq,
+                   head(phik, b, j0, keys, h, T_, H, F), scale, g, variant);
+        Mat<T> num = tile.w * vloc + pq * S;                 // (rows, D)
+        Vec<T> den = tile.w.rowwise().sum() + pq * zs;       // (rows)
+        auto yt = head_mut(y, b, i0, rows, h, T_, H, D);
+        for (int r = 0; r < rows; r++) {
+          yt.row(r) = num.row(r) / den(r);
+          Z[(int64_t(b) * H + h) * T_ + i0 + r] = den(r);
+          m[(int64_t(b) * H + h) * T_ + i0 + r] = tile.m[r];
+        }
+        if (t >= 1) {  // block t-1 leaves the window of the next block: fold it into the state
+          int u0 = (t - 1) * C;
+          auto pk = head(phik, b, u0, C, h, T_, H, F);
+          S.noalias() += pk.transpose() * head(v, b, u0, C, h / G, T_, Hkv, D);
+          zs += pk.colwise().sum().transpose();
+        }
+      }
+    }
+}
+
+template <typename T>
+void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlogit, const T* dy,
+                               const T* y, const T* Z, const T* m, const T* q, const T* k,
+                               const T* v, const T* phiq, const T* phik, const T* wlogit, int B,
+                               int T_, int H, int Hkv, int D, int F, HybridVariant variant) {
+  (void)m;  // recomputed with its argmax, which the backward needs too
+  const int G = H / Hkv, nb = (T_ + C - 1) / C;
+  const T scale = T(1) / std::sqrt(T(D));
+  // One task per (batch, kv head): it owns dk/dv of that head for its G query heads.
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int b = 0; b < B; b++)
+    for (int gk = 0; gk < Hkv; gk++) {
+      Mat<T> dk_acc = Mat<T>::Zero(T_, D), dv_acc = Mat<T>::Zero(T_, D);
+      for (int h = gk * G; h < (gk + 1) * G; h++) {
+        const T g = sigmoid(wlogit[h]);
+        auto yh = head(y, b, 0, T_, h, T_, H, D);
+        auto dyh = head(dy, b, 0, T_, h, T_, H, D);
+        auto PQ = head(phiq, b, 0, T_, h, T_, H, F);
+        auto PK = head(phik, b, 0, T_, h, T_, H, F);
+        auto Vh = head(v, b, 0, T_, gk, T_, Hkv, D);
+        Mat<T> dN(T_, D), dq_h = Mat<T>::Zero(T_, D), dPQ = Mat<T>::Zero(T_, F), dPK = Mat<T>::Zero(T_, F);
+        Vec<T> dZ(T_);
+        for (int i = 0; i < T_; i++) {
+          T Zi = Z[(int64_t(b) * H + h) * T_ + i];
+          dN.row(i) = dyh.row(i) / Zi;
+          dZ(i) = -dyh.row(i).dot(yh.row(i)) / Zi;
+        }
+        T dwl = 0;
+        // 1. The exact local tiles.
+        for (int t = 0; t < nb; t++) {
+          LocalTile<T> tile(t, T_);
+          const int i0 = tile.i0, rows = tile.rows, j0 = tile.j0, keys = tile.keys;
+          auto qt = head(q, b, i0, rows, h, T_, H, D);
+          auto kloc = head(k, b, j0, keys, gk, T_, Hkv, D);
+          auto pq = PQ.middleRows(i0, rows);
+          auto pk = PK.middleRows(j0, keys);
+          tile.build(qt, kloc, pq, pk, scale, g, variant);
+          Mat<T> dw = dN.middleRows(i0, rows) * Vh.middleRows(j0, keys).transpose();
+          dw.colwise() += dZ.segment(i0, rows);
+          dv_acc.middleRows(j0, keys).noalias() += tile.w.transpose() * dN.middleRows(i0, rows);
+          Mat<T> ds = Mat<T>::Zero(rows, keys), dB = Mat<T>::Zero(rows, keys);
+          for (int r = 0; r < rows; r++) {
+            T row_sum = 0;
+            for (int c = 0; c < keys; c++) {
+              Pair p = tile.at(r, c);
+              if (p == kWindow) row_sum += (ds(r, c) = dw(r, c) * tile.w(r, c));
+              if (p == kLinear) dB(r, c) = dw(r, c);
+            }
+            dwl += row_sum * (T(1) - g);
+            if (tile.argmax[r] >= 0) ds(r, tile.argmax[r]) -= row_sum;  // through m_i = max
+          }
+          if (variant != HybridVariant::linear) {
+            dq_h.middleRows(i0, rows).noalias() += scale * (ds * kloc);
+            dk_acc.middleRows(j0, keys).noalias() += scale * (ds.transpose() * qt);
+          }
+          if (variant != HybridVariant::terrace) {
+            dPQ.middleRows(i0, rows).noalias() += dB * pk;
+            dPK.middleRows(j0, keys).noalias() += dB.transpose() * pq;
+          }
+        }
+        // 2. The state, forward: queries of block t read S, z over key blocks <= t-2.
+        Mat<T> S = Mat<T>::Zero(F, D);
+        Vec<T> zs = Vec<T>::Zero(F);
+        for (int t = 0; t < nb; t++) {
+          int i0 = t * C, rows = std::min(C, T_ - i0);
+          dPQ.middleRows(i0, rows).noalias() += dN.middleRows(i0, rows) * S.transpose();
+          dPQ.middleRows(i0, rows).noalias() += dZ.segment(i0, rows) * zs.transpose();
+          if (t >= 1) {
+            S.noalias() += PK.middleRows(i0 - C, C).transpose() * Vh.middleRows(i0 - C, C);
+            zs += PK.middleRows(i0 - C, C).colwise().sum().transpose();
+          }
+        }
+        // 3. The state, backward: key block u is read by query blocks >= u+2.
+        Mat<T> P = Mat<T>::Zero(F, D);
+        Vec<T> p = Vec<T>::Zero(F);
+        for (int u = nb - 1; u >= 0; u--) {
+          if (u + 2 < nb) {
+            int i0 = (u + 2) * C, rows = std::min(C, T_ - i0);
+            P.noalias() += PQ.middleRows(i0, rows).transpose() * dN.middleRows(i0, rows);
+            p.noalias() += PQ.middleRows(i0, rows).transpose() * dZ.segment(i0, rows);
+          }
+          int j0 = u * C, rows = std::min(C, T_ - j0);
+          dPK.middleRows(j0, rows).noalias() += Vh.middleRows(j0, rows) * P.transpose();
+          dPK.middleRows(j0, rows).rowwise() += p.transpose();
+          dv_acc.middleRows(j0, rows).noalias() += PK.middleRows(j0, rows) * P;
+        }
+        if (dq) head_mut(dq, b, 0, T_, h, T_, H, D) = dq_h;
+        if (dphiq) head_mut(dphiq, b, 0, T_, h, T_, H, F) = dPQ;
+        if (dphik) head_mut(dphik, b, 0, T_, h, T_, H, F) = dPK;
+        if (dwlogit && variant != HybridVariant::linear) {
+#pragma omp atomic
+          dwlogit[h] += dwl;
+        }
+      }
+      if (dk) head_mut(dk, b, 0, T_, gk, T_, Hkv, D) = dk_acc;
+      if (dv) head_mut(dv, b, 0, T_, gk, T_, Hkv, D) = dv_acc;
+    }
+}
+
+#define INSTANTIATE(T)                                                                             \
+  template void hybrid_attention_forward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,    \
+                                            const T*, const T*, int, int, int, int, int, int,      \
+                                            HybridVariant);                                        \
+  template void hybrid_attention_backward<T>(T*, T*, T*, T*, T*, T*, const T*, const T*, const T*, \
+                                             const T*, const T*, const T*, const T*, const T*,     \
+                                             const T*, const T*, int, int, int, int, int, int,     \
+                                             HybridVariant);
+INSTANTIATE(float)
+INSTANTIATE(double)
+
+}  // namespace lolcats

@@ -1,0 +1,57 @@
+// LoLCATs hybrid attention (LOLCATS.md 2.2): exact softmax over a small window of recent keys,
+// linear attention (feature maps phi) over everything older, one shared normaliser.
+//
+// Per query head h, query i, key j <= i, s_ij = q_i . k_j / sqrt(D) (k, v: key head h / (H/Hkv)):
+//   W(i)   window keys;  Lin(i) linear keys;  g_h = sigmoid(w_h)   (w: the trainable logit)
+//   m_i    = max_{j in W(i)} s_ij                   (max over window scores only)
+//   A_ij   = g_h exp(s_ij - m_i)      j in W(i)
+//   B_ij   = phi_q(q_i) . phi_k(k_j)  j in Lin(i)
+//   y_i    = (sum_W A_ij v_j + sum_Lin B_ij v_j) / Z_i,   Z_i = sum_W A_ij + sum_Lin B_ij  (no eps)
+// Variants (blocks of C = 64 tokens aligned to token 0; b(i) = i / C):
+//   terrace (default): W(i) = {j <= i : b(j) >= b(i) - 1},  Lin(i) = {j : b(j) <= b(i) - 2}
+//   sw:                W(i) = {i-63 .. i},                   Lin(i) = {j <= i - 64}
+//   linear:            W(i) = {},                            Lin(i) = {j <= i}   ("Hedgehog only")
+//
+// Linear time and memory: for the queries of block t, keys of blocks t-1 and t are handled
+// exactly (a C x 2C tile, where the variant decides which pairs are window and which linear);
+// every older key reaches them through the running state S = sum phi_k(k_j) v_j^T (F x D) and
+// z = sum phi_k(k_j) (F), which holds blocks <= t-2. The O(T^2) definition above is kept as
+// lolcats/hybrid_reference.h, and the tests compare the two.
+//
+// Backward, with dN_i = dy_i / Z_i and dZ_i = -(dy_i . y_i) / Z_i, every weight w_ij in {A, B}
+// gets dw_ij = dN_i . v_j + dZ_i, and dv_j += w_ij dN_i. Then
+//   window:  ds_ij = dw_ij A_ij;  the max moves all scores of row i: dm_i = -sum_j ds_ij, added to
+//            the score at argmax (as torch.amax routes it);  dq, dk from ds like softmax attention;
+//            dw_h += sum ds_ij (1 - g_h)          (dA/dw_h = A (1 - g_h))
+//   linear:  dphi_q(i) += sum_j dw_ij phi_k(j),   dphi_k(j) += sum_i dw_ij phi_q(i)
+// For the state part the same sums run as scans: forward over blocks for dphi_q (S dN_i + z dZ_i)
+// and backward over blocks for dphi_k and dv, with P = sum phi_q dN^T over the query blocks that
+// see key block u through the state (blocks >= u+2): dphi_k(j) += P v_j + p,  dv_j += P^T phi_k(j).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace lolcats {
+
+enum class HybridVariant { terrace, sw, linear };
+constexpr int kHybridBlock = 64;  // C: block size of terrace, window size of sw
+
+HybridVariant parse_variant(const std::string& name);  // "terrace", "sw", "linear"
+const char* variant_name(HybridVariant v);
+
+// Shapes: q (B, T, H, D); k, v (B, T, Hkv, D); phiq, phik (B, T, H, F); wlogit (H);
+// outputs y (B, T, H, D); Z, m (B, H, T) saved for the backward (m unused by `linear`).
+template <typename T>
+void hybrid_attention_forward(T* y, T* Z, T* m, const T* q, const T* k, const T* v, const T* phiq,
+                              const T* phik, const T* wlogit, int B, int T_, int H, int Hkv, int D,
+                              int F, HybridVariant variant);
+
+// Gradients are written; any of dq, dk, dv, dphiq, dphik, dwlogit may be null (not wanted).
+// dwlogit is a parameter gradient and accumulates.
+template <typename T>
+void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlogit, const T* dy,
+                               const T* y, const T* Z, const T* m, const T* q, const T* k,
+                               const T* v, const T* phiq, const T* phik, const T* wlogit, int B,
+                               int T_, int H, int Hkv, int D, int F, HybridVariant variant);
+
+}  // namespace lolcats
