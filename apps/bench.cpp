@@ -1,6 +1,7 @@
 // ./bench: speed measurements, one JSON object per line.
 //   ./bench matmul   our CPU matmul (Eigen) vs PyTorch's on the linear-layer shapes of SmolLM2-135M
 //   ./bench llama    SmolLM2-135M forward and forward+backward, batch 1, T = 1024, f32, vs PyTorch
+//   ./bench attention  one attention layer forward+backward, LoLCATs hybrid vs softmax, T = 1k..64k
 // Where a comparison is claimed, both sides run in this one invocation with the same shapes and
 // threads: PyTorch through tests/reference/bench_matmul.py in the project's .venv.
 #include <CLI/CLI.hpp>
@@ -12,6 +13,7 @@
 
 #include <sys/resource.h>
 
+#include "apps/bench_attention.h"
 #include "autograd/ops.h"
 #include "nn/llama.h"
 #include "tensor/matmul.h"
@@ -162,17 +164,24 @@ int main(int argc, char** argv) {
   CLI::App app{"bench: speed and memory measurements, one JSON object per line"};
   std::string what = "all", model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
   int threads = 0, seq = 1024;
-  app.add_option("what", what, "which benchmark: matmul, llama, or all")
-      ->check(CLI::IsMember({"matmul", "llama", "all"}))
+  std::vector<int> seqs = {1024, 4096, 16384, 65536};
+  double max_seconds = 300;
+  app.add_option("what", what, "which benchmark: matmul, llama, attention, or all")
+      ->check(CLI::IsMember({"matmul", "llama", "attention", "all"}))
       ->capture_default_str();
   app.add_option("--seq", seq, "sequence length for `llama`")->capture_default_str();
   app.add_option("--model", model, "model for `llama` (random SmolLM2-shaped weights if absent)")
+      ->capture_default_str();
+  app.add_option("--seqs", seqs, "sequence lengths for `attention`")->capture_default_str();
+  app.add_option("--max-seconds", max_seconds, "`attention`: skip runs estimated to take longer")
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   threads = num_threads();
   try {
+    // attention first: it forks, and libgomp's thread pool does not survive a fork.
+    if (what == "attention" || what == "all") bench_attention(threads, seqs, max_seconds);
     if (what == "matmul" || what == "all") bench_matmul(threads);
     if (what == "llama" || what == "all") bench_llama(threads, seq, model);
   } catch (const std::exception& e) {

@@ -66,15 +66,18 @@ void hedgehog_backward(T* dx, T* dW, const T* dphi, const T* phi, const T* x, co
       const T* p = phi + (r * H + h) * F;
       const T* g = dphi + (r * H + h) * F;
       T* out = dz.data() + (r * H + h) * Fh;
-      // A clamped entry passed a constant: no gradient flows back through it.
+      // A clamped entry passed a constant: no gradient flows back through it, and in the softmax
+      // Jacobian it stands for a probability below 1e-12, which we take as 0 (torch would use the
+      // unclamped value; the difference is < 1e-12 * |<ds, s>|).
       auto live = [&](int f) { return p[f] > T(kFeatureClamp) ? g[f] : T(0); };
+      auto prob = [&](int f) { return p[f] > T(kFeatureClamp) ? p[f] : T(0); };
       T dot1 = 0, dot2 = 0;
       for (int f = 0; f < Fh; f++) {
         dot1 += live(f) * p[f];
         dot2 += live(Fh + f) * p[Fh + f];
       }
       for (int f = 0; f < Fh; f++)
-        out[f] = p[f] * (live(f) - dot1) - p[Fh + f] * (live(Fh + f) - dot2);
+        out[f] = prob(f) * (live(f) - dot1) - prob(Fh + f) * (live(Fh + f) - dot2);
     }
   if (dW) {
     // dW[h] += sum over rows of x_row^T dz_row: parallel over heads, each owns its W[h].

@@ -75,7 +75,7 @@ void Llama::set_requires_grad(bool on) {
 
 // Attention sub-block of one layer: a (B, T, C) normalised input -> (B, T, C), before the residual.
 Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int start,
-                           KVCache* cache, int layer) const {
+                           KVCache* cache, const AttentionFn* attention, int layer) const {
   const int H = cfg.n_heads, Hkv = cfg.n_kv_heads, D = cfg.head_dim;
   // RoPE tables for positions start .. start+T-1.
   std::vector<double> inv_freq(D / 2);
@@ -89,8 +89,10 @@ Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int 
   Var k = rope(reshape(linear(a, L.wk), {B, T, Hkv, D}), cos_t, sin_t, RopeLayout::half_split);
   Var v = reshape(linear(a, L.wv), {B, T, Hkv, D});
   Var y;
-  if (!cache) {
-    y = attention(q, k, v);  // (B, T, H, D)
+  if (attention) {
+    y = (*attention)(layer, q, k, v);
+  } else if (!cache) {
+    y = lolcats::attention(q, k, v);  // (B, T, H, D)
   } else {
     // Append this chunk's keys/values, then attend over everything cached so far.
     ENSURE(B == 1, "generation with a KV cache runs one sequence at a time, got batch %d", B);
@@ -108,16 +110,25 @@ Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int 
 }
 
 Var Llama::forward(const Tensor& ids, KVCache* cache) const {
+  return forward_impl(ids, cache, nullptr, cache ? cache->length : 0);
+}
+
+Var Llama::forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos) const {
+  return forward_impl(ids, nullptr, &attention, start_pos);
+}
+
+Var Llama::forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention,
+                        int start) const {
   ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "forward: ids must be (B, T) i32, got %s",
          ids.str().c_str());
   const int B = int(ids.size(0)), T = int(ids.size(1));
   std::unique_ptr<NoGrad> no_grad;
   if (cache) no_grad = std::make_unique<NoGrad>();  // generation: values only
-  const int start = cache ? cache->length : 0;
   Var x = embedding(ids, wte);  // (B, T, C)
   for (int l = 0; l < cfg.n_layers; l++) {
     const LlamaLayer& L = layers[l];
-    x = add(x, attention_block(L, rmsnorm(x, L.attn_norm, cfg.norm_eps), B, T, start, cache, l));
+    x = add(x, attention_block(L, rmsnorm(x, L.attn_norm, cfg.norm_eps), B, T, start, cache,
+                               attention, l));
     Var m = rmsnorm(x, L.mlp_norm, cfg.norm_eps);
     // PyTorch: self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
     x = add(x, linear(swiglu(linear(m, L.w_gate), linear(m, L.w_up)), L.w_down));

@@ -13,6 +13,7 @@
 // of GGUF files (which llama.cpp's converter permutes to the interleaved layout) are permuted back
 // on load, so a checkpoint of either kind gives the same tensors.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,10 @@ struct KVCache {
   KVCache(const LlamaConfig& cfg, int max_len);
 };
 
+// Stands in for softmax attention inside every layer (LoLCATs does this):
+// q (B, T, H, D) post-RoPE, k and v (B, T, Hkv, D) -> y (B, T, H, D).
+using AttentionFn = std::function<Var(int layer, const Var& q, const Var& k, const Var& v)>;
+
 class Llama {
  public:
   explicit Llama(const LlamaConfig& cfg);  // weights allocated, uninitialised
@@ -53,6 +58,8 @@ class Llama {
   // ids (B, T) i32 -> logits (B*T, V). With a cache: B = 1, positions start at cache->length,
   // the new keys/values are appended, and no graph is recorded.
   Var forward(const Tensor& ids, KVCache* cache = nullptr) const;
+  // The same with `attention` in place of softmax attention; token positions start at start_pos.
+  Var forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos = 0) const;
 
   std::vector<Var> parameters() const;  // every weight, in a fixed order
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // Hugging Face names
@@ -66,8 +73,9 @@ class Llama {
 
  private:
   std::unique_ptr<Arena> arena_;
-  Var attention_block(const LlamaLayer& l, const Var& a, int B, int T, int start,
-                      KVCache* cache, int layer) const;
+  Var forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start) const;
+  Var attention_block(const LlamaLayer& l, const Var& a, int B, int T, int start, KVCache* cache,
+                      const AttentionFn* attention, int layer) const;
 };
 
 // Permutes the rows of a q or k projection (n_heads*D, C) between llama.cpp's GGUF layout

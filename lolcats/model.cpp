@@ -1,0 +1,113 @@
+#include "lolcats/model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "autograd/ops.h"
+#include "data/safetensors.h"
+#include "lolcats/feature_map.h"
+#include "lolcats/ops.h"
+
+namespace lolcats {
+
+LolcatsModel::LolcatsModel(const Llama& b, const LolcatsConfig& c) : base(b), cfg(c) {
+  const LlamaConfig& m = base.cfg;
+  Fh = std::min(cfg.feature_half, m.head_dim);
+  for (int l : cfg.softmax_layers)
+    ENSURE(l >= 0 && l < m.n_layers, "softmax layer %d does not exist (the model has %d layers)", l,
+           m.n_layers);
+  for (int l = 0; l < m.n_layers; l++) {
+    LolcatsLayer L;
+    L.converted = std::find(cfg.softmax_layers.begin(), cfg.softmax_layers.end(), l) ==
+                  cfg.softmax_layers.end();
+    if (L.converted) {
+      L.wq_fm = leaf(Tensor::empty({m.n_heads, m.head_dim, Fh}), true);
+      L.wk_fm = leaf(Tensor::empty({m.n_heads, m.head_dim, Fh}), true);
+      hedgehog_identity_init(L.wq_fm->value.f32(), m.n_heads, m.head_dim, Fh);
+      hedgehog_identity_init(L.wk_fm->value.f32(), m.n_heads, m.head_dim, Fh);
+      L.wlogit = leaf(Tensor::from(std::vector<float>(m.n_heads, cfg.window_logit_init), {m.n_heads}), true);
+    }
+    layers.push_back(L);
+  }
+}
+
+Var LolcatsModel::student_attention(int l, const Var& q, const Var& k, const Var& v) const {
+  const LolcatsLayer& L = layers[l];
+  if (!L.converted) return attention(q, k, v);
+  return hybrid_attention(q, k, v, hedgehog(q, L.wq_fm), hedgehog(k, L.wk_fm), L.wlogit, cfg.variant);
+}
+
+Var LolcatsModel::forward(const Tensor& ids) const {
+  return base.forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& v) {
+    return student_attention(l, q, k, v);
+  });
+}
+
+TransferResult LolcatsModel::forward_transfer(const Tensor& ids, bool backward_now) const {
+  TransferResult r;
+  r.layer_mse.assign(layers.size(), 0.0f);
+  int converted = 0;
+  for (const LolcatsLayer& L : layers) converted += L.converted;
+  ENSURE(converted > 0, "attention transfer: no layer is converted");
+  const float share = 1000.0f / float(converted);
+  double total = 0;
+  r.logits = base.forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& v) {
+    Var y_true;
+    {
+      NoGrad teacher;  // the teacher is fixed: no graph
+      y_true = attention(q, k, v);
+    }
+    if (!layers[l].converted) return y_true;
+    Var mse_l = mse(student_attention(l, q, k, v), y_true);
+    r.layer_mse[l] = item(mse_l);
+    total += r.layer_mse[l];
+    if (backward_now && mse_l->requires_grad) backward(mse_l, share);
+    return y_true;  // teacher forcing: the next layer sees the original hidden states
+  });
+  r.loss = float(share * total);
+  return r;
+}
+
+std::vector<std::pair<std::string, Var>> LolcatsModel::named_parameters() const {
+  std::vector<std::pair<std::string, Var>> out;
+  for (size_t l = 0; l < layers.size(); l++) {
+    if (!layers[l].converted) continue;
+    std::string p = "model.layers." + std::to_string(l) + ".self_attn.";
+    out.push_back({p + "feature_map_q.mlp.layer", layers[l].wq_fm});
+    out.push_back({p + "feature_map_k.mlp.layer", layers[l].wk_fm});
+    out.push_back({p + "window_factors", layers[l].wlogit});
+  }
+  return out;
+}
+
+std::vector<Var> LolcatsModel::parameters() const {
+  std::vector<Var> out;
+  for (auto& [name, v] : named_parameters()) out.push_back(v);
+  return out;
+}
+
+void LolcatsModel::save(const std::string& path) const {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  const int64_t H = base.cfg.n_heads;
+  for (auto& [name, v] : named_parameters()) {
+    bool window = name.size() >= 14 && name.compare(name.size() - 14, 14, "window_factors") == 0;
+    tensors.push_back({name, window ? v->value.reshape({1, H, 1, 1}) : v->value});
+  }
+  save_safetensors(path, tensors,
+                   {{"format", "pt"}, {"lolcats_variant", variant_name(cfg.variant)},
+                    {"feature_map", "hedgehog"}});
+}
+
+void LolcatsModel::load(const std::string& path) {
+  SafeTensorsFile f(path);
+  for (auto& [name, v] : named_parameters()) {
+    ENSURE(f.has(name), "%s: missing %s (was it saved from a model with the same layers?)",
+           path.c_str(), name.c_str());
+    Tensor t = f.load(name);
+    ENSURE(t.numel() == v->value.numel(), "%s: %s has %lld values, expected %lld", path.c_str(),
+           name.c_str(), (long long)t.numel(), (long long)v->value.numel());
+    std::memcpy(v->value.data(), t.data(), t.nbytes());
+  }
+}
+
+}  // namespace lolcats

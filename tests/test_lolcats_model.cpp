@@ -1,0 +1,186 @@
+// A Llama converted to LoLCATs: recurrent decoding against the parallel forward (exact mode equal
+// at every position, reference mode equal only before position 64), constant state size,
+// attention transfer (teacher forcing, per-layer backward = whole-graph backward), checkpoints.
+#include <cmath>
+#include <cstring>
+
+#include "autograd/gradcheck.h"
+
+#include "autograd/ops.h"
+#include "lolcats/recurrent.h"
+#include "tests/helpers.h"
+
+using namespace lolcats;
+
+namespace {
+
+std::string tiny_path() {
+  const char* d = std::getenv("LOLCATS_FIXTURES");
+  return std::string(d ? d : "build/fixtures") + "/tiny_llama";
+}
+
+std::vector<int32_t> token_ids(int n, int vocab) {
+  std::vector<int32_t> ids(n);
+  for (int i = 0; i < n; i++) ids[i] = int32_t((i * 7919 + 13) % vocab);
+  return ids;
+}
+
+// Feature maps and window factors away from their init, so every part carries signal.
+void perturb(LolcatsModel& m, uint64_t seed) {
+  for (const Var& p : m.parameters()) {
+    std::vector<double> r = random_normal(p->value.numel(), seed++, 0.3);
+    for (int64_t i = 0; i < p->value.numel(); i++) p->value.f32()[i] += float(r[i]);
+  }
+}
+
+// Logits of every position: prefill `prefill` tokens, then decode one at a time.
+std::vector<float> recurrent_logits(const LolcatsModel& m, const std::vector<int32_t>& ids, int prefill,
+                                    DecodeMode mode, LolcatsState* keep = nullptr) {
+  LolcatsState state(m, mode);
+  std::vector<float> out;
+  Var l = lolcats_step(m, state, Tensor::from_i32(std::vector<int32_t>(ids.begin(), ids.begin() + prefill),
+                                                  {1, prefill}));
+  out.insert(out.end(), l->value.f32(), l->value.f32() + l->value.numel());
+  for (size_t t = prefill; t < ids.size(); t++) {
+    l = lolcats_step(m, state, Tensor::from_i32({ids[t]}, {1, 1}));
+    out.insert(out.end(), l->value.f32(), l->value.f32() + l->value.numel());
+  }
+  if (keep) *keep = state;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("lolcats decode: exact mode equals the parallel forward at every position", "[lolcats][decode]") {
+  auto base = Llama::load(tiny_path());
+  const int T = 300, V = base->cfg.vocab;
+  std::vector<int32_t> ids = token_ids(T, V);
+  for (HybridVariant var : {HybridVariant::terrace, HybridVariant::sw, HybridVariant::linear}) {
+    LolcatsConfig cfg;
+    cfg.variant = var;
+    LolcatsModel m(*base, cfg);
+    perturb(m, 1);
+    Var full = m.forward(Tensor::from_i32(ids, {1, T}));
+    std::vector<double> want(full->value.f32(), full->value.f32() + size_t(T) * V);
+    for (int prefill : {1, 70, 130}) {
+      INFO(variant_name(var) << " prefill " << prefill);
+      // float32, different summation order (one query vs a tile; state built key by key vs per
+      // block): logits are O(1), 1e-4 absolute.
+      CHECK_CLOSE("recurrent logits", recurrent_logits(m, ids, prefill, DecodeMode::exact), want, 1e-4, 1e-4);
+    }
+  }
+}
+
+TEST_CASE("lolcats decode: reference mode differs from terrace only from position 64", "[lolcats][decode]") {
+  auto base = Llama::load(tiny_path());
+  const int T = 200, V = base->cfg.vocab;
+  std::vector<int32_t> ids = token_ids(T, V);
+  LolcatsModel m(*base, LolcatsConfig{});
+  perturb(m, 2);
+  Var full = m.forward(Tensor::from_i32(ids, {1, T}));
+  std::vector<float> ref = recurrent_logits(m, ids, 1, DecodeMode::reference);
+  double before = 0, after = 0;
+  for (int t = 0; t < T; t++)
+    for (int v = 0; v < V; v++) {
+      double d = std::fabs(ref[size_t(t) * V + v] - full->value.f32()[size_t(t) * V + v]);
+      (t < 64 ? before : after) = std::max(t < 64 ? before : after, d);
+    }
+  CHECK(before < 1e-4);
+  CHECK(after > 1e-3);
+  // The reference FIFO is exactly the sw variant's parallel form.
+  LolcatsConfig sw;
+  sw.variant = HybridVariant::sw;
+  LolcatsModel msw(*base, sw);
+  for (size_t i = 0; i < m.parameters().size(); i++)
+    std::memcpy(msw.parameters()[i]->value.data(), m.parameters()[i]->value.data(), m.parameters()[i]->value.nbytes());
+  Var sw_full = msw.forward(Tensor::from_i32(ids, {1, T}));
+  CHECK_CLOSE("reference decode = sw parallel", ref,
+              std::vector<double>(sw_full->value.f32(), sw_full->value.f32() + size_t(T) * V), 1e-4, 1e-4);
+}
+
+TEST_CASE("lolcats decode: state size is independent of length", "[lolcats][decode]") {
+  auto base = Llama::load(tiny_path());
+  LolcatsModel m(*base, LolcatsConfig{});
+  LolcatsState state(m, DecodeMode::exact);
+  const size_t initial = state.bytes();
+  CHECK(initial > 0);
+  size_t at_100 = 0;
+  for (int t = 0; t < 10000; t++) {
+    Var l = lolcats_step(m, state, Tensor::from_i32({int32_t(t % base->cfg.vocab)}, {1, 1}));
+    if (t + 1 == 100) at_100 = state.bytes();
+    if (t + 1 == 10000) CHECK(std::isfinite(l->value.f32()[0]));
+  }
+  CHECK(at_100 == initial);
+  CHECK(state.bytes() == initial);
+  CHECK(state.length == 10000);
+}
+
+TEST_CASE("lolcats transfer: teacher forcing, and per-layer backward equals one backward", "[lolcats]") {
+  auto base = Llama::load(tiny_path());
+  const int T = 150;
+  Tensor ids = Tensor::from_i32(token_ids(2 * T, base->cfg.vocab), {2, T});
+  LolcatsModel a(*base, LolcatsConfig{}), b(*base, LolcatsConfig{});
+  perturb(a, 3);
+  perturb(b, 3);
+  TransferResult ra = a.forward_transfer(ids, true);
+  // The teacher's logits come out unchanged: every layer passed on softmax attention's output.
+  Var teacher = base->forward(ids);
+  CHECK_CLOSE("teacher-forced logits", ra.logits->value.f32(),
+              std::vector<double>(teacher->value.f32(), teacher->value.f32() + teacher->value.numel()), 0.0, 0.0);
+  // Same loss as a single graph over all layers, differentiated once.
+  std::vector<Var> mses;
+  Var logits = base->forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& v) {
+    Var y_true;
+    {
+      NoGrad ng;
+      y_true = attention(q, k, v);
+    }
+    mses.push_back(mse(b.student_attention(l, q, k, v), y_true));
+    return y_true;
+  });
+  Var total = mses[0];
+  for (size_t i = 1; i < mses.size(); i++) total = add(total, mses[i]);
+  Var loss = scale(total, 1000.0f / float(mses.size()));
+  CHECK(ra.loss == Approx(item(loss)).epsilon(1e-5));
+  backward(loss);
+  for (size_t i = 0; i < a.parameters().size(); i++) {
+    Var pa = a.parameters()[i], pb = b.parameters()[i];
+    CHECK_CLOSE("transfer grad " + std::to_string(i), pa->grad.f32(),
+                std::vector<double>(pb->grad.f32(), pb->grad.f32() + pb->grad.numel()), 1e-6, 1e-4);
+  }
+}
+
+TEST_CASE("lolcats model: kept softmax layers, checkpoints with reference names", "[lolcats]") {
+  auto base = Llama::load(tiny_path());
+  LolcatsConfig all_softmax;
+  all_softmax.softmax_layers = {0, 1};
+  LolcatsModel none(*base, all_softmax);
+  Tensor ids = Tensor::from_i32(token_ids(80, base->cfg.vocab), {1, 80});
+  Var a = none.forward(ids), b = base->forward(ids);
+  CHECK_CLOSE("all layers kept = base model", a->value.f32(),
+              std::vector<double>(b->value.f32(), b->value.f32() + b->value.numel()), 0.0, 0.0);
+  REQUIRE_THROWS_WITH(none.forward_transfer(ids, false), Catch::Contains("no layer is converted"));
+  LolcatsConfig bad;
+  bad.softmax_layers = {5};
+  REQUIRE_THROWS_WITH(LolcatsModel(*base, bad), Catch::Contains("softmax layer 5 does not exist"));
+
+  LolcatsConfig one;
+  one.softmax_layers = {1};
+  LolcatsModel m(*base, one);
+  perturb(m, 4);
+  std::string path = "build/test_tmp_lolcats.safetensors";
+  m.save(path);
+  SafeTensorsFile f(path);
+  const int64_t H = base->cfg.n_heads, D = base->cfg.head_dim;
+  CHECK(f.info("model.layers.0.self_attn.feature_map_q.mlp.layer").shape == std::vector<int64_t>{H, D, D});
+  CHECK(f.info("model.layers.0.self_attn.feature_map_k.mlp.layer").shape == std::vector<int64_t>{H, D, D});
+  CHECK(f.info("model.layers.0.self_attn.window_factors").shape == std::vector<int64_t>{1, H, 1, 1});
+  CHECK_FALSE(f.has("model.layers.1.self_attn.window_factors"));
+  LolcatsModel fresh(*base, one);
+  fresh.load(path);
+  for (size_t i = 0; i < m.parameters().size(); i++)
+    CHECK(fresh.parameters()[i]->value.to_vector() == m.parameters()[i]->value.to_vector());
+  LolcatsModel other(*base, LolcatsConfig{});
+  REQUIRE_THROWS_WITH(other.load(path), Catch::Contains("missing model.layers.1"));
+  std::remove(path.c_str());
+}
