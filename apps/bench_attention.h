@@ -254,8 +254,9 @@ inline Measured measure(const Config& c, bool hybrid, int T, double alarm_second
   out.peak_bytes = double(ru.ru_maxrss) * 1024.0;  // Linux: KiB
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
+    const char* why = sig == SIGALRM ? ", time limit" : sig == SIGKILL ? ", out of memory?" : "";
     out.error = std::string("child killed by signal ") + std::to_string(sig) + " (" +
-                strsignal(sig) + (sig == SIGALRM ? ", time limit" : sig == SIGKILL ? ", out of memory?" : "") + ")";
+                strsignal(sig) + why + ")";
   } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got != sizeof r) {
     out.error = "child failed (exit status " + std::to_string(WEXITSTATUS(status)) + ")";
   } else {

@@ -1,5 +1,6 @@
 #include "nn/llama.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "autograd/ops.h"
@@ -69,6 +70,29 @@ std::vector<Var> Llama::parameters() const {
   return out;
 }
 
+std::vector<std::pair<std::string, Var>> Llama::add_lora(int rank, float alpha,
+                                                         const std::vector<std::string>& targets,
+                                                         uint64_t seed) {
+  std::vector<std::pair<std::string, Var>> out;
+  const int C = cfg.d_model, HD = cfg.n_heads * cfg.head_dim, KD = cfg.n_kv_heads * cfg.head_dim;
+  for (const std::string& t : targets)
+    ENSURE(t == "q" || t == "k" || t == "v" || t == "o", "unknown LoRA target \"%s\" (q, k, v, o)",
+           t.c_str());
+  for (int l = 0; l < cfg.n_layers; l++) {
+    LlamaLayer& L = layers[l];
+    struct Site { const char* name; Lora* lora; int in, out; };
+    for (Site s : {Site{"q", &L.lora_q, C, HD}, Site{"k", &L.lora_k, C, KD}, Site{"v", &L.lora_v, C, KD},
+                   Site{"o", &L.lora_o, HD, C}}) {
+      if (std::find(targets.begin(), targets.end(), s.name) == targets.end()) continue;
+      *s.lora = make_lora(s.in, s.out, rank, alpha, seed + uint64_t(l) * 4 + uint64_t(s.name[0]));
+      std::string p = "model.layers." + std::to_string(l) + ".self_attn." + s.name + "_proj.";
+      out.push_back({p + "lora_A.weight", s.lora->A});
+      out.push_back({p + "lora_B.weight", s.lora->B});
+    }
+  }
+  return out;
+}
+
 void Llama::set_requires_grad(bool on) {
   for (const Var& v : parameters()) v->requires_grad = on;
 }
@@ -85,9 +109,11 @@ Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int 
   Tensor cos_t = Tensor::empty({T, D / 2}), sin_t = Tensor::empty({T, D / 2});
   rope_tables(cos_t.f32(), sin_t.f32(), pos.data(), T, D, inv_freq.data());
 
-  Var q = rope(reshape(linear(a, L.wq), {B, T, H, D}), cos_t, sin_t, RopeLayout::half_split);
-  Var k = rope(reshape(linear(a, L.wk), {B, T, Hkv, D}), cos_t, sin_t, RopeLayout::half_split);
-  Var v = reshape(linear(a, L.wv), {B, T, Hkv, D});
+  Var q = rope(reshape(linear_lora(a, L.wq, L.lora_q), {B, T, H, D}), cos_t, sin_t,
+               RopeLayout::half_split);
+  Var k = rope(reshape(linear_lora(a, L.wk, L.lora_k), {B, T, Hkv, D}), cos_t, sin_t,
+               RopeLayout::half_split);
+  Var v = reshape(linear_lora(a, L.wv, L.lora_v), {B, T, Hkv, D});
   Var y;
   if (attention) {
     y = (*attention)(layer, q, k, v);
@@ -106,7 +132,7 @@ Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int 
                              cache->v[layer].f32(), T, start, H, Hkv, D);
     y = leaf(out);
   }
-  return linear(reshape(y, {B, T, H * D}), L.wo);
+  return linear_lora(reshape(y, {B, T, H * D}), L.wo, L.lora_o);
 }
 
 Var Llama::forward(const Tensor& ids, KVCache* cache) const {

@@ -20,6 +20,7 @@
 
 #include "autograd/tape.h"
 #include "nn/llama_config.h"
+#include "nn/lora.h"
 #include "tensor/arena.h"
 
 namespace lolcats {
@@ -34,6 +35,7 @@ struct LlamaLayer {
   Var w_gate;     // (FF, C)
   Var w_up;       // (FF, C)
   Var w_down;     // (C, FF)
+  Lora lora_q, lora_k, lora_v, lora_o;  // inactive unless add_lora() was called
 };
 
 // Keys and values of past positions for fast generation (one sequence).
@@ -64,6 +66,11 @@ class Llama {
   std::vector<Var> parameters() const;  // every weight, in a fixed order
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // Hugging Face names
   void set_requires_grad(bool on);
+  // Adds LoRA (rank r, scale alpha / r) to the projections named in `targets` ("q", "k", "v", "o")
+  // of every layer; returns the new trainable parameters with their peft names.
+  std::vector<std::pair<std::string, Var>> add_lora(int rank, float alpha,
+                                                    const std::vector<std::string>& targets,
+                                                    uint64_t seed);
 
   LlamaConfig cfg;
   Var wte;      // (V, C)

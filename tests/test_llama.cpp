@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "nn/generate.h"
 #include "nn/llama.h"
@@ -121,4 +122,39 @@ TEST_CASE("llama: bad checkpoints give one clear error", "[llama]") {
   REQUIRE_THROWS_WITH(Llama::load(dir), Catch::Contains("malformed or incomplete config"));
   REQUIRE_THROWS_WITH(Llama::load("build/no_such_model"), Catch::Contains("model not found"));
   std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("llama: LoRA starts at the base model and merges into the weights", "[llama][lora]") {
+  auto model = Llama::load(fixture_dir() + "/tiny_llama");
+  Tensor ids = Tensor::from_i32(fx_i32(F, "tiny_llama.ids"), {2, 40});
+  Tensor targets = Tensor::from_i32(fx_i32(F, "tiny_llama.targets"), {80});
+  std::vector<float> base = model->forward(ids)->value.to_vector();
+  auto lora = model->add_lora(8, 16.0f, {"q", "k", "v", "o"}, 0);
+  CHECK(lora.size() == 2 * 4 * 2);
+  CHECK(lora[0].first == "model.layers.0.self_attn.q_proj.lora_A.weight");
+  CHECK(lora[0].second->value.shape() == Shape({8, 64}));
+  // B = 0: the model is unchanged (exactly: x A^T B^T adds zeros).
+  CHECK(model->forward(ids)->value.to_vector() == base);
+  // With B = 0 only B gets a gradient (dA = B^T (...) = 0).
+  backward(cross_entropy(model->forward(ids), targets));
+  double a_norm = 0, b_norm = 0;
+  for (auto& [name, v] : lora)
+    for (float g : v->grad.to_vector()) (name.find("lora_A") != std::string::npos ? a_norm : b_norm) += g * g;
+  CHECK(a_norm == 0.0);
+  CHECK(b_norm > 0.0);
+  // Merging W += (alpha/r) B A gives the same logits as running the adapters.
+  for (auto& [name, v] : lora)
+    if (name.find("lora_B") != std::string::npos) {
+      std::vector<double> r = random_normal(v->value.numel(), 9, 0.05);
+      for (int64_t i = 0; i < v->value.numel(); i++) v->value.f32()[i] = float(r[i]);
+    }
+  std::vector<float> with_adapters = model->forward(ids)->value.to_vector();
+  for (LlamaLayer& L : model->layers) {
+    merge_lora(L.wq, L.lora_q), merge_lora(L.wk, L.lora_k), merge_lora(L.wv, L.lora_v), merge_lora(L.wo, L.lora_o);
+    L.lora_q = L.lora_k = L.lora_v = L.lora_o = Lora{};
+  }
+  // float32, the same products summed in another order: 1e-5.
+  CHECK_CLOSE("merged LoRA logits", model->forward(ids)->value.f32(),
+              std::vector<double>(with_adapters.begin(), with_adapters.end()), 1e-5, 1e-5);
+  REQUIRE_THROWS_WITH(model->add_lora(8, 16.0f, {"gate"}, 0), Catch::Contains("unknown LoRA target \"gate\""));
 }

@@ -1,0 +1,40 @@
+#include "nn/lora.h"
+
+#include <cmath>
+#include <random>
+
+#include "autograd/ops.h"
+#include "tensor/matmul.h"
+
+namespace lolcats {
+
+Lora make_lora(int in, int out, int rank, float alpha, uint64_t seed) {
+  Lora l;
+  std::vector<float> a(size_t(rank) * in);
+  std::mt19937_64 rng(seed);
+  const double bound = 1.0 / std::sqrt(double(in));
+  for (float& x : a)  // uniform in [-bound, bound), from the raw 64-bit draws (portable)
+    x = float((double(rng() >> 11) / 9007199254740992.0 * 2.0 - 1.0) * bound);
+  l.A = leaf(Tensor::from(a, {rank, in}), true);
+  l.B = leaf(Tensor::zeros({out, rank}), true);
+  l.scale = alpha / float(rank);
+  return l;
+}
+
+Var linear_lora(const Var& x, const Var& W, const Lora& lora) {
+  Var y = linear(x, W);
+  if (!lora.active()) return y;
+  return add(y, scale(linear(linear(x, lora.A), lora.B), lora.scale));
+}
+
+void merge_lora(const Var& W, const Lora& lora) {
+  if (!lora.active()) return;
+  const Tensor &A = lora.A->value, &B = lora.B->value;
+  const int out = int(B.size(0)), r = int(B.size(1)), in = int(A.size(1));
+  Tensor BA = Tensor::empty({out, in});
+  matmul_forward(BA.f32(), B.f32(), A.f32(), 1, out, in, r, false, false, false);
+  float* w = W->value.f32();
+  for (int64_t i = 0; i < BA.numel(); i++) w[i] += lora.scale * BA.f32()[i];
+}
+
+}  // namespace lolcats
