@@ -43,7 +43,8 @@ Var LolcatsModel::forward(const Tensor& ids) const {
   });
 }
 
-TransferResult LolcatsModel::forward_transfer(const Tensor& ids, bool backward_now) const {
+TransferResult LolcatsModel::forward_transfer(const Tensor& ids, float backward_scale,
+                                              bool logits) const {
   TransferResult r;
   r.layer_mse.assign(layers.size(), 0.0f);
   int converted = 0;
@@ -51,7 +52,7 @@ TransferResult LolcatsModel::forward_transfer(const Tensor& ids, bool backward_n
   ENSURE(converted > 0, "attention transfer: no layer is converted");
   const float share = 1000.0f / float(converted);
   double total = 0;
-  r.logits = base.forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& v) {
+  Var out = base.forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& v) {
     Var y_true;
     {
       NoGrad teacher;  // the teacher is fixed: no graph
@@ -61,9 +62,10 @@ TransferResult LolcatsModel::forward_transfer(const Tensor& ids, bool backward_n
     Var mse_l = mse(student_attention(l, q, k, v), y_true);
     r.layer_mse[l] = item(mse_l);
     total += r.layer_mse[l];
-    if (backward_now && mse_l->requires_grad) backward(mse_l, share);
+    if (backward_scale > 0 && mse_l->requires_grad) backward(mse_l, share * backward_scale);
     return y_true;  // teacher forcing: the next layer sees the original hidden states
-  });
+  }, 0, logits);
+  if (logits) r.logits = out;
   r.loss = float(share * total);
   return r;
 }

@@ -40,16 +40,18 @@ struct LolcatsLayer {
 struct TransferResult {
   float loss = 0;                // 1000 * mean layer MSE
   std::vector<float> layer_mse;  // (L) per converted layer, 0 for softmax layers
-  Var logits;                    // the teacher's logits (B*T, V): teacher forcing keeps them exact
+  Var logits;                    // the teacher's logits (B*T, V), when asked for
 };
 
 class LolcatsModel {
  public:
   LolcatsModel(const Llama& base, const LolcatsConfig& cfg);
 
-  // Stage 1. With `backward_now`, every layer's loss share (1000 / n_converted * MSE) is
-  // differentiated immediately, accumulating into the feature-map and window-factor gradients.
-  TransferResult forward_transfer(const Tensor& ids, bool backward_now) const;
+  // Stage 1. With backward_scale > 0, every layer's share of the loss is differentiated at once,
+  // d(backward_scale * loss), accumulating into the feature-map and window-factor gradients
+  // (backward_scale = 1 / gradient-accumulation steps). The teacher's logits (what teacher forcing
+  // leaves unchanged) are computed only when `logits` is set.
+  TransferResult forward_transfer(const Tensor& ids, float backward_scale, bool logits = false) const;
   // Student forward: logits (B*T, V).
   Var forward(const Tensor& ids) const;
 

@@ -136,15 +136,16 @@ Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int 
 }
 
 Var Llama::forward(const Tensor& ids, KVCache* cache) const {
-  return forward_impl(ids, cache, nullptr, cache ? cache->length : 0);
+  return forward_impl(ids, cache, nullptr, cache ? cache->length : 0, true);
 }
 
-Var Llama::forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos) const {
-  return forward_impl(ids, nullptr, &attention, start_pos);
+Var Llama::forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos,
+                        bool logits) const {
+  return forward_impl(ids, nullptr, &attention, start_pos, logits);
 }
 
-Var Llama::forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention,
-                        int start) const {
+Var Llama::forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start,
+                        bool want_logits) const {
   ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "forward: ids must be (B, T) i32, got %s",
          ids.str().c_str());
   const int B = int(ids.size(0)), T = int(ids.size(1));
@@ -160,6 +161,7 @@ Var Llama::forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* at
     x = add(x, linear(swiglu(linear(m, L.w_gate), linear(m, L.w_up)), L.w_down));
   }
   if (cache) cache->length += T;
+  if (!want_logits) return x;
   Var logits = linear(rmsnorm(x, norm, cfg.norm_eps), lm_head);  // (B, T, V)
   return reshape(logits, {int64_t(B) * T, cfg.vocab});
 }

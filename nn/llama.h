@@ -61,7 +61,10 @@ class Llama {
   // the new keys/values are appended, and no graph is recorded.
   Var forward(const Tensor& ids, KVCache* cache = nullptr) const;
   // The same with `attention` in place of softmax attention; token positions start at start_pos.
-  Var forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos = 0) const;
+  // Without `logits`, stops after the last layer and returns its hidden states (B, T, C): attention
+  // transfer needs no language-model head.
+  Var forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos = 0,
+                   bool logits = true) const;
 
   std::vector<Var> parameters() const;  // every weight, in a fixed order
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // Hugging Face names
@@ -80,7 +83,8 @@ class Llama {
 
  private:
   std::unique_ptr<Arena> arena_;
-  Var forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start) const;
+  Var forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start,
+                   bool logits) const;
   Var attention_block(const LlamaLayer& l, const Var& a, int B, int T, int start, KVCache* cache,
                       const AttentionFn* attention, int layer) const;
 };

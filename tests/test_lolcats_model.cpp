@@ -122,7 +122,7 @@ TEST_CASE("lolcats transfer: teacher forcing, and per-layer backward equals one 
   LolcatsModel a(*base, LolcatsConfig{}), b(*base, LolcatsConfig{});
   perturb(a, 3);
   perturb(b, 3);
-  TransferResult ra = a.forward_transfer(ids, true);
+  TransferResult ra = a.forward_transfer(ids, 1.0f, true);
   // The teacher's logits come out unchanged: every layer passed on softmax attention's output.
   Var teacher = base->forward(ids);
   CHECK_CLOSE("teacher-forced logits", ra.logits->value.f32(),
@@ -159,7 +159,7 @@ TEST_CASE("lolcats model: kept softmax layers, checkpoints with reference names"
   Var a = none.forward(ids), b = base->forward(ids);
   CHECK_CLOSE("all layers kept = base model", a->value.f32(),
               std::vector<double>(b->value.f32(), b->value.f32() + b->value.numel()), 0.0, 0.0);
-  REQUIRE_THROWS_WITH(none.forward_transfer(ids, false), Catch::Contains("no layer is converted"));
+  REQUIRE_THROWS_WITH(none.forward_transfer(ids, 0.0f), Catch::Contains("no layer is converted"));
   LolcatsConfig bad;
   bad.softmax_layers = {5};
   REQUIRE_THROWS_WITH(LolcatsModel(*base, bad), Catch::Contains("softmax layer 5 does not exist"));

@@ -1,0 +1,181 @@
+#include "lolcats/trainer.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "data/safetensors.h"
+#include "nn/adamw.h"
+#include "nn/lr_schedule.h"
+
+namespace lolcats {
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::string eta(double seconds) {
+  int s = int(seconds);
+  return s >= 3600 ? strfmt("%dh%02dm", s / 3600, s / 60 % 60) : strfmt("%dm%02ds", s / 60, s % 60);
+}
+
+bool exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0;
+}
+
+void copy_values(const Tensor& dst, const Tensor& src) { std::memcpy(dst.data(), src.data(), src.nbytes()); }
+
+// Everything needed to continue: parameters, AdamW moments, the best parameters so far, and the
+// counters (in the metadata).
+struct Checkpoint {
+  static void save(const std::string& path, const std::vector<std::pair<std::string, Var>>& params,
+                   AdamW& opt, const std::vector<Tensor>& best, const ReduceLROnPlateau& sched,
+                   int64_t step, const StageLog& log) {
+    std::vector<std::pair<std::string, Tensor>> t;
+    for (size_t i = 0; i < params.size(); i++) {
+      t.push_back({"param." + params[i].first, params[i].second->value});
+      t.push_back({"adam_m." + params[i].first, opt.m(i)});
+      t.push_back({"adam_v." + params[i].first, opt.v(i)});
+      t.push_back({"best." + params[i].first, best[i]});
+    }
+    auto st = sched.state();
+    nlohmann::json meta = {{"step", step},           {"adam_steps", opt.steps()},
+                           {"lr", st.lr},            {"plateau_best", st.best},
+                           {"plateau_bad", st.num_bad}, {"plateau_cooldown", st.cooldown_counter},
+                           {"best_val", log.best_val}, {"best_step", log.best_step},
+                           {"tokens", log.tokens},   {"seconds", log.seconds}};
+    save_safetensors(path, t, {{"lolcats_checkpoint", meta.dump()}});
+  }
+
+  static int64_t load(const std::string& path, const std::vector<std::pair<std::string, Var>>& params,
+                      AdamW& opt, std::vector<Tensor>& best, ReduceLROnPlateau& sched, StageLog& log) {
+    SafeTensorsFile f(path);
+    auto it = f.metadata().find("lolcats_checkpoint");
+    ENSURE(it != f.metadata().end(), "%s is not a training checkpoint", path.c_str());
+    for (size_t i = 0; i < params.size(); i++) {
+      const std::string& n = params[i].first;
+      for (auto [prefix, dst] : {std::pair<std::string, Tensor>{"param.", params[i].second->value},
+                                 {"adam_m.", opt.m(i)}, {"adam_v.", opt.v(i)}, {"best.", best[i]}}) {
+        Tensor src = f.load(prefix + n);
+        ENSURE(src.shape() == dst.shape(), "%s: %s%s has shape %s, expected %s", path.c_str(),
+               prefix.c_str(), n.c_str(), src.shape().str().c_str(), dst.shape().str().c_str());
+        copy_values(dst, src);
+      }
+    }
+    auto m = nlohmann::json::parse(it->second);
+    opt.set_steps(m["adam_steps"].get<int64_t>());
+    sched.restore({m["lr"].get<double>(), m["plateau_best"].get<double>(), m["plateau_bad"].get<int>(),
+                   m["plateau_cooldown"].get<int>()});
+    opt.set_lr(float(sched.lr()));
+    log.best_val = m["best_val"].get<double>();
+    log.best_step = m["best_step"].get<int64_t>();
+    log.tokens = m["tokens"].get<int64_t>();
+    log.seconds = m["seconds"].get<double>();
+    return m["step"].get<int64_t>();
+  }
+};
+
+}  // namespace
+
+std::pair<Tensor, Tensor> chunk_tensors(const Chunks& c, int64_t i) {
+  ENSURE(i >= 0 && i < c.count(), "chunk %lld out of range (%lld chunks)", (long long)i, (long long)c.count());
+  std::vector<int32_t> ids(c.inputs.begin() + i * c.T, c.inputs.begin() + (i + 1) * c.T);
+  std::vector<int32_t> tg(c.targets.begin() + i * c.T, c.targets.begin() + (i + 1) * c.T);
+  return {Tensor::from_i32(ids, {1, c.T}), Tensor::from_i32(tg, {c.T})};
+}
+
+double evaluate(const Chunks& val, int n, const ChunkLoss& loss) {
+  int64_t count = n > 0 ? std::min<int64_t>(n, val.count()) : val.count();
+  ENSURE(count > 0, "evaluation needs at least one validation chunk");
+  NoGrad no_grad;
+  double total = 0;
+  for (int64_t i = 0; i < count; i++) {
+    auto [ids, targets] = chunk_tensors(val, i);
+    total += loss(ids, targets, 0.0f);
+  }
+  return total / double(count);
+}
+
+StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::string, Var>>& params,
+                     const Chunks& train, const Chunks& val, const ChunkLoss& loss,
+                     const std::function<void(const std::string&)>& on_log) {
+  ENSURE(train.count() > 0, "%s: no training chunks", cfg.name.c_str());
+  ENSURE(cfg.grad_accum > 0 && cfg.eval_every > 0, "%s: grad_accum and eval_every must be positive",
+         cfg.name.c_str());
+  std::vector<Var> vars;
+  for (auto& p : params) vars.push_back(p.second);
+  AdamWConfig acfg;
+  acfg.lr = cfg.lr;
+  acfg.weight_decay = cfg.weight_decay;
+  AdamW opt(vars, acfg);
+  ReduceLROnPlateau sched(cfg.lr, cfg.plateau_factor, cfg.plateau_patience, cfg.min_lr);
+  std::vector<Tensor> best;
+  for (const Var& v : vars) best.push_back(v->value.clone());
+  StageLog log;
+  log.best_val = INFINITY;
+  int64_t step = 0;
+  if (cfg.resume && !cfg.checkpoint.empty() && exists(cfg.checkpoint)) {
+    step = Checkpoint::load(cfg.checkpoint, params, opt, best, sched, log);
+    std::fprintf(stderr, "[%s] resumed from %s at step %lld\n", cfg.name.c_str(), cfg.checkpoint.c_str(),
+                 (long long)step);
+  }
+  auto emit = [&](const nlohmann::json& j) {
+    if (on_log) on_log(j.dump());
+  };
+  const double t_start = now() - log.seconds;
+  const int64_t T = train.T;
+  for (; step < cfg.max_steps; step++) {
+    if (cfg.stop_after >= 0 && step >= cfg.stop_after) break;
+    double t0 = now(), step_loss = 0;
+    opt.zero_grad();
+    for (int i = 0; i < cfg.grad_accum; i++) {
+      auto [ids, targets] = chunk_tensors(train, (step * cfg.grad_accum + i) % train.count());
+      step_loss += loss(ids, targets, 1.0f / float(cfg.grad_accum)) / cfg.grad_accum;
+    }
+    ENSURE(std::isfinite(step_loss),
+           "%s: the loss is %g at step %lld; stopping without updating (the last good checkpoint is "
+           "%s). Lower the learning rate or check the data.",
+           cfg.name.c_str(), step_loss, (long long)step + 1,
+           cfg.checkpoint.empty() ? "not kept" : cfg.checkpoint.c_str());
+    opt.step();
+    log.tokens += int64_t(cfg.grad_accum) * T;
+    double dt = now() - t0;
+    log.steps.push_back({step + 1, step_loss, opt.lr(), dt, log.tokens});
+    emit({{"stage", cfg.name}, {"step", step + 1}, {"loss", step_loss}, {"lr", opt.lr()},
+          {"tokens", log.tokens}, {"seconds", now() - t_start}});
+    double per_step = (now() - t_start) / double(step + 1);
+    std::fprintf(stderr, "\r[%s] step %lld/%lld | loss %.4f | lr %.1e | %.0f tok/s | ETA %s   ",
+                 cfg.name.c_str(), (long long)step + 1, (long long)cfg.max_steps, step_loss, opt.lr(),
+                 cfg.grad_accum * T / dt, eta(per_step * double(cfg.max_steps - step - 1)).c_str());
+    bool last = step + 1 == cfg.max_steps;
+    if ((step + 1) % cfg.eval_every == 0 || last) {
+      double v = evaluate(val, cfg.eval_chunks, loss);
+      if (v < log.best_val) {  // keep the best parameters (LOLCATS.md 3: restored at the end)
+        log.best_val = v;
+        log.best_step = step + 1;
+        for (size_t i = 0; i < vars.size(); i++) copy_values(best[i], vars[i]->value);
+      }
+      opt.set_lr(float(sched.step(v)));
+      log.evals.push_back({step + 1, v, opt.lr()});
+      emit({{"stage", cfg.name}, {"step", step + 1}, {"val_loss", v}, {"lr", opt.lr()},
+            {"best_val", log.best_val}});
+      std::fprintf(stderr, "\n[%s] step %lld: validation loss %.4f (best %.4f at step %lld)\n",
+                   cfg.name.c_str(), (long long)step + 1, v, log.best_val, (long long)log.best_step);
+      log.seconds = now() - t_start;
+      if (!cfg.checkpoint.empty()) Checkpoint::save(cfg.checkpoint, params, opt, best, sched, step + 1, log);
+    }
+  }
+  log.seconds = now() - t_start;
+  if (step == cfg.max_steps)  // finished: continue with the best-validation parameters
+    for (size_t i = 0; i < vars.size(); i++) copy_values(vars[i]->value, best[i]);
+  return log;
+}
+
+}  // namespace lolcats

@@ -1,0 +1,62 @@
+// One training stage of LoLCATs (LOLCATS.md 3 and 4): AdamW over a set of parameters, gradient
+// accumulation over packed chunks, evaluation on the validation chunks every `eval_every` steps,
+// ReduceLROnPlateau stepped on the validation loss, the best-validation parameters kept and
+// restored at the end, and a resumable checkpoint written atomically after every evaluation.
+//
+// The stage is generic: `loss` computes one chunk's loss and, when backward_scale > 0, adds
+// d(backward_scale * loss)/d(params) into the gradients. Stage 1 plugs in the attention-transfer
+// MSE, stage 2 the next-token cross-entropy.
+//
+// Determinism: chunk i of step s is train chunk (s * grad_accum + i) mod count, so the data order
+// needs no saved state, and a resumed run repeats the uninterrupted one bit for bit.
+#pragma once
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autograd/tape.h"
+#include "data/alpaca.h"
+
+namespace lolcats {
+
+struct StageConfig {
+  std::string name = "stage";
+  float lr = 1e-3f;
+  float weight_decay = 0.0f;
+  int grad_accum = 8;
+  int64_t max_steps = 100;  // optimizer steps
+  int eval_every = 100;     // also evaluates after the last step
+  int eval_chunks = 0;      // validation chunks per evaluation (0 = all)
+  double plateau_factor = 0.1;
+  int plateau_patience = 10;
+  double min_lr = 1e-5;
+  std::string checkpoint;   // resumable checkpoint path ("" = none)
+  bool resume = false;      // continue from `checkpoint` when it exists
+  int64_t stop_after = -1;  // end early after this many steps (tests: simulate a killed run)
+};
+
+struct StageLog {
+  struct Step { int64_t step; double loss, lr, seconds; int64_t tokens; };
+  struct Eval { int64_t step; double val_loss, lr; };
+  std::vector<Step> steps;
+  std::vector<Eval> evals;
+  double best_val = 0;
+  int64_t best_step = -1;
+  int64_t tokens = 0;
+  double seconds = 0;
+};
+
+using ChunkLoss = std::function<double(const Tensor& ids, const Tensor& targets, float backward_scale)>;
+
+StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::string, Var>>& params,
+                     const Chunks& train, const Chunks& val, const ChunkLoss& loss,
+                     const std::function<void(const std::string& json_line)>& on_log = {});
+
+// Mean loss over the first n validation chunks (all when n <= 0), without gradients.
+double evaluate(const Chunks& val, int n, const ChunkLoss& loss);
+
+// Chunk i of a set as (1, T) input ids and (T) targets.
+std::pair<Tensor, Tensor> chunk_tensors(const Chunks& c, int64_t i);
+
+}  // namespace lolcats
