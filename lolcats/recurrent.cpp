@@ -169,22 +169,9 @@ Var lolcats_step(const LolcatsModel& model, LolcatsState& state, const Tensor& i
 std::vector<int32_t> lolcats_generate(const LolcatsModel& model, const std::vector<int32_t>& prompt,
                                       const SamplingConfig& cfg, DecodeMode mode,
                                       const std::function<bool(int32_t)>& on_token) {
-  ENSURE(!prompt.empty(), "generate: the prompt is empty");
-  const int V = model.base.cfg.vocab;
   LolcatsState state(model, mode);
-  std::mt19937_64 rng(cfg.seed);
-  std::vector<int32_t> out;
-  Var logits = lolcats_step(model, state, Tensor::from_i32(prompt, {1, int64_t(prompt.size())}));
-  const float* last = logits->value.f32() + (prompt.size() - 1) * size_t(V);
-  for (int step = 0; step < cfg.max_new_tokens; step++) {
-    int32_t next = sample_token(last, V, cfg.temperature, cfg.top_p, rng);
-    out.push_back(next);
-    bool stop = std::find(cfg.stop_ids.begin(), cfg.stop_ids.end(), next) != cfg.stop_ids.end();
-    if ((on_token && !on_token(next)) || stop || step + 1 == cfg.max_new_tokens) break;
-    logits = lolcats_step(model, state, Tensor::from_i32({next}, {1, 1}));
-    last = logits->value.f32();
-  }
-  return out;
+  return generate_with([&](const Tensor& ids) { return lolcats_step(model, state, ids); },
+                       model.base.cfg.vocab, prompt, cfg, on_token);
 }
 
 }  // namespace lolcats

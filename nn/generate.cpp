@@ -27,26 +27,32 @@ int32_t sample_token(const float* logits, int V, float temperature, float top_p,
   return order[n - 1];
 }
 
-std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt,
-                              const SamplingConfig& cfg,
-                              const std::function<bool(int32_t)>& on_token) {
+std::vector<int32_t> generate_with(const StepFn& step, int V, const std::vector<int32_t>& prompt,
+                                   const SamplingConfig& cfg,
+                                   const std::function<bool(int32_t)>& on_token) {
   ENSURE(!prompt.empty(), "generate: the prompt is empty");
-  const int V = model.cfg.vocab;
-  KVCache cache(model.cfg, int(prompt.size()) + cfg.max_new_tokens);
   std::mt19937_64 rng(cfg.seed);
   std::vector<int32_t> out;
   // Prefill: the whole prompt at once; only the last position's logits matter.
-  Var logits = model.forward(Tensor::from_i32(prompt, {1, int64_t(prompt.size())}), &cache);
+  Var logits = step(Tensor::from_i32(prompt, {1, int64_t(prompt.size())}));
   const float* last = logits->value.f32() + (prompt.size() - 1) * size_t(V);
-  for (int step = 0; step < cfg.max_new_tokens; step++) {
+  for (int n = 0; n < cfg.max_new_tokens; n++) {
     int32_t next = sample_token(last, V, cfg.temperature, cfg.top_p, rng);
     out.push_back(next);
     bool stop = std::find(cfg.stop_ids.begin(), cfg.stop_ids.end(), next) != cfg.stop_ids.end();
-    if ((on_token && !on_token(next)) || stop || step + 1 == cfg.max_new_tokens) break;
-    logits = model.forward(Tensor::from_i32({next}, {1, 1}), &cache);
+    if ((on_token && !on_token(next)) || stop || n + 1 == cfg.max_new_tokens) break;
+    logits = step(Tensor::from_i32({next}, {1, 1}));
     last = logits->value.f32();
   }
   return out;
+}
+
+std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt,
+                              const SamplingConfig& cfg,
+                              const std::function<bool(int32_t)>& on_token) {
+  KVCache cache(model.cfg, int(prompt.size()) + cfg.max_new_tokens);
+  return generate_with([&](const Tensor& ids) { return model.forward(ids, &cache); }, model.cfg.vocab,
+                       prompt, cfg, on_token);
 }
 
 }  // namespace lolcats

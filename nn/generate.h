@@ -23,8 +23,16 @@ struct SamplingConfig {
 // logits (V) -> token id.
 int32_t sample_token(const float* logits, int V, float temperature, float top_p, std::mt19937_64& rng);
 
-// Returns the generated ids (prompt excluded). on_token is called for each new id as it is made;
-// returning false stops early.
+// The sampling loop for any model that advances a state of its own: step(ids (1, n)) feeds n new
+// tokens and returns their logits (n, V). The prompt goes in as one step (prefill), then one token
+// per step. Returns the generated ids (prompt excluded). on_token is called for each new id as it
+// is made; returning false stops early.
+using StepFn = std::function<Var(const Tensor& ids)>;
+std::vector<int32_t> generate_with(const StepFn& step, int vocab, const std::vector<int32_t>& prompt,
+                                   const SamplingConfig& cfg,
+                                   const std::function<bool(int32_t)>& on_token = {});
+
+// A Llama with a KV cache.
 std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt,
                               const SamplingConfig& cfg,
                               const std::function<bool(int32_t)>& on_token = {});
