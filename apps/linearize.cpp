@@ -14,6 +14,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "apps/svg_plot.h"
 #include "autograd/ops.h"
 #include "data/alpaca.h"
 #include "data/gguf.h"
@@ -39,10 +40,10 @@ struct Options {
   int threads = 0, seq_len = 512, seed = 0, val_rows = 200;
   // stage 1 (LOLCATS.md 3)
   float lr1 = 1e-2f;
-  int64_t steps1 = 30;
+  int64_t steps1 = 25;
   // stage 2 (LOLCATS.md 4)
   float lr2 = 1e-4f;
-  int64_t steps2 = 30;
+  int64_t steps2 = 20;
   int lora_rank = 8;
   float lora_alpha = 16.0f;
   std::vector<std::string> lora_targets = {"q", "k", "v", "o"};
@@ -87,6 +88,35 @@ ChunkLoss lm_loss(std::function<Var(const Tensor&)> forward) {
     if (scale > 0) backward(loss, scale);
     return double(item(loss));
   };
+}
+
+// Mean attention MSE (x1000, as the loss) of every layer over n validation chunks.
+std::vector<double> per_layer_mse(const LolcatsModel& m, const Chunks& val, int n) {
+  int64_t count = n > 0 ? std::min<int64_t>(n, val.count()) : val.count();
+  std::vector<double> out(m.layers.size(), 0.0);
+  NoGrad no_grad;
+  for (int64_t i = 0; i < count; i++) {
+    TransferResult r = m.forward_transfer(chunk_tensors(val, i).first, 0.0f);
+    for (size_t l = 0; l < out.size(); l++) out[l] += 1000.0 * r.layer_mse[l] / double(count);
+  }
+  return out;
+}
+
+// The stage-1 loss from per-layer values: their mean over converted layers.
+double converted_mean(const LolcatsModel& m, const std::vector<double>& per_layer) {
+  double total = 0;
+  int n = 0;
+  for (size_t l = 0; l < per_layer.size(); l++)
+    if (m.layers[l].converted) total += per_layer[l], n++;
+  return n ? total / n : 0.0;
+}
+
+// Train loss per step and validation loss per evaluation of one stage, as a chart.
+void plot_stage(const std::string& path, const std::string& title, const StageLog& log, bool log_y) {
+  Series train{"train loss", {}, {}}, val{"validation loss", {}, {}, true};
+  for (auto& s : log.steps) train.x.push_back(double(s.step)), train.y.push_back(s.loss);
+  for (auto& e : log.evals) val.x.push_back(double(e.step)), val.y.push_back(e.val_loss);
+  write_svg_chart(path, title, "optimizer step", "loss", {train, val}, log_y);
 }
 
 std::string alpaca_sample_prompt() {
@@ -165,7 +195,8 @@ int main(int argc, char** argv) {
     json summary;
     std::fprintf(stderr, "evaluating the teacher\n");
     summary["teacher_val_ppl"] = ppl(teacher);
-    summary["attn_mse_init"] = evaluate(data.val, o.eval_chunks, transfer);
+    std::vector<double> mse_before = per_layer_mse(model, data.val, o.eval_chunks);
+    summary["attn_mse_init"] = converted_mean(model, mse_before);
 
     auto stage_cfg = [&](const std::string& name, float lr, int64_t steps) {
       StageConfig s;
@@ -193,12 +224,22 @@ int main(int argc, char** argv) {
         StageLog s1 = train_stage(stage_cfg("stage1", o.lr1, o.steps1), model.named_parameters(),
                                   data.train, data.val, transfer, log);
         summary["tokens_stage1"] = s1.tokens;
+        plot_stage(o.out + "/stage1_loss.svg", "Stage 1: attention transfer (MSE x1000)", s1, true);
         model.save(stage1_params);
       }
     } else if (o.stage == "2" && exists(stage1_params)) {
       model.load(stage1_params);
     }
-    summary["attn_mse_final"] = evaluate(data.val, o.eval_chunks, transfer);
+    {
+      std::vector<double> mse_after = per_layer_mse(model, data.val, o.eval_chunks), layer_ids;
+      summary["attn_mse_final"] = converted_mean(model, mse_after);
+      for (size_t l = 0; l < mse_after.size(); l++) layer_ids.push_back(double(l));
+      summary["attn_mse_per_layer_init"] = mse_before;
+      summary["attn_mse_per_layer_final"] = mse_after;
+      write_svg_chart(o.out + "/attention_mse_per_layer.svg", "Attention MSE per layer (x1000)", "layer",
+                      "MSE x1000", {{"before stage 1", layer_ids, mse_before, true},
+                                    {"after stage 1", layer_ids, mse_after, true}}, true);
+    }
     summary["stage1_val_ppl"] = ppl(student);
     for (const Var& p : model.parameters()) p->requires_grad = false;  // frozen from here on
 
@@ -210,6 +251,7 @@ int main(int argc, char** argv) {
       StageLog s2 = train_stage(stage_cfg("stage2", o.lr2, o.steps2), lora, data.train, data.val,
                                 lm_loss(student), log);
       summary["tokens_stage2"] = s2.tokens;
+      plot_stage(o.out + "/stage2_loss.svg", "Stage 2: LoRA (next-token cross-entropy)", s2, false);
       summary["stage2_val_ppl"] = ppl(student);
       std::vector<std::pair<std::string, Tensor>> exported;
       for (auto& [n, v] : model.named_parameters()) exported.push_back({n, v->value});
@@ -242,7 +284,7 @@ int main(int argc, char** argv) {
     std::printf("%-34s %12.4f\n", "attention MSE x1000, final", summary["attn_mse_final"].get<double>());
     std::printf("\nprompt: Give three tips for staying healthy.\n  teacher:    %s\n  linearized: %s\n",
                 sample_teacher.c_str(), sample_student.c_str());
-    std::printf("\nrun folder: %s (summary.json, log.jsonl, checkpoints, lolcats_params.safetensors); %.0f s\n",
+    std::printf("\nrun folder: %s (summary.json, log.jsonl, *.svg plots, checkpoints, lolcats_params.safetensors); %.0f s\n",
                 o.out.c_str(), summary["seconds"].get<double>());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nlinearize: %s\n", e.what());
