@@ -2,6 +2,7 @@
 //   ./bench matmul   our CPU matmul (Eigen) vs PyTorch's on the linear-layer shapes of SmolLM2-135M
 //   ./bench llama    SmolLM2-135M forward and forward+backward, batch 1, T = 1024, f32, vs PyTorch
 //   ./bench attention  one attention layer forward+backward, LoLCATs hybrid vs softmax, T = 1k..64k
+//   ./bench linearize  one LoLCATs stage-1 and stage-2 training step, SmolLM2-135M, T = 1024, vs PyTorch
 // Where a comparison is claimed, both sides run in this one invocation with the same shapes and
 // threads: PyTorch through tests/reference/bench_matmul.py in the project's .venv.
 #include <CLI/CLI.hpp>
@@ -160,17 +161,20 @@ int bench_llama(int threads, int T, const std::string& model_path) {
 
 }  // namespace
 
+#include "apps/bench_linearize.h"  // after the helpers above, which it uses
+
 int main(int argc, char** argv) {
   CLI::App app{"bench: speed and memory measurements, one JSON object per line"};
   std::string what = "all", model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
   int threads = 0, seq = 1024;
   std::vector<int> seqs = {1024, 4096, 16384, 65536};
   double max_seconds = 300;
-  app.add_option("what", what, "which benchmark: matmul, llama, attention, or all")
-      ->check(CLI::IsMember({"matmul", "llama", "attention", "all"}))
+  app.add_option("what", what, "which benchmark: matmul, llama, attention, linearize, or all")
+      ->check(CLI::IsMember({"matmul", "llama", "attention", "linearize", "all"}))
       ->capture_default_str();
-  app.add_option("--seq", seq, "sequence length for `llama`")->capture_default_str();
-  app.add_option("--model", model, "model for `llama` (random SmolLM2-shaped weights if absent)")
+  app.add_option("--seq", seq, "sequence length for `llama` and `linearize`")->capture_default_str();
+  app.add_option("--model", model,
+                 "model for `llama` and `linearize` (random SmolLM2-shaped weights if absent)")
       ->capture_default_str();
   app.add_option("--seqs", seqs, "sequence lengths for `attention`")->capture_default_str();
   app.add_option("--max-seconds", max_seconds, "`attention`: skip runs estimated to take longer")
@@ -184,6 +188,7 @@ int main(int argc, char** argv) {
     if (what == "attention" || what == "all") bench_attention(threads, seqs, max_seconds);
     if (what == "matmul" || what == "all") bench_matmul(threads);
     if (what == "llama" || what == "all") bench_llama(threads, seq, model);
+    if (what == "linearize" || what == "all") bench_linearize(threads, seq, model);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench: %s\n", e.what());
     return 1;

@@ -1,0 +1,101 @@
+// ./bench linearize: one LoLCATs training step of each stage on SmolLM2-135M (real weights when
+// models/ has them, else random: speed is the same), batch 1, f32, the default conversion (terrace,
+// Fh = 64, every layer converted):
+//   stage1  model.forward_transfer(ids, 1) (teacher-forced forward, each layer's MSE differentiated
+//           into its feature maps and window factors) + AdamW(lr 1e-2, wd 0) over model.parameters()
+//   stage2  LoRA r=8 alpha=16 on q, k, v, o, feature maps frozen: cross_entropy(model.forward(ids))
+//           + backward + AdamW(lr 1e-4, wd 0) over the LoRA parameters
+// Warm-up once, then the best of 3; tokens/s = T / seconds. The same two steps in PyTorch come from
+// tests/reference/bench_linearize.py (same shapes and threads), reported beside ours with the ratio.
+//
+// Included by apps/bench.cpp after its helpers: uses its now(), run_torch() and peak_rss_mib().
+#pragma once
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "autograd/ops.h"
+#include "lolcats/model.h"
+#include "nn/adamw.h"
+#include "nn/llama.h"
+
+inline int bench_linearize(int threads, int T, const std::string& model_path) {
+  using namespace lolcats;
+  using nlohmann::json;
+  std::unique_ptr<Llama> base;
+  if (FILE* f = std::fopen(model_path.c_str(), "rb")) {
+    std::fclose(f);
+    base = Llama::load(model_path);
+  } else {
+    LlamaConfig c;
+    c.vocab = 49152, c.d_model = 576, c.n_layers = 30, c.n_heads = 9, c.n_kv_heads = 3;
+    c.head_dim = 64, c.ffn = 1536, c.rope.theta = 100000.0, c.tied_embeddings = true;
+    base = std::make_unique<Llama>(c);
+    for (const Var& p : base->parameters()) p->value.zero_();
+  }
+  std::vector<int32_t> ids(T), tg(T);
+  for (int t = 0; t < T; t++)
+    ids[t] = (t * 7919) % base->cfg.vocab, tg[t] = (t * 104729 + 1) % base->cfg.vocab;
+  Tensor x = Tensor::from_i32(ids, {1, T}), targets = Tensor::from_i32(tg, {T});
+  auto best_of = [](int reps, auto fn) {
+    fn();  // warm-up
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+      double t0 = now();
+      fn();
+      best = std::min(best, now() - t0);
+    }
+    return best;
+  };
+
+  LolcatsModel model(*base, LolcatsConfig{});
+  AdamWConfig ac;
+  ac.weight_decay = 0.0f;
+  ac.lr = 1e-2f;
+  AdamW opt1(model.parameters(), ac);
+  double stage1 = best_of(3, [&] {
+    opt1.zero_grad();
+    model.forward_transfer(x, 1.0f);
+    opt1.step();
+  });
+  double stage1_rss = peak_rss_mib();
+
+  for (const Var& p : model.parameters()) p->requires_grad = false;  // frozen in stage 2
+  std::vector<Var> lora;
+  for (auto& [name, v] : base->add_lora(8, 16.0f, {"q", "k", "v", "o"}, 0)) lora.push_back(v);
+  ac.lr = 1e-4f;
+  AdamW opt2(lora, ac);
+  double stage2 = best_of(3, [&] {
+    opt2.zero_grad();
+    backward(cross_entropy(model.forward(x), targets));
+    opt2.step();
+  });
+  double stage2_rss = peak_rss_mib();
+
+  std::map<std::string, json> theirs;
+  for (const json& j : run_torch("bench_linearize.py --threads " + std::to_string(threads) +
+                                 " --seq " + std::to_string(T)))
+    theirs[j["what"].get<std::string>()] = j;
+  for (auto [stage, sec, rss] :
+       {std::tuple{"stage1", stage1, stage1_rss}, std::tuple{"stage2", stage2, stage2_rss}}) {
+    json j = {{"bench", "linearize"}, {"model", "SmolLM2-135M"}, {"stage", stage}, {"batch", 1},
+              {"seq", T}, {"dtype", "f32"}, {"threads", threads}, {"seconds", sec},
+              {"tokens_per_s", T / sec}, {"peak_rss_mib", rss}};
+    if (theirs.count(stage)) {
+      const json& t = theirs[stage];
+      j["torch_seconds"] = t["seconds"];
+      j["torch_tokens_per_s"] = t["tokens_per_s"];
+      j["torch_peak_rss_mib"] = t["peak_rss_mib"];
+      j["speedup_vs_torch"] = t["seconds"].get<double>() / sec;
+    }
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
