@@ -143,7 +143,7 @@ FUZZ_LIB_OBJ := $(patsubst %.cpp,build-fuzz/%.o,$(wildcard tensor/*.cpp data/*.c
 FUZZ_SEEDS_fuzz_gguf := $(wildcard build/fixtures/gguf)  # small.gguf, when the fixtures exist
 
 .PHONY: fuzz fuzz-clean
-.PRECIOUS: build-fuzz/%.o
+.PRECIOUS: build-fuzz/%.o build-fuzz/fuzz_%
 fuzz: $(FUZZ_NAMES:%=fuzz-run-%)
 
 build-fuzz/%.o: %.cpp | $(BUILD)/.deps-ok
