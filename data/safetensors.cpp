@@ -30,6 +30,20 @@ static size_t safetensors_dtype_size(const std::string& t) {
   return 0;
 }
 
+// A JSON array of integers. Checked element by element first: a number too large for 64 bits is
+// parsed as a float, and converting that to an integer would be undefined behaviour.
+template <typename I>
+static std::vector<I> integers(const json& j, const char* file, const char* tensor, const char* field) {
+  ENSURE(j.is_array(), "%s: tensor %s: %s is not an array", file, tensor, field);
+  std::vector<I> out;
+  for (const json& x : j) {
+    ENSURE(x.is_number_integer(), "%s: tensor %s: %s holds a value that is not a 64-bit integer", file,
+           tensor, field);
+    out.push_back(x.get<I>());
+  }
+  return out;
+}
+
 SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
   try {
     parse();
@@ -79,8 +93,8 @@ void SafeTensorsFile::parse() {
     SafeTensorInfo info;
     try {
       info.dtype = e["dtype"].get<std::string>();
-      info.shape = e["shape"].get<std::vector<int64_t>>();
-      auto off = e["data_offsets"].get<std::vector<uint64_t>>();
+      info.shape = integers<int64_t>(e["shape"], p, name, "shape");
+      auto off = integers<uint64_t>(e["data_offsets"], p, name, "data_offsets");
       ENSURE(off.size() == 2 && off[0] <= off[1], "%s: tensor %s has bad data_offsets", p, name);
       ENSURE(off[1] <= data_size,
             "%s: tensor %s ends at byte %llu but the file holds only %zu bytes of data (truncated?)",

@@ -99,6 +99,9 @@ TEST_CASE("safetensors: bad files give one clear error", "[tensor][io]") {
       {"shape disagrees with size", make_file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data),
        "shape and dtype need 12 bytes"},
       {"missing field", make_file(R"({"w":{"dtype":"F32","shape":[2]}})", data), "lacks dtype, shape or data_offsets"},
+      {"dimension beyond 64 bits (found by fuzzing)",
+       make_file(R"({"w":{"dtype":"F32","shape":[214748364864294967296],"data_offsets":[0,8]}})", data),
+       "not a 64-bit integer"},
   };
   for (const Case& c : cases) {
     INFO(c.what);
