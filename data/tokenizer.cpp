@@ -369,6 +369,8 @@ Tokenizer Tokenizer::from_json(const std::string& path) {
     // Ids must be dense (as in every real tokenizer): that bounds the tables by the file's size.
     const int64_t entries = int64_t(m.at("vocab").size() + j.at("added_tokens").size());
     for (auto it = m.at("vocab").begin(); it != m.at("vocab").end(); ++it) {
+      // Checked first: converting a float (e.g. 1e30) to an integer would be undefined behaviour.
+      ENSURE(it.value().is_number_integer(), "%s: token %s has an id that is not an integer", p, it.key().c_str());
       int64_t id = it.value().get<int64_t>();
       ENSURE(id >= 0 && id < entries, "%s: token %s has id %lld, outside 0..%lld (vocab + added_tokens)", p,
              it.key().c_str(), (long long)id, (long long)entries - 1);
@@ -378,6 +380,7 @@ Tokenizer Tokenizer::from_json(const std::string& path) {
       std::string text = a.at("content").get<std::string>();
       for (const char* flag : {"lstrip", "rstrip", "single_word"})
         ENSURE(!a.value(flag, false), "%s: added token %s uses %s, which is not supported", p, text.c_str(), flag);
+      ENSURE(a.at("id").is_number_integer(), "%s: added token %s has an id that is not an integer", p, text.c_str());
       int64_t id = a.at("id").get<int64_t>();
       ENSURE(id >= 0 && id < entries, "%s: added token %s has id %lld, outside 0..%lld (vocab + added_tokens)", p,
              text.c_str(), (long long)id, (long long)entries - 1);

@@ -1,5 +1,6 @@
 #include "nn/llama_config.h"
 
+#include <climits>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -29,9 +30,18 @@ std::string LlamaConfig::summary() const {
 
 // An int that may also be given as a list (eos_token_id: [128001, 128009]): the first entry.
 static int first_int(const json& j, int fallback) {
-  if (j.is_number_integer()) return j.get<int>();
-  if (j.is_array() && !j.empty() && j[0].is_number_integer()) return j[0].get<int>();
+  if (j.is_number_integer()) return int(j.get<int64_t>());
+  if (j.is_array() && !j.empty() && j[0].is_number_integer()) return int(j[0].get<int64_t>());
   return fallback;
+}
+
+// A required positive-or-zero integer field that fits in an int (a float or a huge number would
+// make the conversion undefined).
+static int int_field(const json& j, const char* key, const std::string& path) {
+  const json& v = j.at(key);
+  ENSURE(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX,
+         "%s: %s must be a non-negative integer, got %s", path.c_str(), key, v.dump().c_str());
+  return int(v.get<int64_t>());
 }
 
 LlamaConfig config_from_hf_json(const std::string& path) {
@@ -45,15 +55,14 @@ LlamaConfig config_from_hf_json(const std::string& path) {
     ENSURE(c.arch == "llama" || c.arch == "mistral",
            "%s: model_type \"%s\" is not supported (this project runs llama and mistral)",
            path.c_str(), c.arch.c_str());
-    c.vocab = j.at("vocab_size").get<int>();
-    c.d_model = j.at("hidden_size").get<int>();
-    c.n_layers = j.at("num_hidden_layers").get<int>();
-    c.n_heads = j.at("num_attention_heads").get<int>();
-    c.n_kv_heads = j.value("num_key_value_heads", c.n_heads);
-    c.head_dim = j.contains("head_dim") && j["head_dim"].is_number_integer()
-                     ? j["head_dim"].get<int>()
-                     : c.d_model / c.n_heads;
-    c.ffn = j.at("intermediate_size").get<int>();
+    c.vocab = int_field(j, "vocab_size", path);
+    c.d_model = int_field(j, "hidden_size", path);
+    c.n_layers = int_field(j, "num_hidden_layers", path);
+    c.n_heads = int_field(j, "num_attention_heads", path);
+    c.n_kv_heads = j.contains("num_key_value_heads") ? int_field(j, "num_key_value_heads", path) : c.n_heads;
+    c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? int_field(j, "head_dim", path)
+                                                                    : c.n_heads > 0 ? c.d_model / c.n_heads : 0;
+    c.ffn = int_field(j, "intermediate_size", path);
     c.norm_eps = j.value("rms_norm_eps", 1e-5f);
     c.tied_embeddings = j.value("tie_word_embeddings", false);
     c.max_position = j.value("max_position_embeddings", 0);
