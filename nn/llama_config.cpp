@@ -104,7 +104,7 @@ LlamaConfig config_from_gguf(const GGUFFile& f) {
   c.n_kv_heads = f.has(a + "attention.head_count_kv") ? int(f.get_int(a + "attention.head_count_kv"))
                                                        : c.n_heads;
   c.head_dim = f.has(a + "rope.dimension_count") ? int(f.get_int(a + "rope.dimension_count"))
-                                                  : c.d_model / c.n_heads;
+                                                  : (c.n_heads > 0 ? c.d_model / c.n_heads : 0);
   c.ffn = int(f.get_int(a + "feed_forward_length"));
   c.norm_eps = float(f.get_float(a + "attention.layer_norm_rms_epsilon"));
   c.rope.theta = f.has(a + "rope.freq_base") ? f.get_float(a + "rope.freq_base") : 10000.0;
