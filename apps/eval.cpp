@@ -1,7 +1,71 @@
-// ./eval: perplexity, attention MSE and zero-shot tasks. Not built yet.
-#include "apps/not_yet.h"
+// ./eval: validation perplexity of a model on the Alpaca data, exactly as ./linearize measures it
+// (response tokens only, the same packed validation chunks):
+//   ./eval                                                       the default model (the teacher)
+//   ./eval --linearized runs/default/lolcats_params.safetensors  a model made by ./linearize
+// One JSON line on stdout: {"model", "val_loss", "val_ppl", "chunks", "label_tokens", "seq_len"}.
+// Zero-shot tasks (PiQA, ARC, HellaSwag, WinoGrande, MMLU) are not built yet.
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "autograd/ops.h"
+#include "data/alpaca.h"
+#include "data/tokenizer.h"
+#include "lolcats/export.h"
+#include "lolcats/trainer.h"
+#include "tensor/parallel.h"
+
+using namespace lolcats;
 
 int main(int argc, char** argv) {
-  return lolcats::not_yet(argc, argv, "eval", "evaluate a model (perplexity, zero-shot tasks)",
-                          "planned: after the `./linearize` issue");
+  CLI::App app{"eval: validation perplexity of a model or of a linearized model on Alpaca data"};
+  std::string model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf", linearized;
+  std::string data_path = "../shared/data/alpaca_original_52k.jsonl.zst";
+  int seq_len = 512, val_rows = 200, chunks = 0, threads = 0;
+  app.add_option("--model", model_path, "Hugging Face folder or .gguf file (with --linearized: its base)")
+      ->capture_default_str();
+  app.add_option("--linearized", linearized, "a model exported by ./linearize (lolcats_params.safetensors)");
+  app.add_option("--data", data_path, "Alpaca data: JSON array or JSONL, optionally zstd")->capture_default_str();
+  app.add_option("--seq-len", seq_len, "tokens per chunk (as the run being compared)")->capture_default_str();
+  app.add_option("--val-rows", val_rows, "first rows of the data used for validation")->capture_default_str();
+  app.add_option("--chunks", chunks, "validation chunks to evaluate (0 = all)")->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  set_num_threads(threads);
+  try {
+    LinearizedModel lin;
+    std::unique_ptr<Llama> plain;
+    if (!linearized.empty()) {
+      lin = load_linearized(linearized, app.count("--model") ? model_path : "");
+      model_path = lin.base_model;
+    } else {
+      plain = Llama::load(model_path);
+    }
+    Tokenizer tok = Tokenizer::from_model(model_path);
+    AlpacaOptions ao;
+    ao.T = seq_len;
+    ao.val_rows = val_rows;
+    AlpacaData data = load_alpaca(data_path, tok, ao);
+    std::function<Var(const Tensor&)> forward = [&](const Tensor& ids) {
+      return plain ? plain->forward(ids) : lin.model->forward(ids);
+    };
+    int64_t n = chunks > 0 ? std::min<int64_t>(chunks, data.val.count()) : data.val.count();
+    int64_t labels = 0;
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t t = 0; t < data.val.T; t++) labels += data.val.targets[i * data.val.T + t] >= 0;
+    std::fprintf(stderr, "evaluating %lld validation chunks of %d tokens\n", (long long)n, seq_len);
+    double loss = evaluate(data.val, int(n), next_token_loss(forward));
+    nlohmann::json out = {{"model", linearized.empty() ? model_path : linearized},
+                          {"val_loss", loss},
+                          {"val_ppl", std::exp(loss)},
+                          {"chunks", n},
+                          {"label_tokens", labels},
+                          {"seq_len", seq_len}};
+    std::printf("%s\n", out.dump().c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "eval: %s\n", e.what());
+    return 1;
+  }
+  return 0;
 }

@@ -1,47 +1,25 @@
-// ./generate: text generation from a Llama-family model with a KV cache, streamed to stdout.
+// ./generate: text generation, streamed to stdout, from a Llama-family model (KV cache) or from a
+// model linearized by ./linearize (recurrent state of constant size, LOLCATS.md 2.3).
 //   ./generate --prompt "What is the capital of France?"            (default model, chat template)
 //   ./generate --model DIR_OR_GGUF --prompt "Once upon" --raw --temperature 0.8 --top-p 0.9
+//   ./generate --linearized runs/default/lolcats_params.safetensors --prompt "..."
 // Instruct models get their chat template (read from the checkpoint) unless --raw is given.
 // Statistics (prompt tokens, generated tokens, tokens/s) go to stderr.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 
 #include "data/chat_template.h"
-#include "data/gguf.h"
 #include "data/tokenizer.h"
+#include "lolcats/export.h"
+#include "lolcats/recurrent.h"
 #include "nn/generate.h"
 #include "tensor/parallel.h"
 
 using namespace lolcats;
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& x) {
-  return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
-}
-
-// The tokenizer and (possibly empty) Jinja chat template stored with a model.
-std::pair<Tokenizer, std::string> load_tokenizer(const std::string& model_path) {
-  if (ends_with(model_path, ".gguf")) {
-    GGUFFile f(model_path);
-    std::string tmpl = f.has("tokenizer.chat_template") ? f.get_string("tokenizer.chat_template") : "";
-    return {Tokenizer::from_gguf(f), tmpl};
-  }
-  std::string tmpl;
-  std::ifstream cfg(model_path + "/tokenizer_config.json");
-  if (cfg.good()) {
-    auto j = nlohmann::json::parse(cfg, nullptr, false);
-    if (!j.is_discarded() && j.contains("chat_template") && j["chat_template"].is_string())
-      tmpl = j["chat_template"].get<std::string>();
-  }
-  std::ifstream jinja(model_path + "/chat_template.jinja");
-  if (tmpl.empty() && jinja.good()) tmpl.assign(std::istreambuf_iterator<char>(jinja), {});
-  return {Tokenizer::from_json(model_path + "/tokenizer.json"), tmpl};
-}
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -50,12 +28,18 @@ double now() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"generate: text from a Llama-family model (KV cache, streamed)"};
+  CLI::App app{"generate: text from a Llama-family model (KV cache) or a linearized one (recurrent state), streamed"};
   std::string model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf", prompt, system;
   SamplingConfig sc;
   int threads = 0;
   bool raw = false;
+  std::string linearized, decode = "exact";
   app.add_option("--model", model_path, "Hugging Face folder or .gguf file")->capture_default_str();
+  app.add_option("--linearized", linearized,
+                 "a model exported by ./linearize (lolcats_params.safetensors); its base model is the "
+                 "one it records unless --model is given");
+  app.add_option("--decode", decode, "recurrent decoding of a linearized model: exact or reference")
+      ->check(CLI::IsMember({"exact", "reference"}))->capture_default_str();
   app.add_option("--prompt", prompt, "the prompt (read from stdin when absent)");
   app.add_option("--system", system, "system message for chat models");
   app.add_flag("--raw", raw, "feed the prompt as is, without the chat template");
@@ -69,10 +53,20 @@ int main(int argc, char** argv) {
   try {
     if (prompt.empty()) prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
     ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
-    auto [tok, tmpl] = load_tokenizer(model_path);
-    auto model = Llama::load(model_path);
-    ENSURE(tok.vocab_size() <= model->cfg.vocab, "tokenizer has %d tokens but the model only %d",
-           tok.vocab_size(), model->cfg.vocab);
+    // A linearized model brings its base (for weights, tokenizer and template) along.
+    LinearizedModel lin;
+    std::unique_ptr<Llama> plain;
+    if (!linearized.empty()) {
+      lin = load_linearized(linearized, app.count("--model") ? model_path : "");
+      model_path = lin.base_model;
+    } else {
+      plain = Llama::load(model_path);
+    }
+    const Llama& model = plain ? *plain : *lin.base;
+    Tokenizer tok = Tokenizer::from_model(model_path);
+    std::string tmpl = load_chat_template(model_path);
+    ENSURE(tok.vocab_size() <= model.cfg.vocab, "tokenizer has %d tokens but the model only %d",
+           tok.vocab_size(), model.cfg.vocab);
     std::string text = prompt;
     if (!raw && !tmpl.empty()) {
       std::vector<ChatMessage> msgs;
@@ -89,7 +83,7 @@ int main(int argc, char** argv) {
     std::vector<int32_t> out;
     size_t printed = 0;
     double t0 = now(), t_first = 0;
-    generate(*model, ids, sc, [&](int32_t id) {
+    auto on_token = [&](int32_t id) {
       if (out.empty()) t_first = now();
       out.push_back(id);
       std::string s = tok.decode(out, true);  // whole text each time: multi-token characters join
@@ -97,7 +91,11 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       printed = s.size();
       return true;
-    });
+    };
+    if (plain)
+      generate(model, ids, sc, on_token);
+    else
+      lolcats_generate(*lin.model, ids, sc, parse_decode_mode(decode), on_token);
     double t1 = now();
     std::printf("\n");
     std::fflush(stdout);

@@ -1,5 +1,9 @@
 #include "data/chat_template.h"
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "data/gguf.h"
 #include "tensor/check.h"
 
 namespace lolcats {
@@ -62,6 +66,21 @@ ChatFormat chat_format_for(const std::string& jinja_template_text) {
   fail(__FILE__, __LINE__,
        strfmt("unknown chat template (neither ChatML's <|im_start|> nor Llama 3's <|start_header_id|>): %.200s",
               jinja_template_text.c_str()));
+}
+
+std::string load_chat_template(const std::string& model_path) {
+  if (model_path.size() > 5 && model_path.compare(model_path.size() - 5, 5, ".gguf") == 0) {
+    GGUFFile f(model_path);
+    return f.has("tokenizer.chat_template") ? f.get_string("tokenizer.chat_template") : "";
+  }
+  std::ifstream cfg(model_path + "/tokenizer_config.json");
+  if (cfg.good()) {
+    auto j = nlohmann::json::parse(cfg, nullptr, false);
+    if (!j.is_discarded() && j.contains("chat_template") && j["chat_template"].is_string())
+      return j["chat_template"].get<std::string>();
+  }
+  std::ifstream jinja(model_path + "/chat_template.jinja");
+  return jinja.good() ? std::string(std::istreambuf_iterator<char>(jinja), {}) : "";
 }
 
 }  // namespace lolcats

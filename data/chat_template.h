@@ -32,4 +32,8 @@ std::string apply_chat_template(ChatFormat format, const std::vector<ChatMessage
 // <|start_header_id|> -> llama3); an error for any other template.
 ChatFormat chat_format_for(const std::string& jinja_template_text);
 
+// The Jinja chat template stored with a model checkpoint ("" when it has none): the GGUF key
+// tokenizer.chat_template, or a Hugging Face folder's tokenizer_config.json / chat_template.jinja.
+std::string load_chat_template(const std::string& model_path);
+
 }  // namespace lolcats

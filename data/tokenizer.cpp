@@ -249,6 +249,11 @@ Tokenizer Tokenizer::from_vocab(std::vector<std::string> tokens, std::vector<std
   return t;
 }
 
+Tokenizer Tokenizer::from_model(const std::string& path) {
+  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) return from_gguf(GGUFFile(path));
+  return from_json(path + "/tokenizer.json");
+}
+
 Tokenizer Tokenizer::from_gguf(const GGUFFile& f) {
   const char* p = f.path().c_str();
   ENSURE(f.has("tokenizer.ggml.model"), "%s: the file holds no tokenizer (no tokenizer.ggml.model)", p);

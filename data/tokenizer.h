@@ -50,6 +50,8 @@ class Tokenizer {
                               const std::string& pre);
   // tokenizer.ggml.* keys of a GGUF file (tokenizer.ggml.model must be "gpt2").
   static Tokenizer from_gguf(const GGUFFile& f);
+  // The tokenizer of a model checkpoint: a .gguf file, or a Hugging Face folder's tokenizer.json.
+  static Tokenizer from_model(const std::string& model_path);
 
   // `text` must be valid UTF-8. Special tokens written in the text become their ids.
   std::vector<int32_t> encode(const std::string& text, bool add_bos = false) const;

@@ -88,14 +88,18 @@ std::vector<Var> LolcatsModel::parameters() const {
   return out;
 }
 
-void LolcatsModel::save(const std::string& path) const {
+std::vector<std::pair<std::string, Tensor>> LolcatsModel::named_tensors() const {
   std::vector<std::pair<std::string, Tensor>> tensors;
   const int64_t H = base.cfg.n_heads;
   for (auto& [name, v] : named_parameters()) {
     bool window = name.size() >= 14 && name.compare(name.size() - 14, 14, "window_factors") == 0;
     tensors.push_back({name, window ? v->value.reshape({1, H, 1, 1}) : v->value});
   }
-  save_safetensors(path, tensors,
+  return tensors;
+}
+
+void LolcatsModel::save(const std::string& path) const {
+  save_safetensors(path, named_tensors(),
                    {{"format", "pt"}, {"lolcats_variant", variant_name(cfg.variant)},
                     {"feature_map", "hedgehog"}});
 }

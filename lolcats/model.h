@@ -57,6 +57,8 @@ class LolcatsModel {
 
   std::vector<Var> parameters() const;  // feature maps and window factors of converted layers
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // reference names
+  // The same as tensors in the reference's shapes (window_factors as (1, H, 1, 1)).
+  std::vector<std::pair<std::string, Tensor>> named_tensors() const;
   void save(const std::string& path) const;                          // safetensors, atomic
   void load(const std::string& path);                                // same names and shapes
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "autograd/ops.h"
 #include "data/safetensors.h"
 #include "nn/adamw.h"
 #include "nn/lr_schedule.h"
@@ -89,6 +90,14 @@ std::pair<Tensor, Tensor> chunk_tensors(const Chunks& c, int64_t i) {
   std::vector<int32_t> ids(c.inputs.begin() + i * c.T, c.inputs.begin() + (i + 1) * c.T);
   std::vector<int32_t> tg(c.targets.begin() + i * c.T, c.targets.begin() + (i + 1) * c.T);
   return {Tensor::from_i32(ids, {1, c.T}), Tensor::from_i32(tg, {c.T})};
+}
+
+ChunkLoss next_token_loss(std::function<Var(const Tensor&)> forward) {
+  return [forward](const Tensor& ids, const Tensor& targets, float scale) {
+    Var loss = cross_entropy(forward(ids), targets);
+    if (scale > 0) backward(loss, scale);
+    return double(item(loss));
+  };
 }
 
 double evaluate(const Chunks& val, int n, const ChunkLoss& loss) {

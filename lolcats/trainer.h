@@ -56,6 +56,10 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
 // Mean loss over the first n validation chunks (all when n <= 0), without gradients.
 double evaluate(const Chunks& val, int n, const ChunkLoss& loss);
 
+// Next-token cross-entropy of a model given as forward(ids (1, T)) -> logits (T, V); backward
+// when backward_scale > 0. exp(evaluate(val, n, next_token_loss(f))) is the validation perplexity.
+ChunkLoss next_token_loss(std::function<Var(const Tensor&)> forward);
+
 // Chunk i of a set as (1, T) input ids and (T) targets.
 std::pair<Tensor, Tensor> chunk_tensors(const Chunks& c, int64_t i);
 

@@ -7,6 +7,8 @@
 #include "autograd/gradcheck.h"
 
 #include "autograd/ops.h"
+#include "data/safetensors.h"
+#include "lolcats/export.h"
 #include "lolcats/recurrent.h"
 #include "tests/helpers.h"
 
@@ -182,5 +184,83 @@ TEST_CASE("lolcats model: kept softmax layers, checkpoints with reference names"
     CHECK(fresh.parameters()[i]->value.to_vector() == m.parameters()[i]->value.to_vector());
   LolcatsModel other(*base, LolcatsConfig{});
   REQUIRE_THROWS_WITH(other.load(path), Catch::Contains("missing model.layers.1"));
+  std::remove(path.c_str());
+}
+
+namespace {
+
+// Logits (T, V) of a model as doubles, for CHECK_CLOSE.
+std::vector<double> logits_of(const LolcatsModel& m, const Tensor& ids) {
+  NoGrad no_grad;
+  Var l = m.forward(ids);
+  return std::vector<double>(l->value.f32(), l->value.f32() + l->value.numel());
+}
+
+}  // namespace
+
+TEST_CASE("lolcats export: separate and merged LoRA load back as the trained model", "[lolcats][export]") {
+  auto base = Llama::load(tiny_path());
+  LolcatsConfig cfg;
+  cfg.softmax_layers = {1};
+  cfg.variant = HybridVariant::sw;
+  LolcatsModel m(*base, cfg);
+  perturb(m, 11);
+  Tensor ids = Tensor::from_i32(token_ids(150, base->cfg.vocab), {1, 150});
+  const std::string path = "build/test_tmp_export.safetensors";
+
+  // Stage 1 only: no LoRA in the file.
+  export_linearized(path, m, LoraExport::merged, tiny_path());
+  CHECK(is_linearized_export(path));
+  {
+    LinearizedModel lin = load_linearized(path);
+    CHECK(SafeTensorsFile(path).metadata().at("lora") == "none");
+    CHECK(lin.model->cfg.variant == HybridVariant::sw);
+    CHECK_FALSE(lin.model->layers[1].converted);
+    CHECK_CLOSE("stage-1 export", logits_of(*lin.model, ids), logits_of(m, ids), 0.0, 0.0);
+  }
+
+  // Stage 2: LoRA (B non-zero, as after training) on q, v, o only.
+  auto lora = base->add_lora(4, 8.0f, {"q", "v", "o"}, 3);
+  uint64_t seed = 100;
+  for (auto& [name, v] : lora) {
+    std::vector<double> r = random_normal(v->value.numel(), seed++, 0.05);
+    for (int64_t i = 0; i < v->value.numel(); i++) v->value.f32()[i] = float(r[i]);
+  }
+  const std::vector<double> want = logits_of(m, ids);
+
+  export_linearized(path, m, LoraExport::separate, tiny_path());
+  {
+    SafeTensorsFile f(path);
+    CHECK(f.metadata().at("lora") == "separate");
+    CHECK(f.metadata().at("lora_targets") == "q,v,o");
+    CHECK(f.has("model.layers.0.self_attn.q_proj.lora_A.weight"));
+    CHECK_FALSE(f.has("model.layers.0.self_attn.k_proj.lora_A.weight"));
+    CHECK_FALSE(f.has("model.layers.0.self_attn.q_proj.weight"));  // the base stays in its checkpoint
+    LinearizedModel lin = load_linearized(path);
+    CHECK(lin.base->layers[0].lora_q.active());
+    CHECK_CLOSE("separate LoRA: the same computation", logits_of(*lin.model, ids), want, 0.0, 0.0);
+  }
+
+  export_linearized(path, m, LoraExport::merged, tiny_path());
+  {
+    SafeTensorsFile f(path);
+    CHECK(f.metadata().at("lora") == "merged");
+    CHECK_FALSE(f.has("model.layers.0.self_attn.q_proj.lora_A.weight"));
+    CHECK(f.has("model.embed_tokens.weight"));
+    CHECK(f.has("model.layers.1.mlp.down_proj.weight"));
+    LinearizedModel lin = load_linearized(path);
+    CHECK_FALSE(lin.base->layers[0].lora_q.active());
+    // W + s B A is rounded to f32 once, where the unmerged model rounds x A^T and its product:
+    // the same function up to float32 rounding.
+    CHECK_CLOSE("merged LoRA: the same function", logits_of(*lin.model, ids), want, 1e-5, 1e-4);
+    // And the merge did not touch the trained model itself.
+    CHECK_CLOSE("trained model unchanged", logits_of(m, ids), want, 0.0, 0.0);
+  }
+
+  // A different base model is refused by name, not silently mixed.
+  const std::string other = std::string(std::getenv("LOLCATS_FIXTURES") ? std::getenv("LOLCATS_FIXTURES")
+                                                                          : "build/fixtures") + "/tiny_llama_tied";
+  REQUIRE_THROWS_WITH(load_linearized(path, other), Catch::Contains("different base model"));
+  CHECK_FALSE(is_linearized_export(other + "/model.safetensors"));
   std::remove(path.c_str());
 }

@@ -1,0 +1,173 @@
+#include "lolcats/export.h"
+
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "data/safetensors.h"
+
+namespace lolcats {
+
+namespace {
+
+// The projections of one layer that LoRA can adapt, with their Hugging Face names.
+struct Site {
+  const char* target;  // "q", "k", "v", "o"
+  Var weight;
+  const Lora* lora;
+};
+std::vector<Site> sites(const LlamaLayer& L) {
+  return {{"q", L.wq, &L.lora_q}, {"k", L.wk, &L.lora_k}, {"v", L.wv, &L.lora_v}, {"o", L.wo, &L.lora_o}};
+}
+std::string proj_prefix(int layer, const char* target) {
+  return "model.layers." + std::to_string(layer) + ".self_attn." + target + "_proj.";
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& s : items) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+const std::string& meta(const SafeTensorsFile& f, const std::string& key) {
+  auto it = f.metadata().find(key);
+  ENSURE(it != f.metadata().end(), "%s: metadata has no \"%s\" (not written by ./linearize?)",
+         f.path().c_str(), key.c_str());
+  return it->second;
+}
+
+int meta_int(const SafeTensorsFile& f, const std::string& key) {
+  const std::string& s = meta(f, key);
+  char* end = nullptr;
+  long v = std::strtol(s.c_str(), &end, 10);
+  ENSURE(!s.empty() && *end == 0 && v >= 0 && v < (1 << 20), "%s: metadata %s = \"%s\" is not a count",
+         f.path().c_str(), key.c_str(), s.c_str());
+  return int(v);
+}
+
+// A fingerprint of the base weights: FNV-1a over every RMSNorm weight (small, stored in f32 by
+// every checkpoint format, and different between fine-tunes of one architecture).
+std::string norms_fingerprint(const Llama& m) {
+  uint64_t h = 1469598103934665603ull;
+  auto add = [&](const Var& v) {
+    const unsigned char* p = static_cast<const unsigned char*>(v->value.data());
+    for (size_t i = 0; i < v->value.nbytes(); i++) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  for (const LlamaLayer& L : m.layers) add(L.attn_norm), add(L.mlp_norm);
+  add(m.norm);
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  return buf;
+}
+
+void copy_from(const SafeTensorsFile& f, const std::string& name, const Var& dst) {
+  ENSURE(f.has(name), "%s: missing tensor %s", f.path().c_str(), name.c_str());
+  Tensor t = f.load(name);
+  ENSURE(t.shape() == dst->value.shape(), "%s: %s has shape %s, expected %s", f.path().c_str(),
+         name.c_str(), t.shape().str().c_str(), dst->value.shape().str().c_str());
+  std::memcpy(dst->value.data(), t.data(), t.nbytes());
+}
+
+}  // namespace
+
+LoraExport parse_lora_export(const std::string& name) {
+  if (name == "separate") return LoraExport::separate;
+  if (name == "merged") return LoraExport::merged;
+  throw Error("unknown LoRA export \"" + name + "\" (separate or merged)");
+}
+
+void export_linearized(const std::string& path, const LolcatsModel& model, LoraExport lora,
+                       const std::string& base_model) {
+  const Llama& base = model.base;
+  std::vector<std::string> targets;
+  int rank = 0;
+  float scale = 0;
+  for (const Site& s : sites(base.layers[0]))
+    if (s.lora->active()) targets.push_back(s.target), rank = int(s.lora->A->value.size(0)), scale = s.lora->scale;
+
+  std::vector<std::pair<std::string, Tensor>> tensors = model.named_tensors();
+  const bool merged = lora == LoraExport::merged && !targets.empty();
+  if (merged) {
+    for (auto& [name, v] : base.named_parameters()) tensors.push_back({name, v->value});
+    for (size_t l = 0; l < base.layers.size(); l++)
+      for (const Site& s : sites(base.layers[l])) {
+        if (!s.lora->active()) continue;
+        Var w = leaf(s.weight->value.clone(), false);  // the trained model itself stays unmerged
+        merge_lora(w, *s.lora);
+        for (auto& [name, t] : tensors)
+          if (name == proj_prefix(int(l), s.target) + "weight") t = w->value;
+      }
+  } else {
+    for (size_t l = 0; l < base.layers.size(); l++)
+      for (const Site& s : sites(base.layers[l])) {
+        if (!s.lora->active()) continue;
+        tensors.push_back({proj_prefix(int(l), s.target) + "lora_A.weight", s.lora->A->value});
+        tensors.push_back({proj_prefix(int(l), s.target) + "lora_B.weight", s.lora->B->value});
+      }
+  }
+  std::vector<std::string> softmax;
+  for (size_t l = 0; l < model.layers.size(); l++)
+    if (!model.layers[l].converted) softmax.push_back(std::to_string(l));
+  std::map<std::string, std::string> metadata = {
+      {"format", "pt"},
+      {"lolcats_variant", variant_name(model.cfg.variant)},
+      {"feature_map", "hedgehog"},
+      {"feature_half", std::to_string(model.Fh)},
+      {"softmax_layers", join(softmax)},
+      {"base_model", base_model},
+      {"base_config", base.cfg.summary()},
+      {"base_norms_fnv1a", norms_fingerprint(base)},
+      {"lora", targets.empty() ? "none" : merged ? "merged" : "separate"},
+      {"lora_rank", std::to_string(rank)},
+      {"lora_alpha", std::to_string(scale * float(rank))},
+      {"lora_targets", join(targets)}};
+  save_safetensors(path, tensors, metadata);
+}
+
+bool is_linearized_export(const std::string& path) {
+  if (path.size() < 12 || path.compare(path.size() - 12, 12, ".safetensors") != 0) return false;
+  SafeTensorsFile f(path);
+  return f.metadata().count("lolcats_variant") > 0 && f.metadata().count("base_model") > 0;
+}
+
+LinearizedModel load_linearized(const std::string& path, const std::string& base_override) {
+  SafeTensorsFile f(path);
+  LinearizedModel out;
+  out.base_model = base_override.empty() ? meta(f, "base_model") : base_override;
+  out.base = Llama::load(out.base_model);
+  ENSURE(out.base->cfg.summary() == meta(f, "base_config"),
+         "%s was made from a different base model (%s) than %s (%s)", path.c_str(),
+         meta(f, "base_config").c_str(), out.base_model.c_str(), out.base->cfg.summary().c_str());
+
+  ENSURE(norms_fingerprint(*out.base) == meta(f, "base_norms_fnv1a"),
+         "%s was made from a model with other weights than %s (same architecture, different "
+         "normalisation weights: another fine-tune?)", path.c_str(), out.base_model.c_str());
+
+  LolcatsConfig cfg;
+  cfg.variant = parse_variant(meta(f, "lolcats_variant"));
+  cfg.feature_half = meta_int(f, "feature_half");
+  for (const std::string& l : split(meta(f, "softmax_layers"))) cfg.softmax_layers.push_back(std::stoi(l));
+
+  const std::string& lora = meta(f, "lora");
+  if (lora == "merged") {
+    for (auto& [name, v] : out.base->named_parameters()) copy_from(f, name, v);
+  } else if (lora == "separate") {
+    float alpha = std::strtof(meta(f, "lora_alpha").c_str(), nullptr);
+    auto params = out.base->add_lora(meta_int(f, "lora_rank"), alpha, split(meta(f, "lora_targets")), 0);
+    for (auto& [name, v] : params) copy_from(f, name, v);
+  } else {
+    ENSURE(lora == "none", "%s: unknown LoRA form \"%s\"", path.c_str(), lora.c_str());
+  }
+  out.model = std::make_unique<LolcatsModel>(*out.base, cfg);
+  out.model->load(path);
+  return out;
+}
+
+}  // namespace lolcats

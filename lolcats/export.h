@@ -1,0 +1,42 @@
+// The artifact of ./linearize, and loading it back (for ./generate and ./eval).
+//
+// One safetensors file in the reference implementation's names:
+//   model.layers.{i}.self_attn.feature_map_q.mlp.layer   (H, D, Fh)      always
+//   model.layers.{i}.self_attn.feature_map_k.mlp.layer   (H, D, Fh)      always
+//   model.layers.{i}.self_attn.window_factors            (1, H, 1, 1)    always
+// and, when stage 2 ran, the LoRA in one of two forms:
+//   separate: model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight  (peft names; small file,
+//             the base model's weights are read from the base checkpoint)
+//   merged:   every weight of the model in Hugging Face names, with W + (alpha / r) B A in place of
+//             each adapted projection (the whole final model; no LoRA left)
+// The metadata records how to rebuild the model: the base checkpoint (config and tokenizer come
+// from it), the attention variant, Fh, the layers kept as softmax, the LoRA form, rank, alpha and
+// targets, and the base's config summary, which must match on load.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "lolcats/model.h"
+
+namespace lolcats {
+
+enum class LoraExport { separate, merged };
+LoraExport parse_lora_export(const std::string& name);  // "separate", "merged"
+
+// Writes the model (atomically). `base_model` is the path the base was loaded from.
+void export_linearized(const std::string& path, const LolcatsModel& model, LoraExport lora,
+                       const std::string& base_model);
+
+struct LinearizedModel {
+  std::unique_ptr<Llama> base;          // with the LoRA attached (separate) or merged in
+  std::unique_ptr<LolcatsModel> model;  // refers to *base
+  std::string base_model;               // the checkpoint the base was read from
+};
+
+// Loads an export; `base_model` overrides the path recorded in it (when the run folder moved).
+LinearizedModel load_linearized(const std::string& path, const std::string& base_model = "");
+
+// Whether `path` is a file written by export_linearized (safetensors with LoLCATs metadata).
+bool is_linearized_export(const std::string& path);
+
+}  // namespace lolcats
