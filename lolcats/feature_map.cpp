@@ -5,15 +5,11 @@
 #include <vector>
 
 #include "tensor/check.h"
+#include "tensor/matmul.h"
 
 namespace lolcats {
 
 namespace {
-
-// Index helpers for (B, T, heads, X) tensors.
-inline int64_t at(int b, int t, int h, int T_, int heads, int X) {
-  return ((int64_t(b) * T_ + t) * heads + h) * X;
-}
 
 template <typename T>
 void check_heads(int H, int Hx) {
@@ -22,32 +18,43 @@ void check_heads(int H, int Hx) {
 
 }  // namespace
 
+// The projections z = x W[h] and their backward are matrix products per head, so they go through
+// matmul (Eigen's GEMM) on contiguous per-head copies: xg (Hx, rows, D) gathered from x (rows, Hx, D)
+// and z / dz (H, rows, Fh). The O(rows) softmax work in between is done row by row.
+template <typename T>
+std::vector<T> gather_heads(const T* x, int64_t rows, int Hx, int D) {
+  std::vector<T> xg(size_t(rows) * Hx * D);
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; r++)
+    for (int hx = 0; hx < Hx; hx++)
+      std::copy(x + (r * Hx + hx) * D, x + (r * Hx + hx + 1) * D, xg.data() + (hx * rows + r) * D);
+  return xg;
+}
+
 template <typename T>
 void hedgehog_forward(T* phi, const T* x, const T* W, int B, int T_, int H, int Hx, int D, int Fh) {
   check_heads<T>(H, Hx);
   const int G = H / Hx, F = 2 * Fh;
-#pragma omp parallel for collapse(2)
-  for (int b = 0; b < B; b++)
-    for (int t = 0; t < T_; t++) {
-      std::vector<T> z(Fh);
-      for (int h = 0; h < H; h++) {
-        const T* xr = x + at(b, t, h / G, T_, Hx, D);
-        const T* Wh = W + int64_t(h) * D * Fh;
-        T* out = phi + at(b, t, h, T_, H, F);
-        for (int f = 0; f < Fh; f++) z[f] = 0;
-        for (int d = 0; d < D; d++)
-          for (int f = 0; f < Fh; f++) z[f] += xr[d] * Wh[d * Fh + f];
-        // softmax(z) and softmax(-z), each shifted by its own max for stability
-        T zmax = *std::max_element(z.begin(), z.end()), zmin = *std::min_element(z.begin(), z.end());
-        T s1 = 0, s2 = 0;
-        for (int f = 0; f < Fh; f++) {
-          s1 += (out[f] = std::exp(z[f] - zmax));
-          s2 += (out[Fh + f] = std::exp(zmin - z[f]));
-        }
-        for (int f = 0; f < Fh; f++) {
-          out[f] = std::max(out[f] / s1, T(kFeatureClamp));
-          out[Fh + f] = std::max(out[Fh + f] / s2, T(kFeatureClamp));
-        }
+  const int64_t rows = int64_t(B) * T_;
+  std::vector<T> xg = gather_heads(x, rows, Hx, D), z(size_t(rows) * H * Fh);
+  for (int h = 0; h < H; h++)  // z[h] (rows, Fh) = xg[h / G] (rows, D) @ W[h] (D, Fh)
+    matmul_forward(z.data() + h * rows * Fh, xg.data() + (h / G) * rows * D, W + int64_t(h) * D * Fh,
+                   1, int(rows), Fh, D, false, false, false);
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows; r++)
+    for (int h = 0; h < H; h++) {
+      const T* zr = z.data() + (h * rows + r) * Fh;
+      T* out = phi + (r * H + h) * F;
+      // softmax(z) and softmax(-z), each shifted by its own max for stability
+      T zmax = *std::max_element(zr, zr + Fh), zmin = *std::min_element(zr, zr + Fh);
+      T s1 = 0, s2 = 0;
+      for (int f = 0; f < Fh; f++) {
+        s1 += (out[f] = std::exp(zr[f] - zmax));
+        s2 += (out[Fh + f] = std::exp(zmin - zr[f]));
+      }
+      for (int f = 0; f < Fh; f++) {
+        out[f] = std::max(out[f] / s1, T(kFeatureClamp));
+        out[Fh + f] = std::max(out[Fh + f] / s2, T(kFeatureClamp));
       }
     }
 }
@@ -58,14 +65,14 @@ void hedgehog_backward(T* dx, T* dW, const T* dphi, const T* phi, const T* x, co
   check_heads<T>(H, Hx);
   const int G = H / Hx, F = 2 * Fh;
   const int64_t rows = int64_t(B) * T_;
-  // dz for every (row, head): (B*T, H, Fh)
+  // dz (H, rows, Fh)
   std::vector<T> dz(size_t(rows) * H * Fh);
 #pragma omp parallel for
   for (int64_t r = 0; r < rows; r++)
     for (int h = 0; h < H; h++) {
       const T* p = phi + (r * H + h) * F;
       const T* g = dphi + (r * H + h) * F;
-      T* out = dz.data() + (r * H + h) * Fh;
+      T* out = dz.data() + (h * rows + r) * Fh;
       // A clamped entry passed a constant: no gradient flows back through it, and in the softmax
       // Jacobian it stands for a probability below 1e-12, which we take as 0 (torch would use the
       // unclamped value; the difference is < 1e-12 * |<ds, s>|).
@@ -80,32 +87,22 @@ void hedgehog_backward(T* dx, T* dW, const T* dphi, const T* phi, const T* x, co
         out[f] = prob(f) * (live(f) - dot1) - prob(Fh + f) * (live(Fh + f) - dot2);
     }
   if (dW) {
-    // dW[h] += sum over rows of x_row^T dz_row: parallel over heads, each owns its W[h].
-#pragma omp parallel for
-    for (int h = 0; h < H; h++) {
-      T* dWh = dW + int64_t(h) * D * Fh;
-      for (int64_t r = 0; r < rows; r++) {
-        const T* xr = x + (r * Hx + h / G) * D;
-        const T* dzr = dz.data() + (r * H + h) * Fh;
-        for (int d = 0; d < D; d++)
-          for (int f = 0; f < Fh; f++) dWh[d * Fh + f] += xr[d] * dzr[f];
-      }
-    }
+    // dW[h] (D, Fh) += xg[h / G]^T (D, rows) @ dz[h] (rows, Fh)
+    std::vector<T> xg = gather_heads(x, rows, Hx, D);
+    for (int h = 0; h < H; h++)
+      matmul_forward(dW + int64_t(h) * D * Fh, xg.data() + (h / G) * rows * D, dz.data() + h * rows * Fh,
+                     1, D, Fh, int(rows), true, false, true);
   }
   if (dx) {
-    // dx[row, head hx] = sum over the G query heads reading it of dz W[h]^T.
+    // dx[:, hx] (rows, D) = sum over the G query heads h reading key head hx of dz[h] @ W[h]^T
+    std::vector<T> dxg(size_t(rows) * Hx * D);
+    for (int h = 0; h < H; h++)
+      matmul_forward(dxg.data() + (h / G) * rows * D, dz.data() + h * rows * Fh, W + int64_t(h) * D * Fh,
+                     1, int(rows), D, Fh, false, true, h % G != 0);
 #pragma omp parallel for
     for (int64_t r = 0; r < rows; r++)
-      for (int hx = 0; hx < Hx; hx++) {
-        T* out = dx + (r * Hx + hx) * D;
-        for (int d = 0; d < D; d++) out[d] = 0;
-        for (int h = hx * G; h < (hx + 1) * G; h++) {
-          const T* Wh = W + int64_t(h) * D * Fh;
-          const T* dzr = dz.data() + (r * H + h) * Fh;
-          for (int d = 0; d < D; d++)
-            for (int f = 0; f < Fh; f++) out[d] += dzr[f] * Wh[d * Fh + f];
-        }
-      }
+      for (int hx = 0; hx < Hx; hx++)
+        std::copy(dxg.data() + (hx * rows + r) * D, dxg.data() + (hx * rows + r + 1) * D, dx + (r * Hx + hx) * D);
   }
 }
 
