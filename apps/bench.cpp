@@ -43,6 +43,56 @@ double time_it(Fn fn, double min_seconds = 1.0) {
   return (t - t0) / reps;
 }
 
+// Warm-up once, then the best of `reps` timed calls (seconds): the steady state, without noise
+// from other processes inflating the figure.
+template <typename Fn>
+double best_of(int reps, Fn fn) {
+  fn();
+  double best = 1e30;
+  for (int r = 0; r < reps; r++) {
+    double t0 = now();
+    fn();
+    best = std::min(best, now() - t0);
+  }
+  return best;
+}
+
+// SmolLM2-135M: the real weights when `path` exists, else random ones (speed is the same).
+std::unique_ptr<Llama> smollm2_or_random(const std::string& path) {
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    std::fclose(f);
+    return Llama::load(path);
+  }
+  LlamaConfig c;
+  c.vocab = 49152, c.d_model = 576, c.n_layers = 30, c.n_heads = 9, c.n_kv_heads = 3;
+  c.head_dim = 64, c.ffn = 1536, c.rope.theta = 100000.0, c.tied_embeddings = true;
+  auto model = std::make_unique<Llama>(c);
+  for (const Var& p : model->parameters()) p->value.zero_();
+  return model;
+}
+
+// Token ids and next-token targets (1, T), (T) that touch the whole vocabulary.
+std::pair<Tensor, Tensor> bench_tokens(int T, int vocab) {
+  std::vector<int32_t> ids(T), tg(T);
+  for (int t = 0; t < T; t++) ids[t] = (t * 7919) % vocab, tg[t] = (t * 104729 + 1) % vocab;
+  return {Tensor::from_i32(ids, {1, T}), Tensor::from_i32(tg, {T})};
+}
+
+// Prints our measurement of one model step as a JSON line, with PyTorch's figures for the same
+// step (`theirs`, from a tests/reference/bench_*.py line) and the speed ratio beside it.
+void emit_vs_torch(json ours, double seconds, int T, const json* theirs) {
+  ours["seconds"] = seconds;
+  ours["tokens_per_s"] = T / seconds;
+  if (theirs) {
+    ours["torch_seconds"] = (*theirs)["seconds"];
+    ours["torch_tokens_per_s"] = (*theirs)["tokens_per_s"];
+    ours["torch_peak_rss_mib"] = (*theirs)["peak_rss_mib"];
+    ours["speedup_vs_torch"] = (*theirs)["seconds"].get<double>() / seconds;
+  }
+  std::printf("%s\n", ours.dump().c_str());
+  std::fflush(stdout);
+}
+
 struct MatmulShape { int M, K, N; };  // y (M, N) = x (M, K) @ W^T, W (N, K): a linear layer
 
 // Runs a PyTorch reference script from tests/reference/ in the project's venv and returns the
@@ -101,33 +151,10 @@ int bench_matmul(int threads) {
   return 0;
 }
 
-// SmolLM2-135M (real weights when models/ has them, else random: speed is the same), batch 1.
+// SmolLM2-135M forward and forward+backward over every weight, batch 1.
 int bench_llama(int threads, int T, const std::string& model_path) {
-  std::unique_ptr<Llama> model;
-  FILE* f = std::fopen(model_path.c_str(), "rb");
-  if (f) {
-    std::fclose(f);
-    model = Llama::load(model_path);
-  } else {
-    LlamaConfig c;
-    c.vocab = 49152, c.d_model = 576, c.n_layers = 30, c.n_heads = 9, c.n_kv_heads = 3;
-    c.head_dim = 64, c.ffn = 1536, c.rope.theta = 100000.0, c.tied_embeddings = true;
-    model = std::make_unique<Llama>(c);
-    for (const Var& p : model->parameters()) p->value.zero_();
-  }
-  std::vector<int32_t> ids(T), tg(T);
-  for (int t = 0; t < T; t++) ids[t] = (t * 7919) % model->cfg.vocab, tg[t] = (t * 104729 + 1) % model->cfg.vocab;
-  Tensor x = Tensor::from_i32(ids, {1, T}), targets = Tensor::from_i32(tg, {T});
-  auto best_of = [](int reps, auto fn) {
-    fn();  // warm-up
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-      double t0 = now();
-      fn();
-      best = std::min(best, now() - t0);
-    }
-    return best;
-  };
+  std::unique_ptr<Llama> model = smollm2_or_random(model_path);
+  auto [x, targets] = bench_tokens(T, model->cfg.vocab);
   double fwd = best_of(3, [&] {
     NoGrad ng;
     model->forward(x);
@@ -142,20 +169,10 @@ int bench_llama(int threads, int T, const std::string& model_path) {
   for (const json& j : run_torch("bench_llama.py --threads " + std::to_string(threads) +
                                  " --seq " + std::to_string(T)))
     theirs[j["what"].get<std::string>()] = j;
-  for (auto [what, sec] : {std::pair{"forward", fwd}, std::pair{"forward_backward", fwd_bwd}}) {
-    json j = {{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1},
-              {"seq", T}, {"dtype", "f32"}, {"threads", threads}, {"seconds", sec},
-              {"tokens_per_s", T / sec}, {"peak_rss_mib", ours_rss}};
-    if (theirs.count(what)) {
-      const json& t = theirs[what];
-      j["torch_seconds"] = t["seconds"];
-      j["torch_tokens_per_s"] = t["tokens_per_s"];
-      j["torch_peak_rss_mib"] = t["peak_rss_mib"];
-      j["speedup_vs_torch"] = t["seconds"].get<double>() / sec;
-    }
-    std::printf("%s\n", j.dump().c_str());
-    std::fflush(stdout);
-  }
+  for (auto [what, sec] : {std::pair{"forward", fwd}, std::pair{"forward_backward", fwd_bwd}})
+    emit_vs_torch({{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1},
+                   {"seq", T}, {"dtype", "f32"}, {"threads", threads}, {"peak_rss_mib", ours_rss}},
+                  sec, T, theirs.count(what) ? &theirs[what] : nullptr);
   return 0;
 }
 

@@ -8,7 +8,8 @@
 // Warm-up once, then the best of 3; tokens/s = T / seconds. The same two steps in PyTorch come from
 // tests/reference/bench_linearize.py (same shapes and threads), reported beside ours with the ratio.
 //
-// Included by apps/bench.cpp after its helpers: uses its now(), run_torch() and peak_rss_mib().
+// Included by apps/bench.cpp after its helpers: uses its best_of(), smollm2_or_random(),
+// bench_tokens(), run_torch(), peak_rss_mib() and emit_vs_torch().
 #pragma once
 #include <algorithm>
 #include <cstdio>
@@ -28,31 +29,8 @@
 inline int bench_linearize(int threads, int T, const std::string& model_path) {
   using namespace lolcats;
   using nlohmann::json;
-  std::unique_ptr<Llama> base;
-  if (FILE* f = std::fopen(model_path.c_str(), "rb")) {
-    std::fclose(f);
-    base = Llama::load(model_path);
-  } else {
-    LlamaConfig c;
-    c.vocab = 49152, c.d_model = 576, c.n_layers = 30, c.n_heads = 9, c.n_kv_heads = 3;
-    c.head_dim = 64, c.ffn = 1536, c.rope.theta = 100000.0, c.tied_embeddings = true;
-    base = std::make_unique<Llama>(c);
-    for (const Var& p : base->parameters()) p->value.zero_();
-  }
-  std::vector<int32_t> ids(T), tg(T);
-  for (int t = 0; t < T; t++)
-    ids[t] = (t * 7919) % base->cfg.vocab, tg[t] = (t * 104729 + 1) % base->cfg.vocab;
-  Tensor x = Tensor::from_i32(ids, {1, T}), targets = Tensor::from_i32(tg, {T});
-  auto best_of = [](int reps, auto fn) {
-    fn();  // warm-up
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-      double t0 = now();
-      fn();
-      best = std::min(best, now() - t0);
-    }
-    return best;
-  };
+  std::unique_ptr<Llama> base = smollm2_or_random(model_path);
+  auto [x, targets] = bench_tokens(T, base->cfg.vocab);
 
   LolcatsModel model(*base, LolcatsConfig{});
   AdamWConfig ac;
@@ -83,19 +61,9 @@ inline int bench_linearize(int threads, int T, const std::string& model_path) {
                                  " --seq " + std::to_string(T)))
     theirs[j["what"].get<std::string>()] = j;
   for (auto [stage, sec, rss] :
-       {std::tuple{"stage1", stage1, stage1_rss}, std::tuple{"stage2", stage2, stage2_rss}}) {
-    json j = {{"bench", "linearize"}, {"model", "SmolLM2-135M"}, {"stage", stage}, {"batch", 1},
-              {"seq", T}, {"dtype", "f32"}, {"threads", threads}, {"seconds", sec},
-              {"tokens_per_s", T / sec}, {"peak_rss_mib", rss}};
-    if (theirs.count(stage)) {
-      const json& t = theirs[stage];
-      j["torch_seconds"] = t["seconds"];
-      j["torch_tokens_per_s"] = t["tokens_per_s"];
-      j["torch_peak_rss_mib"] = t["peak_rss_mib"];
-      j["speedup_vs_torch"] = t["seconds"].get<double>() / sec;
-    }
-    std::printf("%s\n", j.dump().c_str());
-    std::fflush(stdout);
-  }
+       {std::tuple{"stage1", stage1, stage1_rss}, std::tuple{"stage2", stage2, stage2_rss}})
+    emit_vs_torch({{"bench", "linearize"}, {"model", "SmolLM2-135M"}, {"stage", stage}, {"batch", 1},
+                   {"seq", T}, {"dtype", "f32"}, {"threads", threads}, {"peak_rss_mib", rss}},
+                  sec, T, theirs.count(stage) ? &theirs[stage] : nullptr);
   return 0;
 }

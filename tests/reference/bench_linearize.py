@@ -8,26 +8,17 @@ LOLCATS.md 2-4 written for timing, with the O(T^2) masks of the reference implem
   stage 2: feature maps frozen; LoRA r=8 alpha=16 on q, k, v, o; student forward, cross-entropy,
            backward, AdamW(lr 1e-4, wd 0) step over the LoRA parameters.
 Prints one JSON line per stage."""
-import argparse
-import json
 import math
-import resource
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--threads", type=int, required=True)
-ap.add_argument("--seq", type=int, default=1024)
-ap.add_argument("--reps", type=int, default=3)
-args = ap.parse_args()
-torch.set_num_threads(args.threads)
-torch.manual_seed(0)
+from bench_common import parse_args, report, smollm2_config, timed
 
+args = parse_args()
 C, FH = 64, 64  # block size, Hedgehog features per softmax (F = 2 FH)
 
 
@@ -102,9 +93,7 @@ class LolcatsAttention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), None
 
 
-cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                  num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0, rms_norm_eps=1e-5,
-                  tie_word_embeddings=True, max_position_embeddings=8192)
+cfg = smollm2_config()
 model = LlamaForCausalLM(cfg).float()
 model.requires_grad_(False)
 attns = []
@@ -149,22 +138,6 @@ def stage2():
     opt2.step()
 
 
-def timed(fn):
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(args.reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def report(name, sec):
-    print(json.dumps({"what": name, "seconds": sec, "tokens_per_s": args.seq / sec,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
-
-
-report("stage1", timed(stage1))
+report("stage1", timed(stage1, args.reps), args.seq)
 opt2 = setup_stage2()
-report("stage2", timed(stage2))
+report("stage2", timed(stage2, args.reps), args.seq)

@@ -1,0 +1,44 @@
+"""Shared by the PyTorch sides of ./bench (bench_llama.py, bench_linearize.py): the command line,
+the SmolLM2-135M configuration (random weights: speed does not depend on their values), the timing
+rule (warm-up once, then the best of --reps) and the JSON line each measurement prints."""
+import argparse
+import json
+import resource
+import time
+
+import torch
+from transformers import LlamaConfig
+
+
+def parse_args():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return args
+
+
+def smollm2_config():
+    return LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                       num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0,
+                       rms_norm_eps=1e-5, tie_word_embeddings=True, max_position_embeddings=8192)
+
+
+def timed(fn, reps):
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def report(what, seconds, seq, **extra):
+    print(json.dumps({"what": what, "seconds": seconds, "tokens_per_s": seq / seconds,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "torch": torch.__version__, "threads": torch.get_num_threads(), **extra}),
+          flush=True)
