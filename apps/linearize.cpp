@@ -20,6 +20,7 @@
 #include "data/gguf.h"
 #include "data/safetensors.h"
 #include "data/tokenizer.h"
+#include "lolcats/export.h"
 #include "lolcats/recurrent.h"
 #include "lolcats/trainer.h"
 #include "nn/generate.h"
@@ -40,15 +41,16 @@ struct Options {
   int threads = 0, seq_len = 512, seed = 0, val_rows = 200;
   // stage 1 (LOLCATS.md 3)
   float lr1 = 1e-2f;
-  int64_t steps1 = 25;
+  int64_t steps1 = 75;
   // stage 2 (LOLCATS.md 4)
   float lr2 = 1e-4f;
-  int64_t steps2 = 20;
+  int64_t steps2 = 30;
   int lora_rank = 8;
   float lora_alpha = 16.0f;
   std::vector<std::string> lora_targets = {"q", "k", "v", "o"};
+  std::string export_lora = "separate";
   // both stages
-  int grad_accum = 1, eval_every = 10, eval_chunks = 4;
+  int grad_accum = 1, eval_every = 25, eval_chunks = 4;
   float plateau_factor = 0.1f, min_lr = 1e-5f;
   int patience = 10;
   int feature_half = 64;
@@ -74,20 +76,6 @@ void make_dirs(const std::string& path) {
     }
     if (i < path.size()) cur += path[i];
   }
-}
-
-Tokenizer load_tokenizer(const std::string& model) {
-  if (model.size() > 5 && model.compare(model.size() - 5, 5, ".gguf") == 0) return Tokenizer::from_gguf(GGUFFile(model));
-  return Tokenizer::from_json(model + "/tokenizer.json");
-}
-
-// Cross-entropy of next-token prediction on a chunk; backward when scale > 0.
-ChunkLoss lm_loss(std::function<Var(const Tensor&)> forward) {
-  return [forward](const Tensor& ids, const Tensor& targets, float scale) {
-    Var loss = cross_entropy(forward(ids), targets);
-    if (scale > 0) backward(loss, scale);
-    return double(item(loss));
-  };
 }
 
 // Mean attention MSE (x1000, as the loss) of every layer over n validation chunks.
@@ -147,6 +135,9 @@ int main(int argc, char** argv) {
   app.add_option("--lora-rank", o.lora_rank, "LoRA rank r")->capture_default_str();
   app.add_option("--lora-alpha", o.lora_alpha, "LoRA alpha (scale alpha / r)")->capture_default_str();
   app.add_option("--lora-targets", o.lora_targets, "projections with LoRA")->capture_default_str();
+  app.add_option("--export-lora", o.export_lora,
+                 "LoRA in lolcats_params.safetensors: separate (A, B) or merged (whole model, W + BA)")
+      ->check(CLI::IsMember({"separate", "merged"}))->capture_default_str();
   app.add_option("--grad-accum", o.grad_accum, "chunks per optimizer step (paper: 8)")->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "steps between evaluations (paper: 100)")->capture_default_str();
   app.add_option("--eval-chunks", o.eval_chunks, "validation chunks per evaluation (0 = all)")->capture_default_str();
@@ -170,7 +161,7 @@ int main(int argc, char** argv) {
 
     std::fprintf(stderr, "loading %s\n", o.model.c_str());
     auto base = Llama::load(o.model);
-    Tokenizer tok = load_tokenizer(o.model);
+    Tokenizer tok = Tokenizer::from_model(o.model);
     std::fprintf(stderr, "%s\n", base->cfg.summary().c_str());
     AlpacaOptions ao;
     ao.T = o.seq_len;
@@ -189,12 +180,18 @@ int main(int argc, char** argv) {
       return double(model.forward_transfer(ids, scale).loss);
     };
     auto ppl = [&](std::function<Var(const Tensor&)> fwd) {
-      return std::exp(evaluate(data.val, o.eval_chunks, lm_loss(fwd)));
+      return std::exp(evaluate(data.val, o.eval_chunks, next_token_loss(fwd)));
     };
 
     json summary;
     std::fprintf(stderr, "evaluating the teacher\n");
     summary["teacher_val_ppl"] = ppl(teacher);
+    // The teacher's sample now: stage 2 attaches LoRA to the same base weights.
+    std::vector<int32_t> prompt = tok.encode(alpaca_sample_prompt(), tok.adds_bos());
+    SamplingConfig sc;
+    sc.max_new_tokens = o.sample_tokens;
+    sc.stop_ids = {tok.eos_id()};
+    std::string sample_teacher = tok.decode(generate(*base, prompt, sc), true);
     std::vector<double> mse_before = per_layer_mse(model, data.val, o.eval_chunks);
     summary["attn_mse_init"] = converted_mean(model, mse_before);
 
@@ -249,25 +246,15 @@ int main(int argc, char** argv) {
     if (o.stage != "1") {
       auto lora = base->add_lora(o.lora_rank, o.lora_alpha, o.lora_targets, uint64_t(o.seed));
       StageLog s2 = train_stage(stage_cfg("stage2", o.lr2, o.steps2), lora, data.train, data.val,
-                                lm_loss(student), log);
+                                next_token_loss(student), log);
       summary["tokens_stage2"] = s2.tokens;
       plot_stage(o.out + "/stage2_loss.svg", "Stage 2: LoRA (next-token cross-entropy)", s2, false);
       summary["stage2_val_ppl"] = ppl(student);
-      std::vector<std::pair<std::string, Tensor>> exported;
-      for (auto& [n, v] : model.named_parameters()) exported.push_back({n, v->value});
-      for (auto& [n, v] : lora) exported.push_back({n, v->value});
-      save_safetensors(o.out + "/lolcats_params.safetensors", exported,
-                       {{"format", "pt"}, {"lolcats_variant", o.attention}});
-    } else {
-      model.save(o.out + "/lolcats_params.safetensors");
     }
+    const std::string exported = o.out + "/lolcats_params.safetensors";
+    export_linearized(exported, model, parse_lora_export(o.export_lora), o.model);
 
     // ---- samples and report -----------------------------------------------------------------------
-    std::vector<int32_t> prompt = tok.encode(alpaca_sample_prompt(), tok.adds_bos());
-    SamplingConfig sc;
-    sc.max_new_tokens = o.sample_tokens;
-    sc.stop_ids = {tok.eos_id()};
-    std::string sample_teacher = tok.decode(generate(*base, prompt, sc), true);
     std::string sample_student = tok.decode(lolcats_generate(model, prompt, sc, DecodeMode::exact), true);
     summary["sample_prompt"] = alpaca_sample_prompt();
     summary["sample_teacher"] = sample_teacher;
@@ -284,8 +271,10 @@ int main(int argc, char** argv) {
     std::printf("%-34s %12.4f\n", "attention MSE x1000, final", summary["attn_mse_final"].get<double>());
     std::printf("\nprompt: Give three tips for staying healthy.\n  teacher:    %s\n  linearized: %s\n",
                 sample_teacher.c_str(), sample_student.c_str());
-    std::printf("\nrun folder: %s (summary.json, log.jsonl, *.svg plots, checkpoints, lolcats_params.safetensors); %.0f s\n",
+    std::printf("\nrun folder: %s (summary.json, log.jsonl, *.svg plots, checkpoints); %.0f s\n",
                 o.out.c_str(), summary["seconds"].get<double>());
+    std::printf("linearized model: %s\n  try: ./generate --linearized %s --prompt \"...\"\n"
+                "       ./eval --linearized %s\n", exported.c_str(), exported.c_str(), exported.c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nlinearize: %s\n", e.what());
     return 1;
