@@ -34,21 +34,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   try {
-    LinearizedModel lin;
-    std::unique_ptr<Llama> plain;
-    if (!linearized.empty()) {
-      lin = load_linearized(linearized, app.count("--model") ? model_path : "");
-      model_path = lin.base_model;
-    } else {
-      plain = Llama::load(model_path);
-    }
-    Tokenizer tok = Tokenizer::from_model(model_path);
+    LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0);
+    Tokenizer tok = Tokenizer::from_model(m.base_model);
     AlpacaOptions ao;
     ao.T = seq_len;
     ao.val_rows = val_rows;
     AlpacaData data = load_alpaca(data_path, tok, ao);
     std::function<Var(const Tensor&)> forward = [&](const Tensor& ids) {
-      return plain ? plain->forward(ids) : lin.model->forward(ids);
+      return m.model ? m.model->forward(ids) : m.base->forward(ids);
     };
     int64_t n = chunks > 0 ? std::min<int64_t>(chunks, data.val.count()) : data.val.count();
     int64_t labels = 0;
@@ -56,7 +49,7 @@ int main(int argc, char** argv) {
       for (int64_t t = 0; t < data.val.T; t++) labels += data.val.targets[i * data.val.T + t] >= 0;
     std::fprintf(stderr, "evaluating %lld validation chunks of %d tokens\n", (long long)n, seq_len);
     double loss = evaluate(data.val, int(n), next_token_loss(forward));
-    nlohmann::json out = {{"model", linearized.empty() ? model_path : linearized},
+    nlohmann::json out = {{"model", linearized.empty() ? m.base_model : linearized},
                           {"val_loss", loss},
                           {"val_ppl", std::exp(loss)},
                           {"chunks", n},

@@ -54,17 +54,10 @@ int main(int argc, char** argv) {
     if (prompt.empty()) prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
     ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
     // A linearized model brings its base (for weights, tokenizer and template) along.
-    LinearizedModel lin;
-    std::unique_ptr<Llama> plain;
-    if (!linearized.empty()) {
-      lin = load_linearized(linearized, app.count("--model") ? model_path : "");
-      model_path = lin.base_model;
-    } else {
-      plain = Llama::load(model_path);
-    }
-    const Llama& model = plain ? *plain : *lin.base;
-    Tokenizer tok = Tokenizer::from_model(model_path);
-    std::string tmpl = load_chat_template(model_path);
+    LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0);
+    const Llama& model = *m.base;
+    Tokenizer tok = Tokenizer::from_model(m.base_model);
+    std::string tmpl = load_chat_template(m.base_model);
     ENSURE(tok.vocab_size() <= model.cfg.vocab, "tokenizer has %d tokens but the model only %d",
            tok.vocab_size(), model.cfg.vocab);
     std::string text = prompt;
@@ -92,10 +85,10 @@ int main(int argc, char** argv) {
       printed = s.size();
       return true;
     };
-    if (plain)
-      generate(model, ids, sc, on_token);
+    if (m.model)
+      lolcats_generate(*m.model, ids, sc, parse_decode_mode(decode), on_token);
     else
-      lolcats_generate(*lin.model, ids, sc, parse_decode_mode(decode), on_token);
+      generate(model, ids, sc, on_token);
     double t1 = now();
     std::printf("\n");
     std::fflush(stdout);

@@ -170,4 +170,13 @@ LinearizedModel load_linearized(const std::string& path, const std::string& base
   return out;
 }
 
+LinearizedModel load_for_inference(const std::string& linearized, const std::string& model_path,
+                                   bool base_given) {
+  if (!linearized.empty()) return load_linearized(linearized, base_given ? model_path : "");
+  LinearizedModel out;
+  out.base = Llama::load(model_path);
+  out.base_model = model_path;
+  return out;
+}
+
 }  // namespace lolcats

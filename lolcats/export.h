@@ -29,12 +29,18 @@ void export_linearized(const std::string& path, const LolcatsModel& model, LoraE
 
 struct LinearizedModel {
   std::unique_ptr<Llama> base;          // with the LoRA attached (separate) or merged in
-  std::unique_ptr<LolcatsModel> model;  // refers to *base
+  std::unique_ptr<LolcatsModel> model;  // refers to *base; null for a plain model (see below)
   std::string base_model;               // the checkpoint the base was read from
 };
 
 // Loads an export; `base_model` overrides the path recorded in it (when the run folder moved).
 LinearizedModel load_linearized(const std::string& path, const std::string& base_model = "");
+
+// What the apps run: the export at `linearized` when it is not empty (its base from `model_path`
+// when `base_given`, else from the path recorded in it), otherwise the plain model at `model_path`
+// (then `model` is null and `base` is the model).
+LinearizedModel load_for_inference(const std::string& linearized, const std::string& model_path,
+                                   bool base_given);
 
 // Whether `path` is a file written by export_linearized (safetensors with LoLCATs metadata).
 bool is_linearized_export(const std::string& path);
