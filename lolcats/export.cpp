@@ -43,14 +43,14 @@ const std::string& meta(const SafeTensorsFile& f, const std::string& key) {
   return it->second;
 }
 
-int meta_int(const SafeTensorsFile& f, const std::string& key) {
-  const std::string& s = meta(f, key);
+int parse_count(const SafeTensorsFile& f, const std::string& key, const std::string& s) {
   char* end = nullptr;
   long v = std::strtol(s.c_str(), &end, 10);
   ENSURE(!s.empty() && *end == 0 && v >= 0 && v < (1 << 20), "%s: metadata %s = \"%s\" is not a count",
          f.path().c_str(), key.c_str(), s.c_str());
   return int(v);
 }
+int meta_int(const SafeTensorsFile& f, const std::string& key) { return parse_count(f, key, meta(f, key)); }
 
 // A fingerprint of the base weights: FNV-1a over every RMSNorm weight (small, stored in f32 by
 // every checkpoint format, and different between fine-tunes of one architecture).
@@ -153,7 +153,7 @@ LinearizedModel load_linearized(const std::string& path, const std::string& base
   LolcatsConfig cfg;
   cfg.variant = parse_variant(meta(f, "lolcats_variant"));
   cfg.feature_half = meta_int(f, "feature_half");
-  for (const std::string& l : split(meta(f, "softmax_layers"))) cfg.softmax_layers.push_back(std::stoi(l));
+  for (const std::string& l : split(meta(f, "softmax_layers"))) cfg.softmax_layers.push_back(parse_count(f, "softmax_layers", l));
 
   const std::string& lora = meta(f, "lora");
   if (lora == "merged") {
