@@ -44,16 +44,13 @@ int main(int argc, char** argv) {
       return m.model ? m.model->forward(ids) : m.base->forward(ids);
     };
     int64_t n = chunks > 0 ? std::min<int64_t>(chunks, data.val.count()) : data.val.count();
-    int64_t labels = 0;
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t t = 0; t < data.val.T; t++) labels += data.val.targets[i * data.val.T + t] >= 0;
     std::fprintf(stderr, "evaluating %lld validation chunks of %d tokens\n", (long long)n, seq_len);
     double loss = evaluate(data.val, int(n), next_token_loss(forward));
     nlohmann::json out = {{"model", linearized.empty() ? m.base_model : linearized},
                           {"val_loss", loss},
                           {"val_ppl", std::exp(loss)},
                           {"chunks", n},
-                          {"label_tokens", labels},
+                          {"label_tokens", data.val.label_tokens(n)},
                           {"seq_len", seq_len}};
     std::printf("%s\n", out.dump().c_str());
   } catch (const std::exception& e) {

@@ -194,8 +194,9 @@ std::vector<TokenizedExample> tokenize_examples(const Tokenizer& tok, const std:
 
 // ---- packing -------------------------------------------------------------------------------------------
 
-int64_t Chunks::label_tokens() const {
-  return int64_t(std::count_if(targets.begin(), targets.end(), [](int32_t y) { return y != kIgnoreLabel; }));
+int64_t Chunks::label_tokens(int64_t n) const {
+  auto end = n < 0 || n >= count() ? targets.end() : targets.begin() + n * T;
+  return int64_t(std::count_if(targets.begin(), end, [](int32_t y) { return y != kIgnoreLabel; }));
 }
 
 Chunks pack(const std::vector<TokenizedExample>& examples, int T, size_t begin, size_t end) {

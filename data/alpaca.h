@@ -66,7 +66,8 @@ struct Chunks {
   std::vector<int32_t> inputs;   // (count, T) x: token ids fed to the model
   std::vector<int32_t> targets;  // (count, T) y: next-token labels (-100: no loss), see above
   int64_t count() const { return T > 0 ? int64_t(inputs.size()) / T : 0; }
-  int64_t label_tokens() const;  // targets that are not -100: the tokens a loss is taken over
+  // Targets that are not -100 (the tokens a loss is taken over) in the first n chunks (all if n < 0).
+  int64_t label_tokens(int64_t n = -1) const;
 };
 
 // Packs examples [begin, end) in order (see the top of this file).

@@ -157,6 +157,11 @@ std::vector<double> SafeTensorsFile::load_f64(const std::string& name) const {
   return out;
 }
 
+void SafeTensorsFile::load_into(const std::string& name, Tensor& dst) const {
+  ENSURE(has(name), "%s: missing tensor %s", path_.c_str(), name.c_str());
+  dst.copy_from(load(name), path_ + ": tensor " + name);
+}
+
 Tensor SafeTensorsFile::load(const std::string& name) const {
   const SafeTensorInfo& t = info(name);
   ENSURE(t.shape.size() <= 4, "%s: tensor %s has %zu dimensions (at most 4 supported)",

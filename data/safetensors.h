@@ -38,6 +38,9 @@ class SafeTensorsFile {
 
   // Copies a tensor, converting F32/F16/BF16/F64 to f32 and I32/I64 to i32.
   Tensor load(const std::string& name) const;
+  // Loads `name` into dst, which must already have the stored shape (a model's parameter): a missing
+  // tensor or a shape mismatch is one error line naming the file and tensor.
+  void load_into(const std::string& name, Tensor& dst) const;
   // Values as double (F32, F64, F16, BF16, I32, I64): test fixtures keep references in F64.
   std::vector<double> load_f64(const std::string& name) const;
 

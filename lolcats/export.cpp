@@ -67,14 +67,6 @@ std::string norms_fingerprint(const Llama& m) {
   return buf;
 }
 
-void copy_from(const SafeTensorsFile& f, const std::string& name, const Var& dst) {
-  ENSURE(f.has(name), "%s: missing tensor %s", f.path().c_str(), name.c_str());
-  Tensor t = f.load(name);
-  ENSURE(t.shape() == dst->value.shape(), "%s: %s has shape %s, expected %s", f.path().c_str(),
-         name.c_str(), t.shape().str().c_str(), dst->value.shape().str().c_str());
-  std::memcpy(dst->value.data(), t.data(), t.nbytes());
-}
-
 }  // namespace
 
 LoraExport parse_lora_export(const std::string& name) {
@@ -95,15 +87,18 @@ void export_linearized(const std::string& path, const LolcatsModel& model, LoraE
   std::vector<std::pair<std::string, Tensor>> tensors = model.named_tensors();
   const bool merged = lora == LoraExport::merged && !targets.empty();
   if (merged) {
-    for (auto& [name, v] : base.named_parameters()) tensors.push_back({name, v->value});
+    std::map<std::string, Tensor> merged_weights;  // W + scale B A, by parameter name
     for (size_t l = 0; l < base.layers.size(); l++)
       for (const Site& s : sites(base.layers[l])) {
         if (!s.lora->active()) continue;
         Var w = leaf(s.weight->value.clone(), false);  // the trained model itself stays unmerged
         merge_lora(w, *s.lora);
-        for (auto& [name, t] : tensors)
-          if (name == proj_prefix(int(l), s.target) + "weight") t = w->value;
+        merged_weights[proj_prefix(int(l), s.target) + "weight"] = w->value;
       }
+    for (auto& [name, v] : base.named_parameters()) {
+      auto it = merged_weights.find(name);
+      tensors.push_back({name, it != merged_weights.end() ? it->second : v->value});
+    }
   } else {
     for (size_t l = 0; l < base.layers.size(); l++)
       for (const Site& s : sites(base.layers[l])) {
@@ -157,11 +152,11 @@ LinearizedModel load_linearized(const std::string& path, const std::string& base
 
   const std::string& lora = meta(f, "lora");
   if (lora == "merged") {
-    for (auto& [name, v] : out.base->named_parameters()) copy_from(f, name, v);
+    for (auto& [name, v] : out.base->named_parameters()) f.load_into(name, v->value);
   } else if (lora == "separate") {
     float alpha = std::strtof(meta(f, "lora_alpha").c_str(), nullptr);
     auto params = out.base->add_lora(meta_int(f, "lora_rank"), alpha, split(meta(f, "lora_targets")), 0);
-    for (auto& [name, v] : params) copy_from(f, name, v);
+    for (auto& [name, v] : params) f.load_into(name, v->value);
   } else {
     ENSURE(lora == "none", "%s: unknown LoRA form \"%s\"", path.c_str(), lora.c_str());
   }

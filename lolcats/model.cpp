@@ -106,13 +106,11 @@ void LolcatsModel::save(const std::string& path) const {
 
 void LolcatsModel::load(const std::string& path) {
   SafeTensorsFile f(path);
-  for (auto& [name, v] : named_parameters()) {
+  // named_tensors() views the parameters in their stored shapes (window factors as (1, H, 1, 1)).
+  for (auto& [name, t] : named_tensors()) {
     ENSURE(f.has(name), "%s: missing %s (was it saved from a model with the same layers?)",
            path.c_str(), name.c_str());
-    Tensor t = f.load(name);
-    ENSURE(t.numel() == v->value.numel(), "%s: %s has %lld values, expected %lld", path.c_str(),
-           name.c_str(), (long long)t.numel(), (long long)v->value.numel());
-    std::memcpy(v->value.data(), t.data(), t.nbytes());
+    f.load_into(name, t);
   }
 }
 

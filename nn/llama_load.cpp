@@ -28,12 +28,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-void copy_checked(const Var& dst, const Tensor& src, const std::string& name, const std::string& file) {
-  ENSURE(src.shape() == dst->value.shape(), "%s: tensor %s has shape %s, but the config implies %s",
-         file.c_str(), name.c_str(), src.shape().str().c_str(), dst->value.shape().str().c_str());
-  std::memcpy(dst->value.data(), src.data(), src.nbytes());
-}
-
 // GGUF tensor names of the same parameters, in named_parameters() order.
 std::string gguf_name(const std::string& hf) {
   static const std::map<std::string, std::string> layer_names = {
@@ -58,7 +52,7 @@ std::unique_ptr<Llama> load_gguf(const std::string& path) {
   for (auto& [hf, var] : model->named_parameters()) {
     std::string name = gguf_name(hf);
     ENSURE(f.has_tensor(name), "%s: missing tensor %s", path.c_str(), name.c_str());
-    copy_checked(var, f.load_f32(name), name, path);
+    var->value.copy_from(f.load_f32(name), path + ": tensor " + name);
     // llama.cpp's converter permuted q/k rows to the interleaved RoPE layout: undo it.
     if (ends_with(hf, "q_proj.weight"))
       permute_qk_rows(var->value.f32(), c.n_heads, c.head_dim, c.d_model, true);
@@ -97,7 +91,7 @@ std::unique_ptr<Llama> load_hf_folder(const std::string& dir) {
     ENSURE(it != where.end(), "%s: the checkpoint has no tensor %s", dir.c_str(), name.c_str());
     auto& file = open_files[it->second];
     if (!file) file = std::make_unique<SafeTensorsFile>(it->second);
-    copy_checked(var, file->load(name), name, it->second);
+    file->load_into(name, var->value);
   }
   return model;
 }

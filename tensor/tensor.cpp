@@ -142,6 +142,15 @@ std::string Tensor::str() const {
   return std::string(dtype_name(dtype_)) + " " + shape_.str() + " " + device_name(device_);
 }
 
+void Tensor::copy_from(const Tensor& src, const std::string& what) {
+  ENSURE(device_ == Device::cpu && src.device() == Device::cpu, "%s: copy_from is CPU only", what.c_str());
+  ENSURE(src.shape() == shape_, "%s has shape %s, but the config implies %s", what.c_str(),
+         src.shape().str().c_str(), shape_.str().c_str());
+  ENSURE(src.dtype() == dtype_, "%s has dtype %s, expected %s", what.c_str(), dtype_name(src.dtype()),
+         dtype_name(dtype_));
+  std::memcpy(data_, src.data(), nbytes());
+}
+
 void check_shape(const Tensor& t, const Shape& want, const char* name, DType dtype) {
   ENSURE(t.shape() == want, "%s has shape %s, expected %s", name, t.shape().str().c_str(),
         want.str().c_str());

@@ -67,6 +67,9 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;
   // A deep copy on the CPU (converting nothing).
   Tensor clone() const;
+  // Overwrites this tensor's values with src's (CPU; same shape and dtype, else one error line
+  // naming `what`). Loaders use it to fill a model's preallocated parameters.
+  void copy_from(const Tensor& src, const std::string& what);
   void zero_();
   std::vector<float> to_vector() const;  // CPU f32 only
   std::string str() const;                // "f32 (2, 3) cpu"

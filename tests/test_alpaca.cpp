@@ -174,6 +174,8 @@ TEST_CASE("alpaca: packing by hand: next-token targets, tail and label-less chun
   CHECK(c.inputs == std::vector<int32_t>{13, 14, 15, 19, 20, 21});
   CHECK(c.targets == std::vector<int32_t>{-100, 15, 16, -100, 21, -100});
   CHECK(c.label_tokens() == 3);
+  CHECK(c.label_tokens(1) == 2);  // first chunk only: 15, 16
+  CHECK(c.label_tokens(5) == 3);  // more than there are: all
   // 13 entries at T=4: floor(12/4) = 3 chunks (the last reads s[8..12]); at T=12 one; at T=13 none.
   CHECK(pack({a, b}, 4).count() == 2);  // s[0..4] has no label: 3 minus 1
   CHECK(pack({a, b}, 12).count() == 1);
