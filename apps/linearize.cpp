@@ -123,7 +123,8 @@ int main(int argc, char** argv) {
   app.add_option("--attention", o.attention, "terrace, sw or linear")
       ->check(CLI::IsMember({"terrace", "sw", "linear"}))->capture_default_str();
   app.add_flag("--no-attention-transfer", o.no_transfer, "ablation: skip stage 1 (swap + LoRA only)");
-  app.add_flag("--resume", o.resume, "continue from the run folder's checkpoints");
+  app.add_flag("--resume", o.resume,
+               "continue from the run folder's checkpoints (more --stage1/2-steps extends a finished stage)");
   app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_option("--seq-len", o.seq_len, "tokens per chunk (paper: 1024)")->capture_default_str();
   app.add_option("--seed", o.seed, "data shuffle and LoRA init seed")->capture_default_str();
@@ -158,6 +159,10 @@ int main(int argc, char** argv) {
     }
     std::ofstream log_file(o.out + "/log.jsonl", o.resume ? std::ios::app : std::ios::trunc);
     auto log = [&](const std::string& line) { log_file << line << "\n" << std::flush; };
+    // Training time spent by earlier processes of a resumed run: summary.json's seconds is the run's.
+    const double seconds_before = o.resume ? checkpoint_info(o.out + "/stage1.ckpt").seconds +
+                                                 checkpoint_info(o.out + "/stage2.ckpt").seconds
+                                           : 0;  // read before this run writes new checkpoints
 
     std::fprintf(stderr, "loading %s\n", o.model.c_str());
     auto base = Llama::load(o.model);
@@ -212,10 +217,15 @@ int main(int argc, char** argv) {
     };
     // ---- stage 1 ----------------------------------------------------------------------------------
     const std::string stage1_params = o.out + "/stage1_params.safetensors";
+    const CheckpointInfo stage1_ckpt =
+        o.resume || o.stage == "2" ? checkpoint_info(o.out + "/stage1.ckpt") : CheckpointInfo{};
     summary["tokens_stage1"] = 0;
     if (o.stage != "2" && !o.no_transfer) {
-      if (o.resume && exists(stage1_params)) {
+      // A finished stage 1 is reused, unless --resume asks for more steps than its checkpoint has.
+      bool more_steps = stage1_ckpt.step > 0 && stage1_ckpt.step < o.steps1;
+      if (o.resume && exists(stage1_params) && !more_steps) {
         model.load(stage1_params);
+        summary["tokens_stage1"] = stage1_ckpt.tokens;
         std::fprintf(stderr, "[stage1] done earlier: loaded %s\n", stage1_params.c_str());
       } else {
         StageLog s1 = train_stage(stage_cfg("stage1", o.lr1, o.steps1), model.named_parameters(),
@@ -226,6 +236,7 @@ int main(int argc, char** argv) {
       }
     } else if (o.stage == "2" && exists(stage1_params)) {
       model.load(stage1_params);
+      summary["tokens_stage1"] = stage1_ckpt.tokens;
     }
     {
       std::vector<double> mse_after = per_layer_mse(model, data.val, o.eval_chunks), layer_ids;
@@ -259,7 +270,7 @@ int main(int argc, char** argv) {
     summary["sample_prompt"] = alpaca_sample_prompt();
     summary["sample_teacher"] = sample_teacher;
     summary["sample_linearized"] = sample_student;
-    summary["seconds"] = now() - t_start;
+    summary["seconds"] = now() - t_start + seconds_before;
     summary["run_folder"] = o.out;
     write_file_atomic(o.out + "/summary.json", summary.dump(2) + "\n");
 

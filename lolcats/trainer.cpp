@@ -64,10 +64,7 @@ struct Checkpoint {
       const std::string& n = params[i].first;
       for (auto [prefix, dst] : {std::pair<std::string, Tensor>{"param.", params[i].second->value},
                                  {"adam_m.", opt.m(i)}, {"adam_v.", opt.v(i)}, {"best.", best[i]}}) {
-        Tensor src = f.load(prefix + n);
-        ENSURE(src.shape() == dst.shape(), "%s: %s%s has shape %s, expected %s", path.c_str(),
-               prefix.c_str(), n.c_str(), src.shape().str().c_str(), dst.shape().str().c_str());
-        copy_values(dst, src);
+        f.load_into(prefix + n, dst);
       }
     }
     auto m = nlohmann::json::parse(it->second);
@@ -84,6 +81,15 @@ struct Checkpoint {
 };
 
 }  // namespace
+
+CheckpointInfo checkpoint_info(const std::string& path) {
+  if (!exists(path)) return {};
+  SafeTensorsFile f(path);
+  auto it = f.metadata().find("lolcats_checkpoint");
+  ENSURE(it != f.metadata().end(), "%s is not a training checkpoint", path.c_str());
+  auto m = nlohmann::json::parse(it->second);
+  return {m["step"].get<int64_t>(), m["tokens"].get<int64_t>(), m["seconds"].get<double>()};
+}
 
 std::pair<Tensor, Tensor> chunk_tensors(const Chunks& c, int64_t i) {
   ENSURE(i >= 0 && i < c.count(), "chunk %lld out of range (%lld chunks)", (long long)i, (long long)c.count());

@@ -53,6 +53,14 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
                      const Chunks& train, const Chunks& val, const ChunkLoss& loss,
                      const std::function<void(const std::string& json_line)>& on_log = {});
 
+// What a stage checkpoint has recorded (all zero when there is no such file): how far an earlier
+// process of a resumed run got, and how long it trained.
+struct CheckpointInfo {
+  int64_t step = 0, tokens = 0;
+  double seconds = 0;
+};
+CheckpointInfo checkpoint_info(const std::string& path);
+
 // Mean loss over the first n validation chunks (all when n <= 0), without gradients.
 double evaluate(const Chunks& val, int n, const ChunkLoss& loss);
 
