@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
 # The README's quality table: LoLCATs and its two ablations on the default model and data, one
-# budget, then a markdown table from their summary.json files.
+# token budget, then a markdown table from their summary.json files.
 #   scripts/quality_table.sh [STAGE1_STEPS] [STAGE2_STEPS] [THREADS]    (default 300 50 0)
-# Each run is a ./linearize run folder under runs/quality/ (about 25 / 35 / 10 minutes on 2 cores);
-# a run that already has a summary.json is not repeated, and a stopped one resumes.
+# Swap + LoRA has no stage 1, so its LoRA gets STAGE1 + STAGE2 steps: every row sees the same number
+# of training tokens. Each run is a ./linearize run folder under runs/quality/ (about 25 / 40 / 35
+# minutes on 2 cores at the defaults); one that has a summary.json is not repeated, a stopped one resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S1=${1:-300} S2=${2:-50} THREADS=${3:-0}
-common=(--stage1-steps "$S1" --stage2-steps "$S2" --eval-every 25 --threads "$THREADS" --resume)
+common=(--eval-every 25 --threads "$THREADS" --resume)
 
-run() {  # name, extra flags
+run() {  # name, then its flags
   local out=runs/quality/$1
   shift
   if [[ -f $out/summary.json ]]; then return; fi
   echo "== $out: ./linearize ${common[*]} $*" >&2
   ./linearize --out "$out" "${common[@]}" "$@"
 }
-run lolcats_terrace
-run swap_lora --no-attention-transfer
-run linear_only --attention linear
+run lolcats_terrace --stage1-steps "$S1" --stage2-steps "$S2"
+run swap_lora --no-attention-transfer --stage2-steps $((S1 + S2))
+run linear_only --attention linear --stage1-steps "$S1" --stage2-steps "$S2"
 
 python3 - "$S1" "$S2" <<'EOF'
 import json, sys
@@ -27,13 +28,16 @@ rows = [("LoLCATs (terrace window + Hedgehog, attention transfer + LoRA)", "lolc
         ("linear only (Hedgehog, no window; attention transfer + LoRA)", "linear_only")]
 s = {k: json.load(open(f"runs/quality/{k}/summary.json")) for _, k in rows}
 teacher = s["lolcats_terrace"]["teacher_val_ppl"]
-print(f"stage 1: {sys.argv[1]} steps, stage 2: {sys.argv[2]} steps (T=512, 1 chunk per step)\n")
+s1, s2 = int(sys.argv[1]), int(sys.argv[2])
+print(f"stage 1: {s1} steps, stage 2: {s2} steps; swap + LoRA: {s1 + s2} LoRA steps (T=512, 1 chunk per step)\n")
 print("| model | val ppl after stage 1 | val ppl after stage 2 | attention MSE x1000 (init -> final) | tokens (stage 1 + 2) |")
 print("|---|---|---|---|---|")
 print(f"| teacher (softmax attention) | {teacher:.3f} | {teacher:.3f} | - | - |")
 for name, k in rows:
     r = s[k]
-    mse = f"{r['attn_mse_init']:.1f} -> {r['attn_mse_final']:.1f} ({r['attn_mse_init'] / r['attn_mse_final']:.1f}x)"
+    cut = r['attn_mse_init'] / r['attn_mse_final']
+    mse = f"{r['attn_mse_init']:.1f} (untrained)" if r['tokens_stage1'] == 0 else \
+          f"{r['attn_mse_init']:.1f} -> {r['attn_mse_final']:.1f} ({cut:.1f}x)"
     print(f"| {name} | {r['stage1_val_ppl']:.3f} | {r['stage2_val_ppl']:.3f} | {mse} | "
-          f"{r['tokens_stage1']} + {r['tokens_stage2']} |")
+          f"{r['tokens_stage1']:,} + {r['tokens_stage2']:,} |")
 EOF
