@@ -159,10 +159,12 @@ int main(int argc, char** argv) {
     }
     std::ofstream log_file(o.out + "/log.jsonl", o.resume ? std::ios::app : std::ios::trunc);
     auto log = [&](const std::string& line) { log_file << line << "\n" << std::flush; };
-    // Training time spent by earlier processes of a resumed run: summary.json's seconds is the run's.
-    const double seconds_before = o.resume ? checkpoint_info(o.out + "/stage1.ckpt").seconds +
-                                                 checkpoint_info(o.out + "/stage2.ckpt").seconds
-                                           : 0;  // read before this run writes new checkpoints
+    // What earlier processes of this run recorded, read before this one writes new checkpoints:
+    // summary.json's seconds and tokens_stage1 are the whole run's.
+    const bool reuse = o.resume || o.stage == "2";
+    const CheckpointInfo stage1_ckpt = reuse ? checkpoint_info(o.out + "/stage1.ckpt") : CheckpointInfo{};
+    const double seconds_before =
+        o.resume ? stage1_ckpt.seconds + checkpoint_info(o.out + "/stage2.ckpt").seconds : 0;
 
     std::fprintf(stderr, "loading %s\n", o.model.c_str());
     auto base = Llama::load(o.model);
@@ -217,8 +219,6 @@ int main(int argc, char** argv) {
     };
     // ---- stage 1 ----------------------------------------------------------------------------------
     const std::string stage1_params = o.out + "/stage1_params.safetensors";
-    const CheckpointInfo stage1_ckpt =
-        o.resume || o.stage == "2" ? checkpoint_info(o.out + "/stage1.ckpt") : CheckpointInfo{};
     summary["tokens_stage1"] = 0;
     if (o.stage != "2" && !o.no_transfer) {
       // A finished stage 1 is reused, unless --resume asks for more steps than its checkpoint has.
