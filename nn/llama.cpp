@@ -84,8 +84,8 @@ std::vector<std::pair<std::string, Var>> Llama::add_lora(int rank, float alpha,
     for (Site s : {Site{"q", &L.lora_q, C, HD}, Site{"k", &L.lora_k, C, KD}, Site{"v", &L.lora_v, C, KD},
                    Site{"o", &L.lora_o, HD, C}}) {
       if (std::find(targets.begin(), targets.end(), s.name) == targets.end()) continue;
-      *s.lora = make_lora(s.in, s.out, rank, alpha, seed + uint64_t(l) * 4 + uint64_t(s.name[0]));
       std::string p = "model.layers." + std::to_string(l) + ".self_attn." + s.name + "_proj.";
+      *s.lora = make_lora(s.in, s.out, rank, alpha, lora_seed(seed, p + "lora_A.weight"));
       out.push_back({p + "lora_A.weight", s.lora->A});
       out.push_back({p + "lora_B.weight", s.lora->B});
     }

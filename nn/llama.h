@@ -70,7 +70,8 @@ class Llama {
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // Hugging Face names
   void set_requires_grad(bool on);
   // Adds LoRA (rank r, scale alpha / r) to the projections named in `targets` ("q", "k", "v", "o")
-  // of every layer; returns the new trainable parameters with their peft names.
+  // of every layer; returns the new trainable parameters with their peft names. Each site's A is
+  // drawn from its own stream, lora_seed(seed, its lora_A name): reproducible, never shared.
   std::vector<std::pair<std::string, Var>> add_lora(int rank, float alpha,
                                                     const std::vector<std::string>& targets,
                                                     uint64_t seed);

@@ -21,6 +21,15 @@ Lora make_lora(int in, int out, int rank, float alpha, uint64_t seed) {
   return l;
 }
 
+uint64_t lora_seed(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the name's bytes
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  uint64_t z = seed + h * 0x9E3779B97F4A7C15ull;  // splitmix64 finaliser: seed and name mixed
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 Var linear_lora(const Var& x, const Var& W, const Lora& lora) {
   Var y = linear(x, W);
   if (!lora.active()) return y;

@@ -5,6 +5,7 @@
 // gives), B starts at zero, so training begins exactly at the base model.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "autograd/tape.h"
 
@@ -18,6 +19,11 @@ struct Lora {
 };
 
 Lora make_lora(int in, int out, int rank, float alpha, uint64_t seed);
+
+// The seed of one LoRA site's random stream: a hash of the run's seed and the site's full
+// parameter name ("model.layers.3.self_attn.o_proj"), so no two sites share a stream (a seed
+// built by adding small numbers, like seed + 4 l + 'o', repeats as 4 (l+1) + 'k').
+uint64_t lora_seed(uint64_t seed, const std::string& name);
 
 // x (..., in) -> (..., out): x W^T, plus the LoRA term when `lora` is active.
 Var linear_lora(const Var& x, const Var& W, const Lora& lora);

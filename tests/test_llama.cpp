@@ -158,3 +158,32 @@ TEST_CASE("llama: LoRA starts at the base model and merges into the weights", "[
               std::vector<double>(with_adapters.begin(), with_adapters.end()), 1e-5, 1e-5);
   REQUIRE_THROWS_WITH(model->add_lora(8, 16.0f, {"gate"}, 0), Catch::Contains("unknown LoRA target \"gate\""));
 }
+
+TEST_CASE("llama: every LoRA site draws its own A", "[llama][lora]") {
+  // Eight layers with q, k, v and o all taking 64 inputs, so every A has the same shape (r, 64):
+  // a seed shared by two sites would give two equal matrices. (A seed of seed + 4 l + 'o' did:
+  // layer l's o_proj equalled layer l+1's k_proj.)
+  LlamaConfig cfg = Llama::load(fixture_dir() + "/tiny_llama")->cfg;
+  cfg.n_layers = 8;
+  REQUIRE(cfg.d_model == cfg.n_heads * cfg.head_dim);
+  Llama model(cfg);
+  auto lora = model.add_lora(4, 8.0f, {"q", "k", "v", "o"}, 0);
+  std::vector<std::pair<std::string, std::vector<float>>> As;
+  for (auto& [name, v] : lora)
+    if (name.find("lora_A") != std::string::npos) As.push_back({name, v->value.to_vector()});
+  REQUIRE(As.size() == 8 * 4);
+  int equal = 0;
+  for (size_t i = 0; i < As.size(); i++)
+    for (size_t j = i + 1; j < As.size(); j++)
+      if (As[i].second == As[j].second) {
+        equal++;
+        WARN(As[i].first << " == " << As[j].first);
+      }
+  CHECK(equal == 0);
+  // The same seed draws the same adapters again; another seed draws others.
+  Llama again(cfg), other(cfg);
+  auto lora_again = again.add_lora(4, 8.0f, {"q", "k", "v", "o"}, 0);
+  auto lora_other = other.add_lora(4, 8.0f, {"q", "k", "v", "o"}, 1);
+  CHECK(lora_again[0].second->value.to_vector() == As[0].second);
+  CHECK(lora_other[0].second->value.to_vector() != As[0].second);
+}
