@@ -1,68 +1,124 @@
 # The one build. `make` builds every binary at the repo root; `make test` runs the CPU tests;
 # `make test-gpu` the GPU tests; `make bench` the benchmarks.
-#   CUDA=auto|0|1   build the CUDA twins (auto: when nvcc is found)
+#   CUDA=auto|nvcc|emu|0  how the CUDA twins are built: nvcc for a real GPU; emu compiles the same
+#                   .cu files with g++ and runs them under the SIMT emulator (cuda/emu/), so the cuda
+#                   device exists on every machine; 0 leaves them out. auto: nvcc when nvcc and a GPU
+#                   are present, else emu when the CUDA headers are, else 0.
 #   SANITIZE=1      ASan + UBSan build of the tests, in build-san/ (binaries at the root untouched)
 #   THREADS=N       threads for tests and benchmarks (default: all cores)
+#   ARCH=native     the CPU the binaries are built for (-march); ARCH=x86-64-v3 gives binaries that
+#                   run on any x86-64 host with AVX2 (for carrying to another machine)
+#   WERROR=1        warnings stop the build (CI and development); off by default so that a new
+#                   compiler's warning never stops a user's build
 
 SANITIZE ?= 0
 CUDA ?= auto
-ifeq ($(SANITIZE),1)
-  # The sanitizers check host code; the CUDA runtime is not ASan-clean without a GPU.
-  CUDA := 0
-endif
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
-ifeq ($(CUDA),auto)
-  CUDA := $(if $(NVCC),1,0)
-endif
+CUDA_HOME := $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),/usr/local/cuda)
+CUDA_HEADERS := $(wildcard $(CUDA_HOME)/include/cuda_runtime.h)
 ifeq ($(CUDA),1)
+  override CUDA := nvcc
+endif
+ifeq ($(CUDA),auto)
+  # A real GPU and nvcc: the GPU build. Otherwise the emulator, which needs only the CUDA headers.
+  HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+  override CUDA := $(if $(and $(NVCC),$(HAVE_GPU)),nvcc,$(if $(CUDA_HEADERS),emu,0))
+endif
+ifeq ($(SANITIZE)$(CUDA),1nvcc)
+  # The sanitizers check host code: their build runs the CUDA kernels under the emulator.
+  override CUDA := emu
+endif
+ifeq ($(CUDA),nvcc)
   ifeq ($(NVCC),)
-    $(error CUDA=1 but nvcc was not found; install the CUDA toolkit or build with CUDA=0)
+    $(error CUDA=nvcc but nvcc was not found; install the CUDA toolkit or build with CUDA=emu or CUDA=0)
+  endif
+endif
+ifeq ($(CUDA),emu)
+  ifeq ($(CUDA_HEADERS),)
+    $(error CUDA=emu needs the CUDA toolkit's headers ($(CUDA_HOME)/include/cuda_runtime.h); install the toolkit or build with CUDA=0)
   endif
 endif
 
 CXX ?= g++
-WARN := -Wall -Wextra -Werror
+ARCH ?= native
+WERROR ?= 0
+# -Wno-maybe-uninitialized: GCC 12 reports false positives inside its own AVX-512 intrinsics
+# headers (avx512fintrin.h, "'__Y' may be used uninitialized", GCC bug 105593) wherever Eigen's
+# AVX-512 kernels are inlined into our code; being inlined, they escape -isystem's silencing.
+WARN := -Wall -Wextra -Wno-maybe-uninitialized $(if $(filter 1,$(WERROR)),-Werror)
 CXXFLAGS := -std=c++17 -fopenmp -I. -isystem /usr/include/eigen3 -MMD -MP $(WARN)
 LDLIBS := -fopenmp -lzstd -lpcre2-8
 ifeq ($(SANITIZE),1)
   BUILD := build-san
   BIN := build-san/
-  # -Wno-maybe-uninitialized: GCC 12 reports false positives inside libstdc++'s <regex> (used by
-  # Catch2) when instrumenting with ASan.
-  CXXFLAGS += -O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined \
-              -fno-sanitize-recover=undefined -Wno-maybe-uninitialized
+  CXXFLAGS += -O1 -g -march=$(ARCH) -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=undefined
   LDLIBS += -fsanitize=address,undefined
 else
-  BUILD := build
-  BIN :=
-  CXXFLAGS += -O3 -march=native -DNDEBUG
+  BUILD ?= build
+  # A build folder of its own (BUILD=build-x) keeps its test binary there too: build-x/run_tests.
+  BIN := $(if $(filter build,$(BUILD)),,$(BUILD)/)
+  CXXFLAGS += -O3 -march=$(ARCH) -DNDEBUG
 endif
 
-CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
-NVCCFLAGS := -std=c++17 -O3 -I. -arch=sm_90 -Xcompiler -fopenmp -MMD -MP --Werror all-warnings
-ifeq ($(CUDA),1)
+NVCCFLAGS := -std=c++17 -O3 -I. -arch=sm_90 -Xcompiler -fopenmp -MMD -MP $(if $(filter 1,$(WERROR)),--Werror all-warnings)
+ifeq ($(CUDA),nvcc)
   CXXFLAGS += -DLOLCATS_CUDA -isystem $(CUDA_HOME)/include
   LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt
+endif
+ifeq ($(CUDA),emu)
+  CXXFLAGS += -DLOLCATS_CUDA -DLOLCATS_CUDA_EMU -isystem $(CUDA_HOME)/include
+endif
+# How a .cu file is compiled: by nvcc, or by g++ as C++ for the emulator. -fno-strict-aliasing:
+# kernels reinterpret memory (bf16 pairs through 32-bit words, float4 loads) as CUDA allows and g++
+# at -O2 would otherwise miscompile. -Wno-sign-compare: threadIdx and blockDim are unsigned in
+# CUDA, and comparing them with int sizes is the idiom (nvcc does not warn about it).
+COMPILE_CU := $(if $(filter nvcc,$(CUDA)),$(NVCC) $(NVCCFLAGS),$(CXX) $(CXXFLAGS) -x c++ -fno-strict-aliasing -Wno-sign-compare)
+
+# PORTABLE=1 links binaries to carry to another machine (the GPU bundle): libstdc++, zstd, PCRE2
+# and the CUDA runtime statically; libgomp travels beside them; cuBLASLt (500 MB) is the target's.
+ifeq ($(PORTABLE),1)
+  LDLIBS := -fopenmp -static-libstdc++ -static-libgcc -Wl,-Bstatic -lzstd -lpcre2-8 -Wl,-Bdynamic
+  ifeq ($(CUDA),nvcc)
+    LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -lcublasLt -ldl -lrt -lpthread \
+              -Wl,-rpath,/usr/local/cuda/lib64
+  endif
 endif
 
 # ---- sources -------------------------------------------------------------------------------------
 LIB_SRC := $(wildcard tensor/*.cpp autograd/*.cpp nn/*.cpp lolcats/*.cpp data/*.cpp)
 CU_SRC :=
-ifeq ($(CUDA),1)
+TEST_CU_SRC :=
+ifneq ($(CUDA),0)
   LIB_SRC := $(filter-out tensor/no_cuda.cpp,$(LIB_SRC))
   CU_SRC := $(wildcard cuda/*.cu)
+  TEST_CU_SRC := $(wildcard tests/*.cu)
+endif
+ifeq ($(CUDA),emu)
+  LIB_SRC += $(wildcard cuda/emu/*.cpp)
 endif
 LIB_OBJ := $(LIB_SRC:%.cpp=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
 APPS := linearize generate eval bench
 TEST_SRC := $(wildcard tests/*.cpp)
-TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o) $(TEST_CU_SRC:%.cu=$(BUILD)/%.o)
 TEST_BIN := $(BIN)run_tests
 THREADS ?= 0
 # The default model (see DESIGN: SmolLM2-135M-Instruct, shipped in a PyPI package).
 MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all test test-gpu clean venv fixtures model FORCE
+.PHONY: all test test-gpu clean venv fixtures model objects check-avx512 FORCE
 all: $(APPS) $(TEST_BIN) $(MODEL)
+ifeq ($(MAKELEVEL),0)
+  $(info lolcats build: -march=$(ARCH), CUDA=$(CUDA), warnings $(if $(filter 1,$(WERROR)),are errors,do not stop the build) ($(BUILD)/))
+endif
+
+# Every object file, nothing linked (used by check-avx512).
+objects: $(LIB_OBJ) $(TEST_OBJ) $(APPS:%=$(BUILD)/apps/%.o)
+
+# Compiles the whole tree for an AVX-512 CPU with warnings as errors, linking nothing, so that a
+# machine without AVX-512 still catches what only the AVX-512 code paths of Eigen and GCC trigger.
+check-avx512:
+	$(MAKE) objects BUILD=build-avx512 ARCH=sapphirerapids WERROR=1 CUDA=$(if $(CUDA_HEADERS),emu,0)
 
 # System libraries: installed (as root) or named (otherwise) before the first compile.
 $(BUILD)/.deps-ok: scripts/install_deps.sh
@@ -80,7 +136,7 @@ $(BUILD)/%.o: %.cpp $(BUILD)/.flags | $(BUILD)/.deps-ok
 
 $(BUILD)/%.o: %.cu $(BUILD)/.flags | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(COMPILE_CU) -c $< -o $@
 
 $(BUILD)/liblolcats.a: $(LIB_OBJ)
 	@rm -f $@
@@ -90,6 +146,10 @@ $(APPS): %: $(BUILD)/apps/%.o $(BUILD)/liblolcats.a
 	$(CXX) $^ -o $@ $(LDLIBS)
 
 $(TEST_BIN): $(TEST_OBJ) $(BUILD)/liblolcats.a
+	$(CXX) $^ -o $@ $(LDLIBS)
+
+# The apps linked inside a build folder of their own (the GPU bundle's bench).
+$(BUILD)/apps/bench: $(BUILD)/apps/bench.o $(BUILD)/liblolcats.a
 	$(CXX) $^ -o $@ $(LDLIBS)
 
 # ---- reference tensors from PyTorch (see tests/reference/) ---------------------------------------
@@ -123,8 +183,33 @@ bench: $(BUILD)/apps/bench.o $(BUILD)/liblolcats.a .venv/.stamp
 	./bench all
 endif
 
+# ---- one command for a lent GPU machine (see README "On a GPU") --------------------------------------
+# Builds here, with nvcc for sm_90 and host code for any x86-64-v3 CPU, the folder gpu-bundle/: the
+# test binary, ./bench, libgomp, and run.sh, which runs the [cuda] tests, compute-sanitizer's
+# memcheck and racecheck on them, and `bench gpu-ops`, then prints a table. Carry the folder to the
+# GPU machine and run `gpu-bundle/run.sh` there.
+.PHONY: gpu-bundle
+gpu-bundle:
+	$(MAKE) BUILD=build-gpu CUDA=nvcc ARCH=x86-64-v3 PORTABLE=1 build-gpu/run_tests build-gpu/apps/bench
+	scripts/make_gpu_bundle.sh build-gpu gpu-bundle
+
+# Compiles every CUDA file with nvcc for sm_90 and sm_80 (no GPU needed), keeping ptxas's report of
+# registers, shared memory and spills per kernel in build-nvcc/ptxas-sm_*.log.
+.PHONY: check-nvcc
+check-nvcc:
+	@mkdir -p build-nvcc
+	@set -e; for arch in 90 80; do \
+	  : > build-nvcc/ptxas-sm_$$arch.log; \
+	  for f in $(wildcard cuda/*.cu tests/*.cu); do \
+	    echo "nvcc sm_$$arch $$f"; \
+	    $(NVCC) -std=c++17 -O3 -I. -arch=sm_$$arch -Xptxas -v --Werror all-warnings -c $$f \
+	      -o build-nvcc/$$(basename $$f .cu)-sm_$$arch.o 2>> build-nvcc/ptxas-sm_$$arch.log \
+	      || { tail -n 30 build-nvcc/ptxas-sm_$$arch.log; exit 1; }; \
+	  done; \
+	done; grep -c "Compiling entry" build-nvcc/ptxas-sm_90.log | sed 's/^/kernels compiled for sm_90: /'
+
 clean:
-	rm -rf build build-san $(APPS) run_tests
+	rm -rf build build-san build-avx512 build-gpu build-nvcc gpu-bundle $(APPS) run_tests
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(APPS:%=$(BUILD)/apps/%.d)
 

@@ -1,11 +1,19 @@
-// Error handling shared by every CUDA file: each runtime or cuBLASLt call is wrapped, and a failure
-// throws lolcats::Error with the file, line and the library's own message (never a silent status).
+// Included first by every CUDA source. It picks the real CUDA toolkit (nvcc) or the SIMT emulator
+// (g++, LOLCATS_CUDA_EMU: see cuda/emu/emu.h), so one .cu file serves both builds, and holds the
+// error macros and the launch macro that hide the difference.
 #pragma once
-#include <cublasLt.h>
+#ifdef LOLCATS_CUDA_EMU
+#include "cuda/emu/emu.h"
+#else
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#endif
+#include <cublasLt.h>
 
 #include "tensor/check.h"
 
+// Each runtime or cuBLASLt call is wrapped: a failure throws lolcats::Error with the file, line and
+// the library's own message (never a silent status).
 #define cudaCheck(call)                                                                  \
   do {                                                                                   \
     cudaError_t err_ = (call);                                                           \
@@ -23,3 +31,39 @@
                       ::lolcats::strfmt("cuBLAS error %d: %s", int(st_),                 \
                                         cublasLtGetStatusString(st_)));                  \
   } while (0)
+
+// launch_kernel(kernel, grid, block, shared_bytes, stream, args...) is
+// kernel<<<grid, block, shared_bytes, stream>>>(args...) followed by a check of the launch. A
+// template kernel with several parameters goes through a variable first (the macro splits on
+// commas): `auto* k = flash_forward<64, 128>; launch_kernel(k, ...)`.
+#ifdef LOLCATS_CUDA_EMU
+#define launch_kernel(kernel, grid, block, shared, stream, ...) \
+  cudaCheck(::lolcats::emu::launch(#kernel, kernel, grid, block, shared, stream, ##__VA_ARGS__))
+// Dynamic shared memory: `EXTERN_SHARED(float, buf);` declares `buf` as this block's bytes.
+#define EXTERN_SHARED(type, name) type* name = reinterpret_cast<type*>(::lolcats::emu::dynamic_shared())
+#else
+#define launch_kernel(kernel, grid, block, shared, stream, ...) \
+  do {                                                          \
+    kernel<<<grid, block, shared, stream>>>(__VA_ARGS__);       \
+    cudaCheck(cudaGetLastError());                              \
+  } while (0)
+#define EXTERN_SHARED(type, name)                                    \
+  extern __shared__ __align__(16) unsigned char lolcats_dynamic_smem_[]; \
+  type* name = reinterpret_cast<type*>(lolcats_dynamic_smem_)
+#endif
+
+typedef __nv_bfloat16 bf16;
+
+// Storage type <-> f32 (all arithmetic is f32): kernels are templates over the storage type T,
+// float or bf16, and convert at each load and store.
+__host__ __device__ inline float to_f32(float x) { return x; }
+__host__ __device__ inline float to_f32(bf16 x) { return __bfloat162float(x); }
+template <typename T>
+__host__ __device__ inline T from_f32(float x);
+template <>
+__host__ __device__ inline float from_f32<float>(float x) { return x; }
+template <>
+__host__ __device__ inline bf16 from_f32<bf16>(float x) { return __float2bfloat16(x); }
+
+// Integer ceiling division, for grid sizes.
+__host__ __device__ inline constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }

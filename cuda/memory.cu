@@ -25,6 +25,13 @@ void device_free(void* p) {
 
 void device_memset_zero(void* p, size_t bytes) { cudaCheck(cudaMemset(p, 0, bytes)); }
 
+void device_upload(void* dst, const void* src, size_t bytes) {
+  cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+void device_download(void* dst, const void* src, size_t bytes) {
+  cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
 bool cuda_available() {
   int n = 0;
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;

@@ -7,6 +7,8 @@ static const char* kNoCuda = "this build has no CUDA support (rebuild with nvcc 
 void* device_malloc(size_t) { ENSURE(false, "%s", kNoCuda); }
 void device_free(void*) {}
 void device_memset_zero(void*, size_t) { ENSURE(false, "%s", kNoCuda); }
+void device_upload(void*, const void*, size_t) { ENSURE(false, "%s", kNoCuda); }
+void device_download(void*, const void*, size_t) { ENSURE(false, "%s", kNoCuda); }
 bool cuda_available() { return false; }
 
 }  // namespace lolcats

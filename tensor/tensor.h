@@ -95,6 +95,8 @@ void check_shape(const Tensor& t, const Shape& want, const char* name, DType dty
 void* device_malloc(size_t bytes);
 void device_free(void* p);
 void device_memset_zero(void* p, size_t bytes);
+void device_upload(void* device_dst, const void* host_src, size_t bytes);
+void device_download(void* host_dst, const void* device_src, size_t bytes);
 bool cuda_available();  // built with CUDA and a GPU is visible
 
 }  // namespace lolcats
