@@ -1,0 +1,102 @@
+// gemm() and the matmul twins on the cuda device against the CPU matmul (tensor/matmul.h) in
+// double: every transpose combination, strided batches, accumulate, the bias epilogue, and the
+// three type combinations (f32; bf16 -> bf16; bf16 -> f32). Under the emulator this checks the
+// row-major -> column-major descriptor logic of cuda/gemm.cu against cuBLASLt's rules; on a GPU,
+// the library itself.
+#include "cuda/gemm.h"
+#include "tensor/matmul.h"
+#include "tests/cuda_helpers.h"
+
+using namespace lolcats;
+using namespace lolcats_test;
+
+namespace {
+
+std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+// The CPU reference: C = op(A) op(B) (+ C0) (+ bias per column), in double.
+std::vector<double> reference(const std::vector<float>& a, const std::vector<float>& b,
+                              const std::vector<float>& c0, const std::vector<float>& bias,
+                              const cuda::GemmShape& g) {
+  std::vector<double> c = to_double(c0);
+  std::vector<double> da = to_double(a), db = to_double(b);
+  matmul_forward(c.data(), da.data(), db.data(), g.batch, g.M, g.N, g.K, g.trans_a, g.trans_b, g.accumulate);
+  if (!bias.empty())
+    for (size_t i = 0; i < c.size(); i++) c[i] += bias[i % size_t(g.N)];
+  return c;
+}
+
+// Inputs in `in` storage, output in `out` storage.
+void check_gemm(const cuda::GemmShape& g, bool with_bias, Storage in, Storage out, std::mt19937& rng) {
+  size_t na = size_t(g.batch) * g.M * g.K, nb = size_t(g.batch) * g.K * g.N, nc = size_t(g.batch) * g.M * g.N;
+  std::vector<float> a = rounded(random_vector(na, rng), in), b = rounded(random_vector(nb, rng), in);
+  std::vector<float> c0 = rounded(random_vector(nc, rng), out);
+  std::vector<float> bias = with_bias ? rounded(random_vector(size_t(g.N), rng), out) : std::vector<float>();
+  DeviceBuffer da(a, in), db(b, in), dc(c0, out);
+  std::unique_ptr<DeviceBuffer> dbias;
+  if (with_bias) dbias = std::make_unique<DeviceBuffer>(bias, out);
+  if (in == Storage::f32) {
+    cuda::gemm(dc.f32(), da.f32(), db.f32(), g, with_bias ? dbias->f32() : nullptr);
+  } else if (out == Storage::bf16) {
+    cuda::gemm(dc.bf16(), da.bf16(), db.bf16(), g, with_bias ? dbias->bf16() : nullptr);
+  } else {
+    cuda::gemm(dc.f32(), da.bf16(), db.bf16(), g, with_bias ? dbias->f32() : nullptr);
+  }
+  std::vector<double> want = reference(a, b, g.accumulate ? c0 : std::vector<float>(nc, 0.0f), bias, g);
+  // f32 accumulation over K products of O(1) values: error ~ K * 2^-24 * sqrt(K) at worst, far
+  // below 1e-4 for K <= 300. A bf16 output adds its rounding, 2^-8 relative (plus the same atol).
+  double rtol = out == Storage::bf16 ? 1.0 / 256 : 1e-5;
+  check_close(dc.download(), want, 1e-4, rtol,
+              strfmt("gemm batch %d M %d N %d K %d ta %d tb %d acc %d bias %d in %s out %s", g.batch, g.M,
+                     g.N, g.K, int(g.trans_a), int(g.trans_b), int(g.accumulate), int(with_bias),
+                     storage_name(in), storage_name(out)));
+}
+
+}  // namespace
+
+TEST_CASE("cuda gemm: transposes, batches, accumulate and bias against the CPU matmul", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(7);
+  const std::pair<Storage, Storage> types[] = {
+      {Storage::f32, Storage::f32}, {Storage::bf16, Storage::bf16}, {Storage::bf16, Storage::f32}};
+  for (auto [in, out] : types)
+    for (int batch : {1, 3})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (bool acc : {false, true}) {
+            check_gemm(cuda::GemmShape{batch, 13, 37, 70, ta, tb, acc}, false, in, out, rng);
+            if (batch == 1) check_gemm(cuda::GemmShape{1, 5, 33, 17, ta, tb, acc}, true, in, out, rng);
+          }
+  // A long inner dimension and a one-row product (decode).
+  check_gemm(cuda::GemmShape{1, 1, 64, 300, false, true, false}, false, Storage::bf16, Storage::f32, rng);
+}
+
+TEST_CASE("cuda matmul_backward: the four transpose cases against the CPU", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(8);
+  const int batch = 2, M = 9, N = 21, K = 14;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (bool acc : {false, true}) {
+        std::vector<float> a = random_vector(size_t(batch * M * K), rng), b = random_vector(size_t(batch * K * N), rng);
+        std::vector<float> dc = random_vector(size_t(batch * M * N), rng);
+        std::vector<float> ga0 = random_vector(a.size(), rng), gb0 = random_vector(b.size(), rng);
+        std::vector<double> wa = to_double(ga0), wb = to_double(gb0);
+        std::vector<double> a64 = to_double(a), b64 = to_double(b), dc64 = to_double(dc);
+        matmul_backward(wa.data(), wb.data(), dc64.data(), a64.data(), b64.data(), batch, M, N, K, ta, tb, acc, acc);
+        DeviceBuffer d_a(a, Storage::f32), d_b(b, Storage::f32), d_dc(dc, Storage::f32);
+        DeviceBuffer d_ga(ga0, Storage::f32), d_gb(gb0, Storage::f32);
+        cuda::matmul_backward<float, float>(d_ga.f32(), d_gb.f32(), d_dc.f32(), d_a.f32(), d_b.f32(), batch, M, N, K, ta, tb, acc, acc);
+        // f32 accumulation over <= 21 products of O(1) values.
+        std::string what = strfmt("ta %d tb %d acc %d", int(ta), int(tb), int(acc));
+        check_close(d_ga.download(), wa, 1e-5, 1e-5, "dA " + what);
+        check_close(d_gb.download(), wb, 1e-5, 1e-5, "dB " + what);
+      }
+}
+
+TEST_CASE("cuda gemm: a shape cuBLASLt cannot take is one clear error", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  DeviceBuffer a(4, Storage::f32), c(4, Storage::f32);
+  CHECK_THROWS_WITH(cuda::gemm(c.f32(), a.f32(), a.f32(), cuda::GemmShape{1, 2, 2, 0}),
+                    Catch::Contains("K = 0"));
+}
