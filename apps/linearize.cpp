@@ -56,6 +56,7 @@ struct Options {
   int feature_half = 64;
   std::vector<int> softmax_layers;
   int sample_tokens = 40;
+  int64_t kill_after = -1;  // tests: exit abruptly after this many optimizer steps, as if killed
 };
 
 double now() {
@@ -148,6 +149,9 @@ int main(int argc, char** argv) {
   app.add_option("--feature-dim", o.feature_half, "Hedgehog features per softmax (Fh; F = 2 Fh)")->capture_default_str();
   app.add_option("--softmax-layers", o.softmax_layers, "layers kept as softmax attention");
   app.add_option("--sample-tokens", o.sample_tokens, "tokens of the sample generations")->capture_default_str();
+  app.add_option("--kill-after-steps", o.kill_after,
+                 "testing: exit abruptly after N optimizer steps of this process, as a killed run would")
+      ->group("");  // hidden from --help
   CLI11_PARSE(app, argc, argv);
   set_num_threads(o.threads);
   const double t_start = now();
@@ -158,7 +162,11 @@ int main(int argc, char** argv) {
       cfg << app.config_to_str(true, true);
     }
     std::ofstream log_file(o.out + "/log.jsonl", o.resume ? std::ios::app : std::ios::trunc);
-    auto log = [&](const std::string& line) { log_file << line << "\n" << std::flush; };
+    int64_t steps_done = 0;
+    auto log = [&](const std::string& line) {
+      log_file << line << "\n" << std::flush;
+      if (line.find("\"loss\"") != std::string::npos && ++steps_done == o.kill_after) std::_Exit(137);
+    };
     // What earlier processes of this run recorded, read before this one writes new checkpoints:
     // summary.json's seconds and tokens_stage1 are the whole run's.
     const bool reuse = o.resume || o.stage == "2";
@@ -220,6 +228,7 @@ int main(int argc, char** argv) {
     // ---- stage 1 ----------------------------------------------------------------------------------
     const std::string stage1_params = o.out + "/stage1_params.safetensors";
     summary["tokens_stage1"] = 0;
+    bool stage1_trained = false;  // in this process: a stage-2 checkpoint from before is stale
     if (o.stage != "2" && !o.no_transfer) {
       // A finished stage 1 is reused, unless --resume asks for more steps than its checkpoint has.
       bool more_steps = stage1_ckpt.step > 0 && stage1_ckpt.step < o.steps1;
@@ -230,6 +239,7 @@ int main(int argc, char** argv) {
       } else {
         StageLog s1 = train_stage(stage_cfg("stage1", o.lr1, o.steps1), model.named_parameters(),
                                   data.train, data.val, transfer, log);
+        stage1_trained = true;
         summary["tokens_stage1"] = s1.tokens;
         plot_stage(o.out + "/stage1_loss.svg", "Stage 1: attention transfer (MSE x1000)", s1, true);
         model.save(stage1_params);
@@ -256,8 +266,13 @@ int main(int argc, char** argv) {
     summary["stage2_val_ppl"] = summary["stage1_val_ppl"];
     if (o.stage != "1") {
       auto lora = base->add_lora(o.lora_rank, o.lora_alpha, o.lora_targets, uint64_t(o.seed));
-      StageLog s2 = train_stage(stage_cfg("stage2", o.lr2, o.steps2), lora, data.train, data.val,
-                                next_token_loss(student), log);
+      StageConfig s2cfg = stage_cfg("stage2", o.lr2, o.steps2);
+      if (stage1_trained && o.resume && exists(s2cfg.checkpoint)) {
+        s2cfg.resume = false;  // its LoRA was trained on the feature maps stage 1 just changed
+        std::fprintf(stderr, "[stage2] starting afresh: stage 1 changed after %s was written\n",
+                     s2cfg.checkpoint.c_str());
+      }
+      StageLog s2 = train_stage(s2cfg, lora, data.train, data.val, next_token_loss(student), log);
       summary["tokens_stage2"] = s2.tokens;
       plot_stage(o.out + "/stage2_loss.svg", "Stage 2: LoRA (next-token cross-entropy)", s2, false);
       summary["stage2_val_ppl"] = ppl(student);

@@ -1,0 +1,220 @@
+// The apps end to end, as a user runs them: ./linearize on the tiny model folder of
+// tests/reference/ref_apps.py (a trained 2-layer Llama with its own tokenizer) and its Alpaca
+// records, then ./generate and ./eval on what it exported. The binaries are spawned from the
+// repository root (`make test` builds them first); each case takes seconds.
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "data/safetensors.h"
+#include "tests/helpers.h"
+
+using namespace lolcats;
+using json = nlohmann::json;
+
+namespace {
+
+std::string fixtures() {
+  const char* d = std::getenv("LOLCATS_FIXTURES");
+  return d ? d : "build/fixtures";
+}
+const std::string kWork = "build/test_apps";
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+bool exists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+struct Result {
+  int rc = -1;
+  std::string out, err;
+};
+
+// Runs ./APP ARGS from the repository root, stdout and stderr captured (stdin from `input`).
+Result run(const std::string& app, const std::string& args, const std::string& input = "") {
+  if (!exists("./" + app)) FAIL("./" << app << " is missing: `make test` builds it before the tests");
+  std::system(("mkdir -p " + kWork).c_str());
+  const std::string base = kWork + "/" + app;
+  write_text(base + ".in", input);
+  // One thread: the model is tiny, and idle OpenMP threads spinning on a busy machine cost seconds.
+  std::string cmd = "./" + app + " " + args + " --threads 1 < " + base + ".in > " + base + ".out 2> " + base + ".err";
+  int status = std::system(cmd.c_str());
+  Result r;
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_text(base + ".out");
+  r.err = read_text(base + ".err");
+  UNSCOPED_INFO("$ " << cmd << "\n[exit " << r.rc << "]\n--- stdout ---\n" << r.out << "--- stderr (end) ---\n"
+                     << (r.err.size() > 3000 ? r.err.substr(r.err.size() - 3000) : r.err));
+  return r;
+}
+
+std::string model_dir() { return fixtures() + "/tiny_app_llama"; }
+std::string data_file() { return fixtures() + "/tiny_app_alpaca.jsonl"; }
+
+// The flags every ./linearize run here shares: 160-token chunks (T > 128, so the hybrid's linear
+// part is used), 8 validation rows, 2 validation chunks per evaluation.
+std::string linearize_args(const std::string& out, int steps1, int steps2, const std::string& more = "") {
+  return "--model " + model_dir() + " --data " + data_file() + " --out " + out + " --seq-len 160 --val-rows 8" +
+         " --eval-chunks 2 --sample-tokens 8 --stage1-steps " + std::to_string(steps1) + " --stage2-steps " +
+         std::to_string(steps2) + " " + more;
+}
+std::string eval_args() { return " --data " + data_file() + " --seq-len 160 --val-rows 8 --chunks 2"; }
+
+json read_json(const std::string& path) { return json::parse(read_text(path)); }
+
+// Every line of log.jsonl as JSON.
+std::vector<json> log_lines(const std::string& run) {
+  std::vector<json> out;
+  std::istringstream in(read_text(run + "/log.jsonl"));
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(json::parse(line));
+  return out;
+}
+// The last logged training loss of (stage, step), as the exact double that was written.
+double logged_loss(const std::vector<json>& lines, const std::string& stage, int64_t step) {
+  double v = NAN;
+  for (const json& j : lines)
+    if (j["stage"] == stage && j["step"] == step && j.contains("loss")) v = j["loss"].get<double>();
+  return v;
+}
+
+void fresh(const std::string& dir) { std::system(("rm -rf " + dir + " && mkdir -p " + kWork).c_str()); }
+
+}  // namespace
+
+TEST_CASE("apps: ./linearize runs both stages end to end; ./generate and ./eval read its export", "[apps]") {
+  const std::string out = kWork + "/full";
+  fresh(out);
+  Result r = run("linearize", linearize_args(out, 2, 2, "--eval-every 1"));
+  REQUIRE(r.rc == 0);
+  for (const char* f : {"config.ini", "log.jsonl", "stage1.ckpt", "stage2.ckpt", "stage1_params.safetensors",
+                        "stage1_loss.svg", "stage2_loss.svg", "attention_mse_per_layer.svg", "summary.json",
+                        "lolcats_params.safetensors"}) {
+    INFO(f);
+    CHECK(exists(out + "/" + f));
+    CHECK_FALSE(exists(out + "/" + f + ".tmp"));
+  }
+  CHECK(r.out.find("after stage 2 (LoRA)") != std::string::npos);
+
+  json s = read_json(out + "/summary.json");
+  for (const char* key : {"teacher_val_ppl", "stage1_val_ppl", "stage2_val_ppl", "attn_mse_init", "attn_mse_final",
+                          "tokens_stage1", "tokens_stage2", "seconds", "attn_mse_per_layer_init",
+                          "attn_mse_per_layer_final", "sample_prompt", "sample_teacher", "sample_linearized",
+                          "run_folder"}) {
+    INFO(key);
+    CHECK(s.contains(key));
+  }
+  CHECK(s["tokens_stage1"] == 2 * 160);
+  CHECK(s["tokens_stage2"] == 2 * 160);
+  CHECK(s["attn_mse_per_layer_final"].size() == 2);
+  for (const char* key : {"teacher_val_ppl", "stage1_val_ppl", "stage2_val_ppl"}) {
+    INFO(key);
+    CHECK(std::isfinite(s[key].get<double>()));
+    CHECK(s[key].get<double>() > 1.0);
+  }
+  // The log: every step and every evaluation of both stages.
+  std::vector<json> lines = log_lines(out);
+  CHECK(lines.size() == 8);
+  for (const char* stage : {"stage1", "stage2"})
+    for (int step : {1, 2}) {
+      INFO(stage << " step " << step);
+      CHECK(std::isfinite(logged_loss(lines, stage, step)));
+    }
+
+  // The export: reference names and the LoRA, with the metadata that rebuilds the model.
+  const std::string exported = out + "/lolcats_params.safetensors";
+  {
+    SafeTensorsFile f(exported);
+    CHECK(f.metadata().at("feature_map") == "hedgehog");
+    CHECK(f.metadata().at("lora") == "separate");
+    CHECK(f.metadata().at("lora_rank") == "8");
+    CHECK(f.has("model.layers.1.self_attn.feature_map_k.mlp.layer"));
+    CHECK(f.has("model.layers.1.self_attn.o_proj.lora_B.weight"));
+  }
+
+  // ./eval of the export measures what ./linearize measured after stage 2 (same chunks), and of
+  // the base model what it measured for the teacher.
+  Result e = run("eval", "--linearized " + exported + eval_args());
+  REQUIRE(e.rc == 0);
+  json ej = json::parse(e.out);
+  CHECK(ej["chunks"] == 2);
+  CHECK(ej["val_ppl"].get<double>() == Approx(s["stage2_val_ppl"].get<double>()).epsilon(1e-6));
+  Result t = run("eval", "--model " + model_dir() + eval_args());
+  REQUIRE(t.rc == 0);
+  CHECK(json::parse(t.out)["val_ppl"].get<double>() == Approx(s["teacher_val_ppl"].get<double>()).epsilon(1e-6));
+
+  // ./generate of the export continues the sample prompt as ./linearize's own sample did
+  // (greedy, recurrent exact decoding, 8 tokens).
+  Result g = run("generate", "--linearized " + exported + " --raw --max-new-tokens 8",
+                 s["sample_prompt"].get<std::string>());
+  REQUIRE(g.rc == 0);
+  CHECK(g.out == s["sample_linearized"].get<std::string>() + "\n");
+  CHECK(g.err.find("8 new tokens") != std::string::npos);
+}
+
+TEST_CASE("apps: ./generate continues a prompt as transformers does", "[apps]") {
+  const SafeTensorsFile& f = lolcats_test::fixture("ref_apps");
+  std::string prompt, want;
+  for (double c : f.load_f64("prompt_utf8")) prompt += char(int(c));
+  for (double c : f.load_f64("greedy_text_utf8")) want += char(int(c));
+  const int n = int(f.load_f64("greedy_ids").size());
+  Result g = run("generate", "--model " + model_dir() + " --raw --max-new-tokens " + std::to_string(n) +
+                                 " --prompt \"" + prompt + "\"");
+  REQUIRE(g.rc == 0);
+  CHECK(g.out == want + "\n");
+}
+
+TEST_CASE("apps: ./linearize killed mid-stage resumes to the same losses; more steps extend a finished stage",
+          "[apps]") {
+  const std::string whole = kWork + "/whole", killed = kWork + "/killed";
+  fresh(whole);
+  fresh(killed);
+  const std::string args = "--eval-every 2";
+  REQUIRE(run("linearize", linearize_args(whole, 4, 2, args)).rc == 0);
+
+  // Killed after its third optimizer step: the last checkpoint is the one of step 2.
+  Result k = run("linearize", linearize_args(killed, 4, 2, args + " --kill-after-steps 3"));
+  CHECK(k.rc == 137);
+  CHECK(exists(killed + "/stage1.ckpt"));
+  CHECK_FALSE(exists(killed + "/summary.json"));
+  Result res = run("linearize", linearize_args(killed, 4, 2, args + " --resume"));
+  REQUIRE(res.rc == 0);
+  CHECK(res.err.find("resumed from " + killed + "/stage1.ckpt at step 2") != std::string::npos);
+  // Bit for bit the run that was never stopped: every step's loss, and the final measurements.
+  std::vector<json> a = log_lines(whole), b = log_lines(killed);
+  for (auto [stage, steps] : {std::pair<const char*, int>{"stage1", 4}, {"stage2", 2}})
+    for (int step = 1; step <= steps; step++) {
+      INFO(stage << " step " << step);
+      CHECK(logged_loss(b, stage, step) == logged_loss(a, stage, step));
+    }
+  json sa = read_json(whole + "/summary.json"), sb = read_json(killed + "/summary.json");
+  for (const char* key : {"stage1_val_ppl", "stage2_val_ppl", "attn_mse_final", "tokens_stage1", "tokens_stage2",
+                          "sample_linearized"}) {
+    INFO(key);
+    CHECK(sb[key] == sa[key]);
+  }
+
+  // A larger --stage1-steps continues the finished stage 1 from its checkpoint; stage 2, whose
+  // LoRA was trained on the old feature maps, starts again.
+  Result ext = run("linearize", linearize_args(killed, 6, 2, args + " --resume"));
+  REQUIRE(ext.rc == 0);
+  CHECK(ext.err.find("resumed from " + killed + "/stage1.ckpt at step 4") != std::string::npos);
+  CHECK(ext.err.find("[stage2] starting afresh") != std::string::npos);
+  json se = read_json(killed + "/summary.json");
+  CHECK(se["tokens_stage1"] == 6 * 160);
+  CHECK(se["tokens_stage2"] == 2 * 160);
+  std::vector<json> c = log_lines(killed);
+  CHECK(std::isfinite(logged_loss(c, "stage1", 6)));
+  CHECK(logged_loss(c, "stage1", 4) == logged_loss(a, "stage1", 4));
+}
