@@ -1,0 +1,155 @@
+// cuda/attention.cu against its CPU twin (tensor/attention.h, run in double on the very values the
+// kernels see), forward and backward, for f32 and bf16 storage, GQA and plain heads, both supported
+// head sizes, under every emulated thread order; results must also be bit-identical run to run.
+#ifdef LOLCATS_CUDA
+#include <cstring>
+
+#include "cuda/attention.h"
+#include "tensor/attention.h"
+#include "tests/cuda_helpers.h"
+
+using namespace lolcats_test;
+namespace cu = lolcats::cuda;
+
+namespace {
+
+template <typename T>
+T* dev(const DeviceBuffer& b) {
+  if constexpr (std::is_same_v<T, float>) return b.f32();
+  else return b.bf16();
+}
+
+std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+struct Shape {
+  int B, T, H, Hkv, D;
+};
+
+// The device's buffers of one case: inputs, then outputs (pre-filled with NaN before each run, so
+// that a value the kernels fail to write cannot pass).
+struct Buffers {
+  DeviceBuffer q, k, v, dy, y, lse, dq, dk, dv;
+  Buffers(const Shape& s, Storage st, const std::vector<float>& hq, const std::vector<float>& hk,
+          const std::vector<float>& hv, const std::vector<float>& hdy)
+      : q(hq, st), k(hk, st), v(hv, st), dy(hdy, st), y(hq.size(), st),
+        lse(size_t(s.B) * s.H * s.T, Storage::f32), dq(hq.size(), st), dk(hk.size(), st),
+        dv(hk.size(), st) {}
+};
+
+struct Outputs {
+  std::vector<float> y, lse, dq, dk, dv;
+  bool operator==(const Outputs& o) const {  // bit-identical (NaN-safe)
+    auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+      return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    };
+    return same(y, o.y) && same(lse, o.lse) && same(dq, o.dq) && same(dk, o.dk) && same(dv, o.dv);
+  }
+};
+
+// Forward, then backward from the forward's own y and lse (as training runs them).
+Outputs run(const Shape& s, Storage st, Buffers& b) {
+  const size_t nq = size_t(s.B) * s.T * s.H * s.D, nkv = size_t(s.B) * s.T * s.Hkv * s.D;
+  const float nan = std::nanf("");
+  for (DeviceBuffer* out : {&b.y, &b.dq}) out->upload(std::vector<float>(nq, nan));
+  for (DeviceBuffer* out : {&b.dk, &b.dv}) out->upload(std::vector<float>(nkv, nan));
+  b.lse.upload(std::vector<float>(size_t(s.B) * s.H * s.T, nan));
+  auto go = [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    cu::attention_forward(dev<T>(b.y), b.lse.f32(), dev<T>(b.q), dev<T>(b.k), dev<T>(b.v), s.B,
+                          s.T, s.H, s.Hkv, s.D, nullptr);
+    cu::attention_backward(dev<T>(b.dq), dev<T>(b.dk), dev<T>(b.dv), dev<T>(b.dy), dev<T>(b.y),
+                           b.lse.f32(), dev<T>(b.q), dev<T>(b.k), dev<T>(b.v), s.B, s.T, s.H,
+                           s.Hkv, s.D, nullptr);
+  };
+  if (st == Storage::f32) go(static_cast<float*>(nullptr));
+  else go(static_cast<cu::bf16*>(nullptr));
+  return {b.y.download(), b.lse.download(), b.dq.download(), b.dk.download(), b.dv.download()};
+}
+
+void check_case(const Shape& s, Storage st) {
+  INFO(storage_name(st) << " B=" << s.B << " T=" << s.T << " H=" << s.H << " Hkv=" << s.Hkv
+                        << " D=" << s.D);
+  std::mt19937 rng(uint32_t(s.T * 1000 + s.H * 100 + s.D + int(st)));
+  const size_t nq = size_t(s.B) * s.T * s.H * s.D, nkv = size_t(s.B) * s.T * s.Hkv * s.D;
+  // Queries at 1.5x: scores of standard deviation 1.5, so the running max moves between key tiles.
+  std::vector<float> q = rounded(random_vector(nq, rng, 1.5f), st);
+  std::vector<float> k = rounded(random_vector(nkv, rng), st);
+  std::vector<float> v = rounded(random_vector(nkv, rng), st);
+  std::vector<float> dy = rounded(random_vector(nq, rng), st);
+  std::vector<double> qd = to_double(q), kd = to_double(k), vd = to_double(v), dyd = to_double(dy);
+  std::vector<double> y_want(nq), lse_want(size_t(s.B) * s.H * s.T);
+  lolcats::attention_forward<double>(y_want.data(), lse_want.data(), qd.data(), kd.data(), vd.data(),
+                                     s.B, s.T, s.H, s.Hkv, s.D);
+
+  // Tolerances. y and the gradients are sums of up to T terms of size ~1 (products of D-term f32
+  // dot products and f32 exp): f32 arithmetic leaves a few 1e-6 (measured: 2e-6 on y, 4e-6 on the
+  // gradients, which also cancel in dp - delta), allowed 1e-5 and 2e-5, absolute and relative.
+  // bf16 storage adds the output's rounding to 8 significant bits: up to 2^-8 = 3.9e-3 relative.
+  // lse is f32 in both storages, the log of an f32 sum: 1e-5 absolute (measured 2e-6).
+  const bool f32 = st == Storage::f32;
+  const double rtol_y = f32 ? 1e-5 : 3.91e-3 + 1e-5, rtol_g = f32 ? 2e-5 : 3.91e-3 + 2e-5;
+  const double atol_y = 1e-5, atol_g = 2e-5, atol_lse = 1e-5;
+
+  Buffers b(s, st, q, k, v, dy);
+  Outputs first;
+  bool have_first = false;
+  for_each_thread_order([&] {
+    Outputs got = run(s, st, b);
+    check_close(got.y, y_want, atol_y, rtol_y, "y");
+    check_close(got.lse, lse_want, atol_lse, 0, "lse");
+    // The backward's reference is the CPU twin on the y and lse the kernels produced (bf16-rounded
+    // y as the kernels read it), so that only the backward kernels' own arithmetic is measured.
+    std::vector<double> yd = to_double(got.y), lsed = to_double(got.lse);
+    std::vector<double> dq_want(nq), dk_want(nkv), dv_want(nkv);
+    lolcats::attention_backward<double>(dq_want.data(), dk_want.data(), dv_want.data(), dyd.data(),
+                                        yd.data(), lsed.data(), qd.data(), kd.data(), vd.data(), s.B,
+                                        s.T, s.H, s.Hkv, s.D);
+    check_close(got.dq, dq_want, atol_g, rtol_g, "dq");
+    check_close(got.dk, dk_want, atol_g, rtol_g, "dk");
+    check_close(got.dv, dv_want, atol_g, rtol_g, "dv");
+    // Deterministic: every thread order (and, on a GPU, a second run) gives the same bits.
+    if (!have_first) {
+      first = got, have_first = true;
+#ifndef LOLCATS_CUDA_EMU
+      CHECK(run(s, st, b) == first);
+#endif
+    } else {
+      CHECK(got == first);
+    }
+  });
+}
+
+// T: a single token, two, a partial tile, one full tile, one row past it, and three tiles with a
+// partial last one (130 = 2 * 64 + 2); all with B = 2 and both head layouts.
+const int kLengths[] = {1, 2, 17, 64, 65, 130};
+
+void check_all(Storage st) {
+  for (int D : {64, 128})
+    for (auto [H, Hkv] : {std::pair{4, 2}, std::pair{3, 3}})
+      for (int T : kLengths) check_case({2, T, H, Hkv, D}, st);
+}
+
+}  // namespace
+
+TEST_CASE("cuda attention forward and backward match the CPU twin (f32)", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  check_all(Storage::f32);
+}
+
+TEST_CASE("cuda attention forward and backward match the CPU twin (bf16)", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  check_all(Storage::bf16);
+}
+
+TEST_CASE("cuda attention refuses head sizes other than 64 and 128, naming D", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  DeviceBuffer q(size_t(96), Storage::f32), lse(size_t(1), Storage::f32);
+  REQUIRE_THROWS_WITH(cu::attention_forward(q.f32(), lse.f32(), q.f32(), q.f32(), q.f32(), 1, 1, 1,
+                                            1, 96, nullptr),
+                      Catch::Contains("head size D = 96"));
+  REQUIRE_THROWS_WITH(cu::attention_backward(q.f32(), q.f32(), q.f32(), q.f32(), q.f32(), lse.f32(),
+                                             q.f32(), q.f32(), q.f32(), 1, 1, 1, 1, 32, nullptr),
+                      Catch::Contains("head size D = 32"));
+}
+
+#endif  // LOLCATS_CUDA
