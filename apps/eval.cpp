@@ -39,10 +39,13 @@ int main(int argc, char** argv) {
     AlpacaOptions ao;
     ao.T = seq_len;
     ao.val_rows = val_rows;
+    ao.need_train = false;  // a file of validation rows only is a valid evaluation set
     AlpacaData data = load_alpaca(data_path, tok, ao);
     std::function<Var(const Tensor&)> forward = [&](const Tensor& ids) {
       return m.model ? m.model->forward(ids) : m.base->forward(ids);
     };
+    ENSURE(data.val.count() > 0, "%s: its first %d rows fill no chunk of %d tokens: lower --seq-len or raise --val-rows",
+           data_path.c_str(), val_rows, seq_len);
     int64_t n = chunks > 0 ? std::min<int64_t>(chunks, data.val.count()) : data.val.count();
     std::fprintf(stderr, "evaluating %lld validation chunks of %d tokens\n", (long long)n, seq_len);
     double loss = evaluate(data.val, int(n), next_token_loss(forward));

@@ -156,11 +156,15 @@ int main(int argc, char** argv) {
   set_num_threads(o.threads);
   const double t_start = now();
   try {
+    const std::string stage1_params = o.out + "/stage1_params.safetensors";
+    // Stage 2 trains LoRA on top of trained feature maps: without them it would quietly train on
+    // untrained ones (that ablation is --no-attention-transfer).
+    ENSURE(o.stage != "2" || o.no_transfer || exists(stage1_params),
+           "--stage 2 needs the stage-1 parameters %s, which do not exist: run --stage 1 (or all) with "
+           "--out %s first, or pass --no-attention-transfer for LoRA on untrained feature maps",
+           stage1_params.c_str(), o.out.c_str());
     make_dirs(o.out);
-    {
-      std::ofstream cfg(o.out + "/config.ini");
-      cfg << app.config_to_str(true, true);
-    }
+    write_file_atomic(o.out + "/config.ini", app.config_to_str(true, true));
     std::ofstream log_file(o.out + "/log.jsonl", o.resume ? std::ios::app : std::ios::trunc);
     int64_t steps_done = 0;
     auto log = [&](const std::string& line) {
@@ -226,7 +230,6 @@ int main(int argc, char** argv) {
       return s;
     };
     // ---- stage 1 ----------------------------------------------------------------------------------
-    const std::string stage1_params = o.out + "/stage1_params.safetensors";
     summary["tokens_stage1"] = 0;
     bool stage1_trained = false;  // in this process: a stage-2 checkpoint from before is stale
     if (o.stage != "2" && !o.no_transfer) {
@@ -263,7 +266,6 @@ int main(int argc, char** argv) {
 
     // ---- stage 2 ----------------------------------------------------------------------------------
     summary["tokens_stage2"] = 0;
-    summary["stage2_val_ppl"] = summary["stage1_val_ppl"];
     if (o.stage != "1") {
       auto lora = base->add_lora(o.lora_rank, o.lora_alpha, o.lora_targets, uint64_t(o.seed));
       StageConfig s2cfg = stage_cfg("stage2", o.lr2, o.steps2);
@@ -292,7 +294,8 @@ int main(int argc, char** argv) {
     std::printf("\n%-34s %12s\n", "", "value");
     std::printf("%-34s %12.3f\n", "teacher validation perplexity", summary["teacher_val_ppl"].get<double>());
     std::printf("%-34s %12.3f\n", "after stage 1 (attention transfer)", summary["stage1_val_ppl"].get<double>());
-    std::printf("%-34s %12.3f\n", "after stage 2 (LoRA)", summary["stage2_val_ppl"].get<double>());
+    if (summary.contains("stage2_val_ppl"))
+      std::printf("%-34s %12.3f\n", "after stage 2 (LoRA)", summary["stage2_val_ppl"].get<double>());
     std::printf("%-34s %12.4f\n", "attention MSE x1000, initial", summary["attn_mse_init"].get<double>());
     std::printf("%-34s %12.4f\n", "attention MSE x1000, final", summary["attn_mse_final"].get<double>());
     std::printf("\nprompt: Give three tips for staying healthy.\n  teacher:    %s\n  linearized: %s\n",

@@ -276,7 +276,8 @@ AlpacaData load_alpaca(const std::string& path, const Tokenizer& tok, const Alpa
   } else {
     std::vector<AlpacaRecord> records = parse_alpaca(decompress_if_zstd(std::move(bytes), path), path);
     d.n_records = int64_t(records.size());
-    ENSURE(d.n_records > opt.val_rows, "%s: %lld records, but %d are set aside for validation: nothing left to train on",
+    ENSURE(!opt.need_train || d.n_records > opt.val_rows,
+           "%s: %lld records, but %d are set aside for validation: nothing left to train on",
            path.c_str(), (long long)d.n_records, opt.val_rows);
     if (opt.verbose) std::fprintf(stderr, "alpaca: %s: %lld records\n", path.c_str(), (long long)d.n_records);
     std::vector<TokenizedExample> examples = tokenize_examples(tok, records, opt.verbose);
@@ -292,6 +293,9 @@ AlpacaData load_alpaca(const std::string& path, const Tokenizer& tok, const Alpa
       }
     }
   }
+  ENSURE(!opt.need_train || d.train.count() > 0,
+         "%s: the rows after the first %d (validation) fill no chunk of %d tokens: nothing left to train on",
+         path.c_str(), opt.val_rows, opt.T);
   if (opt.max_train_chunks > 0 && d.train.count() > opt.max_train_chunks) {
     d.train.inputs.resize(size_t(opt.max_train_chunks) * opt.T);
     d.train.targets.resize(size_t(opt.max_train_chunks) * opt.T);

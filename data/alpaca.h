@@ -82,6 +82,7 @@ struct AlpacaOptions {
   int64_t max_train_chunks = 0;             // keep only the first N shuffled chunks (0: all)
   std::string cache_dir = ".cache/tokens";  // "" disables the token cache
   bool verbose = true;                      // progress and a summary on stderr
+  bool need_train = true;                   // false (evaluation): a file of validation rows only is fine
 };
 
 struct AlpacaData {

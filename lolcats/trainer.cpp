@@ -33,6 +33,23 @@ bool exists(const std::string& p) {
 
 void copy_values(const Tensor& dst, const Tensor& src) { std::memcpy(dst.data(), src.data(), src.nbytes()); }
 
+// The counters a checkpoint records (JSON in its metadata), every one checked: a damaged file is
+// one error that names it, not a JSON library's message without a file.
+nlohmann::json checkpoint_record(const SafeTensorsFile& f) {
+  auto it = f.metadata().find("lolcats_checkpoint");
+  ENSURE(it != f.metadata().end(), "%s is not a training checkpoint (no lolcats_checkpoint record)",
+         f.path().c_str());
+  nlohmann::json m = nlohmann::json::parse(it->second, nullptr, false);
+  ENSURE(m.is_object(), "%s: the checkpoint record is not a JSON object (damaged file?)", f.path().c_str());
+  for (const char* key : {"step", "adam_steps", "plateau_bad", "plateau_cooldown", "best_step", "tokens"})
+    ENSURE(m.contains(key) && m[key].is_number_integer(), "%s: the checkpoint record has no integer \"%s\"",
+           f.path().c_str(), key);
+  for (const char* key : {"lr", "plateau_best", "best_val", "seconds"})
+    ENSURE(m.contains(key) && m[key].is_number(), "%s: the checkpoint record has no number \"%s\"",
+           f.path().c_str(), key);
+  return m;
+}
+
 // Everything needed to continue: parameters, AdamW moments, the best parameters so far, and the
 // counters (in the metadata).
 struct Checkpoint {
@@ -58,8 +75,7 @@ struct Checkpoint {
   static int64_t load(const std::string& path, const std::vector<std::pair<std::string, Var>>& params,
                       AdamW& opt, std::vector<Tensor>& best, ReduceLROnPlateau& sched, StageLog& log) {
     SafeTensorsFile f(path);
-    auto it = f.metadata().find("lolcats_checkpoint");
-    ENSURE(it != f.metadata().end(), "%s is not a training checkpoint", path.c_str());
+    const nlohmann::json m = checkpoint_record(f);
     for (size_t i = 0; i < params.size(); i++) {
       const std::string& n = params[i].first;
       for (auto [prefix, dst] : {std::pair<std::string, Tensor>{"param.", params[i].second->value},
@@ -67,7 +83,6 @@ struct Checkpoint {
         f.load_into(prefix + n, dst);
       }
     }
-    auto m = nlohmann::json::parse(it->second);
     opt.set_steps(m["adam_steps"].get<int64_t>());
     sched.restore({m["lr"].get<double>(), m["plateau_best"].get<double>(), m["plateau_bad"].get<int>(),
                    m["plateau_cooldown"].get<int>()});
@@ -85,9 +100,7 @@ struct Checkpoint {
 CheckpointInfo checkpoint_info(const std::string& path) {
   if (!exists(path)) return {};
   SafeTensorsFile f(path);
-  auto it = f.metadata().find("lolcats_checkpoint");
-  ENSURE(it != f.metadata().end(), "%s is not a training checkpoint", path.c_str());
-  auto m = nlohmann::json::parse(it->second);
+  const nlohmann::json m = checkpoint_record(f);
   return {m["step"].get<int64_t>(), m["tokens"].get<int64_t>(), m["seconds"].get<double>()};
 }
 

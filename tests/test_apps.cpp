@@ -218,3 +218,95 @@ TEST_CASE("apps: ./linearize killed mid-stage resumes to the same losses; more s
   CHECK(std::isfinite(logged_loss(c, "stage1", 6)));
   CHECK(logged_loss(c, "stage1", 4) == logged_loss(a, "stage1", 4));
 }
+
+TEST_CASE("apps: ./linearize --stage 2 without stage-1 parameters stops and names the file", "[apps][errors]") {
+  const std::string out = kWork + "/no_stage1";
+  fresh(out);
+  Result r = run("linearize", linearize_args(out, 1, 1, "--stage 2"));
+  CHECK(r.rc == 1);
+  CHECK(r.err.find(out + "/stage1_params.safetensors, which do not exist") != std::string::npos);
+  CHECK_FALSE(exists(out + "/log.jsonl"));  // stopped before any work
+}
+
+TEST_CASE("apps: --stage 1 reports no stage 2; --stage 2 then continues from its parameters", "[apps][errors]") {
+  const std::string out = kWork + "/stages";
+  fresh(out);
+  Result r1 = run("linearize", linearize_args(out, 1, 1, "--stage 1"));
+  REQUIRE(r1.rc == 0);
+  CHECK(r1.out.find("after stage 1") != std::string::npos);
+  CHECK(r1.out.find("after stage 2") == std::string::npos);
+  json s1 = read_json(out + "/summary.json");
+  CHECK_FALSE(s1.contains("stage2_val_ppl"));
+  CHECK(s1["tokens_stage2"] == 0);
+  CHECK(SafeTensorsFile(out + "/lolcats_params.safetensors").metadata().at("lora") == "none");
+
+  Result r2 = run("linearize", linearize_args(out, 1, 1, "--stage 2"));
+  REQUIRE(r2.rc == 0);
+  CHECK(r2.out.find("after stage 2") != std::string::npos);
+  json s2 = read_json(out + "/summary.json");
+  CHECK(s2["stage1_val_ppl"] == s1["stage1_val_ppl"]);  // the same stage-1 parameters, loaded
+  CHECK(s2["tokens_stage1"] == 160);
+  CHECK(s2["tokens_stage2"] == 160);
+}
+
+TEST_CASE("apps: config.ini is written to a temporary name and renamed", "[apps][errors]") {
+  // A symlink at config.ini tells the two apart: writing in place goes through the link and
+  // changes its target; a rename replaces the link and leaves the target alone.
+  const std::string out = kWork + "/config";
+  fresh(out);
+  std::system(("mkdir -p " + out).c_str());
+  write_text(kWork + "/config_target.ini", "untouched\n");
+  REQUIRE(symlink("../config_target.ini", (out + "/config.ini").c_str()) == 0);
+  REQUIRE(run("linearize", linearize_args(out, 1, 1, "--stage 1")).rc == 0);
+  CHECK(read_text(kWork + "/config_target.ini") == "untouched\n");
+  struct stat st;
+  REQUIRE(lstat((out + "/config.ini").c_str(), &st) == 0);
+  CHECK(S_ISREG(st.st_mode));
+  CHECK(read_text(out + "/config.ini").find("stage1-steps=1") != std::string::npos);
+  CHECK_FALSE(exists(out + "/config.ini.tmp"));
+}
+
+TEST_CASE("apps: a damaged checkpoint is one error that names the file", "[apps][errors]") {
+  const std::string out = kWork + "/damaged", ckpt = out + "/stage1.ckpt";
+  fresh(out);
+  REQUIRE(run("linearize", linearize_args(out, 1, 1, "--stage 1")).rc == 0);
+  const std::string good = read_text(ckpt);
+  REQUIRE(good.size() > 1000);
+  const std::string resume = linearize_args(out, 2, 1, "--stage 1 --resume");
+
+  write_text(ckpt, good.substr(0, good.size() / 2));  // cut short, as by a full disk
+  Result r = run("linearize", resume);
+  CHECK(r.rc == 1);
+  CHECK(r.err.find(ckpt) != std::string::npos);
+
+  // A well-formed file whose training record is damaged or incomplete.
+  save_safetensors(ckpt, {}, {{"lolcats_checkpoint", "{\"step\": 1, \"tok"}});
+  r = run("linearize", resume);
+  CHECK(r.rc == 1);
+  CHECK(r.err.find(ckpt + ": the checkpoint record is not a JSON object") != std::string::npos);
+  save_safetensors(ckpt, {}, {{"lolcats_checkpoint", "{\"step\": 1, \"seconds\": 2.0}"}});
+  r = run("linearize", resume);
+  CHECK(r.rc == 1);
+  CHECK(r.err.find(ckpt + ": the checkpoint record has no integer") != std::string::npos);
+}
+
+TEST_CASE("apps: ./eval evaluates a file whose rows are all validation rows", "[apps][errors]") {
+  // The first 6 records: fewer than --val-rows (200 by default), so every row is validation.
+  std::istringstream all(read_text(data_file()));
+  std::string small, line;
+  for (int i = 0; i < 6 && std::getline(all, line); i++) small += line + "\n";
+  const std::string path = kWork + "/six_rows.jsonl";
+  std::system(("mkdir -p " + kWork).c_str());
+  write_text(path, small);
+  Result e = run("eval", "--model " + model_dir() + " --data " + path + " --seq-len 160");
+  REQUIRE(e.rc == 0);
+  json j = json::parse(e.out);
+  CHECK(j["chunks"].get<int>() >= 3);
+  CHECK(std::isfinite(j["val_ppl"].get<double>()));
+  // Training on it is what has nothing to work with, and says so.
+  Result l = run("linearize", "--model " + model_dir() + " --data " + path + " --out " + kWork +
+                                  "/six_rows --seq-len 160 --stage1-steps 1 --stage2-steps 1");
+  CHECK(l.rc == 1);
+  CHECK(l.err.find(path + ": ") != std::string::npos);
+  CHECK(l.err.find("nothing left to train on") != std::string::npos);
+}
