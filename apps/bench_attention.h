@@ -80,7 +80,7 @@ inline double tensor_bytes(const Config& c, bool hybrid, int64_t T) {
   return 4.0 * (qd + 2 * kd              // q, k, v
                 + 2 * w + c.H            // Wq, Wk, window logits
                 + 2 * phi                // phi_q, phi_k
-                + qd + 2 * T * c.H       // y, Z, m
+                + qd + T * c.H           // y, Z
                 + qd                     // dy
                 + qd + 2 * kd            // dq, dk, dv
                 + 2 * phi                // dphi_q, dphi_k
@@ -162,7 +162,7 @@ inline ChildResult run_hybrid(const Config& c, int T) {
   const int64_t qd = int64_t(T) * c.H * c.D, kd = int64_t(T) * c.Hkv * c.D;
   const int64_t phi = int64_t(T) * c.H * F, w = int64_t(c.H) * c.D * c.Fh;
   std::vector<float> q(qd), k(kd), v(kd), Wq(w), Wk(w), wlogit(c.H, -2.1972f);
-  std::vector<float> phiq(phi), phik(phi), y(qd), Z(int64_t(T) * c.H), m(int64_t(T) * c.H);
+  std::vector<float> phiq(phi), phik(phi), y(qd), Z(int64_t(T) * c.H);
   std::vector<float> dy(qd), dq(qd), dk(kd), dv(kd), dphiq(phi), dphik(phi), dq_map(qd),
       dk_map(kd), dWq(w), dWk(w), dwlogit(c.H);
   fill_uniform(q, 1, 1.0f), fill_uniform(k, 2, 1.0f), fill_uniform(v, 3, 1.0f);
@@ -175,12 +175,12 @@ inline ChildResult run_hybrid(const Config& c, int T) {
     lolcats::hedgehog_forward(phiq.data(), q.data(), Wq.data(), 1, T, c.H, c.H, c.D, c.Fh);
     lolcats::hedgehog_forward(phik.data(), k.data(), Wk.data(), 1, T, c.H, c.Hkv, c.D, c.Fh);
     double t1 = now_s();
-    lolcats::hybrid_attention_forward(y.data(), Z.data(), m.data(), q.data(), k.data(), v.data(),
+    lolcats::hybrid_attention_forward(y.data(), Z.data(), q.data(), k.data(), v.data(),
                                       phiq.data(), phik.data(), wlogit.data(), 1, T, c.H, c.Hkv,
                                       c.D, F, var);
     double t2 = now_s(), fwd = t2 - t0;
     lolcats::hybrid_attention_backward(dq.data(), dk.data(), dv.data(), dphiq.data(), dphik.data(),
-                                       dwlogit.data(), dy.data(), y.data(), Z.data(), m.data(),
+                                       dwlogit.data(), dy.data(), y.data(), Z.data(),
                                        q.data(), k.data(), v.data(), phiq.data(), phik.data(),
                                        wlogit.data(), 1, T, c.H, c.Hkv, c.D, F, var);
     double t3 = now_s();

@@ -37,6 +37,7 @@ struct Options {
   std::string out = "runs/default";
   std::string stage = "all";
   std::string attention = "terrace";
+  std::string feature_map = "hedgehog";
   bool no_transfer = false, resume = false;
   int threads = 0, seq_len = 512, seed = 0, val_rows = 200;
   // stage 1 (LOLCATS.md 3)
@@ -123,6 +124,9 @@ int main(int argc, char** argv) {
   app.add_option("--stage", o.stage, "1, 2 or all")->check(CLI::IsMember({"1", "2", "all"}))->capture_default_str();
   app.add_option("--attention", o.attention, "terrace, sw or linear")
       ->check(CLI::IsMember({"terrace", "sw", "linear"}))->capture_default_str();
+  app.add_option("--feature-map", o.feature_map,
+                 "hedgehog (the paper's) or t2r (ablation baseline: relu(x W + b), F = D)")
+      ->check(CLI::IsMember({"hedgehog", "t2r"}))->capture_default_str();
   app.add_flag("--no-attention-transfer", o.no_transfer, "ablation: skip stage 1 (swap + LoRA only)");
   app.add_flag("--resume", o.resume,
                "continue from the run folder's checkpoints (more --stage1/2-steps extends a finished stage)");
@@ -146,7 +150,7 @@ int main(int argc, char** argv) {
   app.add_option("--plateau-factor", o.plateau_factor, "ReduceLROnPlateau factor")->capture_default_str();
   app.add_option("--plateau-patience", o.patience, "ReduceLROnPlateau patience")->capture_default_str();
   app.add_option("--min-lr", o.min_lr, "ReduceLROnPlateau minimum lr")->capture_default_str();
-  app.add_option("--feature-dim", o.feature_half, "Hedgehog features per softmax (Fh; F = 2 Fh)")->capture_default_str();
+  app.add_option("--feature-dim", o.feature_half, "Hedgehog features per softmax (Fh; F = 2 Fh); T2R uses F = D")->capture_default_str();
   app.add_option("--softmax-layers", o.softmax_layers, "layers kept as softmax attention");
   app.add_option("--sample-tokens", o.sample_tokens, "tokens of the sample generations")->capture_default_str();
   app.add_option("--kill-after-steps", o.kill_after,
@@ -190,6 +194,7 @@ int main(int argc, char** argv) {
 
     LolcatsConfig lc;
     lc.variant = parse_variant(o.attention);
+    lc.feature_map = parse_feature_map(o.feature_map);
     lc.feature_half = o.feature_half;
     lc.softmax_layers = o.softmax_layers;
     LolcatsModel model(*base, lc);

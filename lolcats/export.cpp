@@ -113,7 +113,7 @@ void export_linearized(const std::string& path, const LolcatsModel& model, LoraE
   std::map<std::string, std::string> metadata = {
       {"format", "pt"},
       {"lolcats_variant", variant_name(model.cfg.variant)},
-      {"feature_map", "hedgehog"},
+      {"feature_map", feature_map_name(model.cfg.feature_map)},
       {"feature_half", std::to_string(model.Fh)},
       {"softmax_layers", join(softmax)},
       {"base_model", base_model},
@@ -147,6 +147,7 @@ LinearizedModel load_linearized(const std::string& path, const std::string& base
 
   LolcatsConfig cfg;
   cfg.variant = parse_variant(meta(f, "lolcats_variant"));
+  cfg.feature_map = parse_feature_map(meta(f, "feature_map"));
   cfg.feature_half = meta_int(f, "feature_half");
   for (const std::string& l : split(meta(f, "softmax_layers"))) cfg.softmax_layers.push_back(parse_count(f, "softmax_layers", l));
 

@@ -1,8 +1,9 @@
 // The artifact of ./linearize, and loading it back (for ./generate and ./eval).
 //
 // One safetensors file in the reference implementation's names:
-//   model.layers.{i}.self_attn.feature_map_q.mlp.layer   (H, D, Fh)      always
-//   model.layers.{i}.self_attn.feature_map_k.mlp.layer   (H, D, Fh)      always
+//   model.layers.{i}.self_attn.feature_map_q.mlp.layer   (H, D, Fh)      always (T2R: (H, D, F))
+//   model.layers.{i}.self_attn.feature_map_k.mlp.layer   (H, D, Fh)      always (T2R: (H, D, F))
+//   model.layers.{i}.self_attn.feature_map_{q,k}.mlp.bias (H, F)         T2R only
 //   model.layers.{i}.self_attn.window_factors            (1, H, 1, 1)    always
 // and, when stage 2 ran, the LoRA in one of two forms:
 //   separate: model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight  (peft names; small file,
@@ -10,8 +11,9 @@
 //   merged:   every weight of the model in Hugging Face names, with W + (alpha / r) B A in place of
 //             each adapted projection (the whole final model; no LoRA left)
 // The metadata records how to rebuild the model: the base checkpoint (config and tokenizer come
-// from it), the attention variant, Fh, the layers kept as softmax, the LoRA form, rank, alpha and
-// targets, and the base's config summary, which must match on load.
+// from it), the attention variant, the feature map (hedgehog or t2r), Fh, the layers kept as
+// softmax, the LoRA form, rank, alpha and targets, and the base's config summary, which must
+// match on load.
 #pragma once
 #include <memory>
 #include <string>

@@ -18,6 +18,14 @@ void check_heads(int H, int Hx) {
 
 }  // namespace
 
+FeatureMapKind parse_feature_map(const std::string& name) {
+  if (name == "hedgehog") return FeatureMapKind::hedgehog;
+  if (name == "t2r") return FeatureMapKind::t2r;
+  fail(__FILE__, __LINE__, "unknown feature map \"" + name + "\" (hedgehog or t2r)");
+}
+
+const char* feature_map_name(FeatureMapKind k) { return k == FeatureMapKind::t2r ? "t2r" : "hedgehog"; }
+
 // The projections z = x W[h] and their backward are matrix products per head, so they go through
 // matmul (Eigen's GEMM) on contiguous per-head copies: xg (Hx, rows, D) gathered from x (rows, Hx, D)
 // and z / dz (H, rows, Fh). The O(rows) softmax work in between is done row by row.

@@ -10,16 +10,23 @@
 //   dW[h] += x^T dz      dx = dz W[h]^T
 // Identity init (all published results): W[h] = first Fh columns of I_D, i.e. z = x[:Fh].
 //
-// T2R (ablation baseline): phi(x) = relu(x W[h] + b[h]),  W (H, D, F), b (H, F).
+// T2R (ablation baseline, `./linearize --feature-map t2r`): phi(x) = relu(x W[h] + b[h]),
+// W (H, D, F), b (H, F), with F = D here (LOLCATS.md 2.1: W is D x D); identity init (W[h] = I,
+// b = 0) starts it at relu(x). The relu's gradient is 0 where the output is 0.
 //
 // GQA: keys have Hkv heads but every query head h has its own key map, applied to key head
 // h / (H / Hkv); so phi is always (B, T, H, F) while x may be (B, T, Hkv, D).
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace lolcats {
 
 constexpr double kFeatureClamp = 1e-12;
+
+enum class FeatureMapKind { hedgehog, t2r };
+FeatureMapKind parse_feature_map(const std::string& name);  // "hedgehog", "t2r"
+const char* feature_map_name(FeatureMapKind k);
 
 // phi (B, T, H, 2*Fh); x (B, T, Hx, D) with H % Hx == 0; W (H, D, Fh).
 template <typename T>
@@ -38,7 +45,7 @@ template <typename T>
 void t2r_backward(T* dx, T* dW, T* dbias, const T* dphi, const T* phi, const T* x, const T* W,
                   int B, int T_, int H, int Hx, int D, int F);
 
-// Identity init of W (H, D, Fh): W[h][d][f] = (d == f).
+// Identity init of W (H, D, Fh): W[h][d][f] = (d == f). Also T2R's W (H, D, F).
 template <typename T>
 void hedgehog_identity_init(T* W, int H, int D, int Fh);
 

@@ -38,14 +38,13 @@ template <typename T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 template <typename T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 
 // The exact (local) part of block t for one head: pair weights w (rows, keys) over keys
-// j0 .. i0+rows-1, the window max m_i and its position (argmax, -1 without window) per row.
+// j0 .. i0+rows-1, and per row the position of the window max m_i (argmax, -1 without window).
 template <typename T>
 struct LocalTile {
   int i0, rows, j0, keys;
   Mat<T> s, w;
   std::vector<Pair> cls;
   std::vector<int> argmax;
-  std::vector<T> m;
 
   LocalTile(int t, int T_) : i0(t * C), rows(std::min(C, T_ - t * C)), j0(std::max(0, t * C - C)) {
     keys = i0 + rows - j0;
@@ -61,14 +60,12 @@ struct LocalTile {
     w.setZero(rows, keys);
     cls.assign(size_t(rows) * keys, kNone);
     argmax.assign(rows, -1);
-    m.assign(rows, T(0));
     for (int r = 0; r < rows; r++) {
       T mx = -std::numeric_limits<T>::infinity();
       for (int c = 0; c < keys; c++) {
         Pair p = cls[size_t(r) * keys + c] = classify(i0 + r, j0 + c, v);
         if (p == kWindow && s(r, c) > mx) mx = s(r, c), argmax[r] = c;
       }
-      if (argmax[r] >= 0) m[r] = mx;
       for (int c = 0; c < keys; c++) {
         Pair p = at(r, c);
         if (p == kWindow) w(r, c) = g * std::exp(s(r, c) - mx);
@@ -81,7 +78,7 @@ struct LocalTile {
 }  // namespace
 
 template <typename T>
-void hybrid_attention_forward(T* y, T* Z, T* m, const T* q, const T* k, const T* v, const T* phiq,
+void hybrid_attention_forward(T* y, T* Z, const T* q, const T* k, const T* v, const T* phiq,
                               const T* phik, const T* wlogit, int B, int T_, int H, int Hkv, int D,
                               int F, HybridVariant variant) {
   ENSURE(Hkv > 0 && H % Hkv == 0, "hybrid attention: %d heads not a multiple of %d kv heads", H, Hkv);
@@ -106,7 +103,6 @@ void hybrid_attention_forward(T* y, T* Z, T* m, const T* q, const T* k, const T*
         for (int r = 0; r < rows; r++) {
           yt.row(r) = num.row(r) / den(r);
           Z[(int64_t(b) * H + h) * T_ + i0 + r] = den(r);
-          m[(int64_t(b) * H + h) * T_ + i0 + r] = tile.m[r];
         }
         if (t >= 1) {  // block t-1 leaves the window of the next block: fold it into the state
           int u0 = (t - 1) * C;
@@ -120,10 +116,9 @@ void hybrid_attention_forward(T* y, T* Z, T* m, const T* q, const T* k, const T*
 
 template <typename T>
 void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlogit, const T* dy,
-                               const T* y, const T* Z, const T* m, const T* q, const T* k,
+                               const T* y, const T* Z, const T* q, const T* k,
                                const T* v, const T* phiq, const T* phik, const T* wlogit, int B,
                                int T_, int H, int Hkv, int D, int F, HybridVariant variant) {
-  (void)m;  // recomputed with its argmax, which the backward needs too
   const int G = H / Hkv, nb = (T_ + C - 1) / C;
   const T scale = T(1) / std::sqrt(T(D));
   // One task per (batch, kv head): it owns dk/dv of that head for its G query heads.
@@ -218,12 +213,12 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
 }
 
 #define INSTANTIATE(T)                                                                             \
-  template void hybrid_attention_forward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,    \
+  template void hybrid_attention_forward<T>(T*, T*, const T*, const T*, const T*, const T*,        \
                                             const T*, const T*, int, int, int, int, int, int,      \
                                             HybridVariant);                                        \
   template void hybrid_attention_backward<T>(T*, T*, T*, T*, T*, T*, const T*, const T*, const T*, \
                                              const T*, const T*, const T*, const T*, const T*,     \
-                                             const T*, const T*, int, int, int, int, int, int,     \
+                                             const T*, int, int, int, int, int, int,               \
                                              HybridVariant);
 INSTANTIATE(float)
 INSTANTIATE(double)

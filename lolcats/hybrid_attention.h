@@ -40,9 +40,10 @@ HybridVariant parse_variant(const std::string& name);  // "terrace", "sw", "line
 const char* variant_name(HybridVariant v);
 
 // Shapes: q (B, T, H, D); k, v (B, T, Hkv, D); phiq, phik (B, T, H, F); wlogit (H);
-// outputs y (B, T, H, D); Z, m (B, H, T) saved for the backward (m unused by `linear`).
+// outputs y (B, T, H, D) and the normaliser Z (B, H, T), which the backward reads. The window
+// max m_i is not kept: the backward rebuilds each tile's scores anyway and needs the argmax too.
 template <typename T>
-void hybrid_attention_forward(T* y, T* Z, T* m, const T* q, const T* k, const T* v, const T* phiq,
+void hybrid_attention_forward(T* y, T* Z, const T* q, const T* k, const T* v, const T* phiq,
                               const T* phik, const T* wlogit, int B, int T_, int H, int Hkv, int D,
                               int F, HybridVariant variant);
 
@@ -50,7 +51,7 @@ void hybrid_attention_forward(T* y, T* Z, T* m, const T* q, const T* k, const T*
 // dwlogit is a parameter gradient and accumulates.
 template <typename T>
 void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlogit, const T* dy,
-                               const T* y, const T* Z, const T* m, const T* q, const T* k,
+                               const T* y, const T* Z, const T* q, const T* k,
                                const T* v, const T* phiq, const T* phik, const T* wlogit, int B,
                                int T_, int H, int Hkv, int D, int F, HybridVariant variant);
 

@@ -13,6 +13,8 @@ namespace lolcats {
 LolcatsModel::LolcatsModel(const Llama& b, const LolcatsConfig& c) : base(b), cfg(c) {
   const LlamaConfig& m = base.cfg;
   Fh = std::min(cfg.feature_half, m.head_dim);
+  const bool t2r = cfg.feature_map == FeatureMapKind::t2r;
+  F = t2r ? m.head_dim : 2 * Fh;
   for (int l : cfg.softmax_layers)
     ENSURE(l >= 0 && l < m.n_layers, "softmax layer %d does not exist (the model has %d layers)", l,
            m.n_layers);
@@ -21,10 +23,15 @@ LolcatsModel::LolcatsModel(const Llama& b, const LolcatsConfig& c) : base(b), cf
     L.converted = std::find(cfg.softmax_layers.begin(), cfg.softmax_layers.end(), l) ==
                   cfg.softmax_layers.end();
     if (L.converted) {
-      L.wq_fm = leaf(Tensor::empty({m.n_heads, m.head_dim, Fh}), true);
-      L.wk_fm = leaf(Tensor::empty({m.n_heads, m.head_dim, Fh}), true);
-      hedgehog_identity_init(L.wq_fm->value.f32(), m.n_heads, m.head_dim, Fh);
-      hedgehog_identity_init(L.wk_fm->value.f32(), m.n_heads, m.head_dim, Fh);
+      const int cols = t2r ? F : Fh;  // W (H, D, cols), identity init (LOLCATS.md 2.1)
+      L.wq_fm = leaf(Tensor::empty({m.n_heads, m.head_dim, cols}), true);
+      L.wk_fm = leaf(Tensor::empty({m.n_heads, m.head_dim, cols}), true);
+      hedgehog_identity_init(L.wq_fm->value.f32(), m.n_heads, m.head_dim, cols);
+      hedgehog_identity_init(L.wk_fm->value.f32(), m.n_heads, m.head_dim, cols);
+      if (t2r) {
+        L.bq_fm = leaf(Tensor::zeros({m.n_heads, F}), true);
+        L.bk_fm = leaf(Tensor::zeros({m.n_heads, F}), true);
+      }
       L.wlogit = leaf(Tensor::from(std::vector<float>(m.n_heads, cfg.window_logit_init), {m.n_heads}), true);
     }
     layers.push_back(L);
@@ -34,7 +41,23 @@ LolcatsModel::LolcatsModel(const Llama& b, const LolcatsConfig& c) : base(b), cf
 Var LolcatsModel::student_attention(int l, const Var& q, const Var& k, const Var& v) const {
   const LolcatsLayer& L = layers[l];
   if (!L.converted) return attention(q, k, v);
-  return hybrid_attention(q, k, v, hedgehog(q, L.wq_fm), hedgehog(k, L.wk_fm), L.wlogit, cfg.variant);
+  return hybrid_attention(q, k, v, features(l, q, false), features(l, k, true), L.wlogit, cfg.variant);
+}
+
+Var LolcatsModel::features(int l, const Var& x, bool key) const {
+  const LolcatsLayer& L = layers[l];
+  if (cfg.feature_map == FeatureMapKind::t2r) return key ? t2r(x, L.wk_fm, L.bk_fm) : t2r(x, L.wq_fm, L.bq_fm);
+  return hedgehog(x, key ? L.wk_fm : L.wq_fm);
+}
+
+void LolcatsModel::features(float* phi, const float* x, int n, int Hx, int l, bool key) const {
+  const LolcatsLayer& L = layers[l];
+  const LlamaConfig& c = base.cfg;
+  const float* W = (key ? L.wk_fm : L.wq_fm)->value.f32();
+  if (cfg.feature_map == FeatureMapKind::t2r)
+    t2r_forward(phi, x, W, (key ? L.bk_fm : L.bq_fm)->value.f32(), 1, n, c.n_heads, Hx, c.head_dim, F);
+  else
+    hedgehog_forward(phi, x, W, 1, n, c.n_heads, Hx, c.head_dim, Fh);
 }
 
 Var LolcatsModel::forward(const Tensor& ids) const {
@@ -77,6 +100,10 @@ std::vector<std::pair<std::string, Var>> LolcatsModel::named_parameters() const 
     std::string p = "model.layers." + std::to_string(l) + ".self_attn.";
     out.push_back({p + "feature_map_q.mlp.layer", layers[l].wq_fm});
     out.push_back({p + "feature_map_k.mlp.layer", layers[l].wk_fm});
+    if (layers[l].bq_fm) {
+      out.push_back({p + "feature_map_q.mlp.bias", layers[l].bq_fm});
+      out.push_back({p + "feature_map_k.mlp.bias", layers[l].bk_fm});
+    }
     out.push_back({p + "window_factors", layers[l].wlogit});
   }
   return out;
@@ -101,11 +128,15 @@ std::vector<std::pair<std::string, Tensor>> LolcatsModel::named_tensors() const 
 void LolcatsModel::save(const std::string& path) const {
   save_safetensors(path, named_tensors(),
                    {{"format", "pt"}, {"lolcats_variant", variant_name(cfg.variant)},
-                    {"feature_map", "hedgehog"}});
+                    {"feature_map", feature_map_name(cfg.feature_map)}});
 }
 
 void LolcatsModel::load(const std::string& path) {
   SafeTensorsFile f(path);
+  auto fm = f.metadata().find("feature_map");
+  ENSURE(fm == f.metadata().end() || fm->second == feature_map_name(cfg.feature_map),
+         "%s holds %s feature maps, but this model uses %s (--feature-map)", path.c_str(),
+         fm->second.c_str(), feature_map_name(cfg.feature_map));
   // named_tensors() views the parameters in their stored shapes (window factors as (1, H, 1, 1)).
   for (auto& [name, t] : named_tensors()) {
     ENSURE(f.has(name), "%s: missing %s (was it saved from a model with the same layers?)",

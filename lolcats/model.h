@@ -1,6 +1,6 @@
 // A Llama converted to LoLCATs (LOLCATS.md 2-3): every attention layer, except those kept as
-// softmax, gets Hedgehog feature maps for q and k and per-head window factors; the base weights
-// stay as they are (frozen unless made trainable).
+// softmax, gets feature maps for q and k (Hedgehog, or the T2R baseline) and per-head window
+// factors; the base weights stay as they are (frozen unless made trainable).
 //
 // Two ways to run it:
 //   transfer (stage 1): each converted layer computes the teacher's softmax output y_true and the
@@ -11,13 +11,16 @@
 //   student (inference, stage 2): converted layers use the hybrid attention.
 // Checkpoints of the new parameters use the reference implementation's names, so a PyTorch user of
 // the reference can load them:
-//   model.layers.{i}.self_attn.feature_map_q.mlp.layer   (H, D, Fh)
-//   model.layers.{i}.self_attn.feature_map_k.mlp.layer   (H, D, Fh)
+//   model.layers.{i}.self_attn.feature_map_q.mlp.layer   (H, D, Fh)    T2R: (H, D, F)
+//   model.layers.{i}.self_attn.feature_map_k.mlp.layer   (H, D, Fh)    T2R: (H, D, F)
+//   model.layers.{i}.self_attn.feature_map_{q,k}.mlp.bias                T2R only: (H, F)
 //   model.layers.{i}.self_attn.window_factors            (1, H, 1, 1)   logits; g = sigmoid
+// The file's metadata names the feature map; loading checks it.
 #pragma once
 #include <string>
 #include <vector>
 
+#include "lolcats/feature_map.h"
 #include "lolcats/hybrid_attention.h"
 #include "nn/llama.h"
 
@@ -25,15 +28,18 @@ namespace lolcats {
 
 struct LolcatsConfig {
   HybridVariant variant = HybridVariant::terrace;
-  int feature_half = 64;                   // Fh; F = 2 Fh (capped at the head dim D)
+  FeatureMapKind feature_map = FeatureMapKind::hedgehog;
+  int feature_half = 64;                   // Hedgehog's Fh; F = 2 Fh (Fh capped at the head dim D)
   float window_logit_init = -2.1972245773f;  // logit(0.1)
   std::vector<int> softmax_layers;         // layers left as softmax attention
 };
 
 struct LolcatsLayer {
   bool converted = false;
-  Var wq_fm;   // (H, D, Fh)
-  Var wk_fm;   // (H, D, Fh)
+  Var wq_fm;   // (H, D, Fh); T2R (H, D, F)
+  Var wk_fm;   // (H, D, Fh); T2R (H, D, F)
+  Var bq_fm;   // (H, F) T2R only
+  Var bk_fm;   // (H, F) T2R only
   Var wlogit;  // (H)
 };
 
@@ -65,10 +71,16 @@ class LolcatsModel {
   const Llama& base;
   LolcatsConfig cfg;
   std::vector<LolcatsLayer> layers;
-  int Fh = 0;
+  int Fh = 0;  // Hedgehog: features per softmax
+  int F = 0;   // features per head: 2 Fh (Hedgehog) or D (T2R)
 
   // The student's attention of one layer (used by forward and by recurrent prefill).
   Var student_attention(int layer, const Var& q, const Var& k, const Var& v) const;
+  // Feature map of a converted layer on the tape: x (B, T, Hx, D) -> (B, T, H, F), for keys
+  // (Hx = Hkv, the key map) or queries (Hx = H).
+  Var features(int layer, const Var& x, bool key) const;
+  // The same without the tape, for decoding: phi (n, H, F) from x (n, Hx, D).
+  void features(float* phi, const float* x, int n, int Hx, int layer, bool key) const;
 };
 
 }  // namespace lolcats

@@ -7,6 +7,8 @@ namespace lolcats {
 
 // Hedgehog features of x (B, T, Hx, D) for H query heads with W (H, D, Fh) -> (B, T, H, 2*Fh).
 Var hedgehog(const Var& x, const Var& W);
+// T2R features of x (B, T, Hx, D) for H query heads with W (H, D, F), b (H, F) -> (B, T, H, F).
+Var t2r(const Var& x, const Var& W, const Var& b);
 
 // Hybrid window + linear attention. q (B, T, H, D), k/v (B, T, Hkv, D), phiq/phik (B, T, H, F),
 // wlogit (H) -> y (B, T, H, D).

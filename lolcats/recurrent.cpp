@@ -36,15 +36,15 @@ int window_start(int P, HybridVariant v) {
 }
 
 struct Dims {
-  int H, Hkv, D, Fh, F;
+  int H, Hkv, D, F;
 };
 
 // S += phi_k(k_j) v_j^T and z += phi_k(k_j) for every query head, for key j from the ring.
-void fold_key(LolcatsState::Layer& st, const LolcatsLayer& L, int j, const Dims& d) {
+void fold_key(LolcatsState::Layer& st, const LolcatsModel& m, int l, int j, const Dims& d) {
   const float* kj = st.ring_k.f32() + size_t(j % R) * d.Hkv * d.D;
   const float* vj = st.ring_v.f32() + size_t(j % R) * d.Hkv * d.D;
   std::vector<float> phi(size_t(d.H) * d.F);
-  hedgehog_forward(phi.data(), kj, L.wk_fm->value.f32(), 1, 1, d.H, d.Hkv, d.D, d.Fh);
+  m.features(phi.data(), kj, 1, d.Hkv, l, true);
   const int G = d.H / d.Hkv;
   for (int h = 0; h < d.H; h++) {
     float* S = st.S.f32() + size_t(h) * d.F * d.D;
@@ -59,10 +59,11 @@ void fold_key(LolcatsState::Layer& st, const LolcatsLayer& L, int j, const Dims&
 }
 
 // One query at position P of a converted layer: y (H, D) from q (H, D), ring and state.
-void attend(float* y, const float* q, const LolcatsState::Layer& st, const LolcatsLayer& L, int P,
+void attend(float* y, const float* q, const LolcatsState::Layer& st, const LolcatsModel& m, int l, int P,
             HybridVariant v, const Dims& d) {
+  const LolcatsLayer& L = m.layers[l];
   std::vector<float> phi(size_t(d.H) * d.F);
-  hedgehog_forward(phi.data(), q, L.wq_fm->value.f32(), 1, 1, d.H, d.H, d.D, d.Fh);
+  m.features(phi.data(), q, 1, d.H, l, false);
   const int G = d.H / d.Hkv, w0 = window_start(P, v);
   const float scale = 1.0f / std::sqrt(float(d.D));
   for (int h = 0; h < d.H; h++) {
@@ -101,7 +102,7 @@ void attend(float* y, const float* q, const LolcatsState::Layer& st, const Lolca
 
 LolcatsState::LolcatsState(const LolcatsModel& model, DecodeMode m) : mode(m) {
   const LlamaConfig& c = model.base.cfg;
-  const int F = 2 * model.Fh;
+  const int F = model.F;
   for (const LolcatsLayer& L : model.layers) {
     Layer st;
     if (L.converted) {
@@ -126,7 +127,7 @@ Var lolcats_step(const LolcatsModel& model, LolcatsState& state, const Tensor& i
   ENSURE(ids.ndim() == 2 && ids.size(0) == 1, "recurrent decoding runs one sequence, got ids %s",
          ids.shape().str().c_str());
   const LlamaConfig& c = model.base.cfg;
-  const Dims d{c.n_heads, c.n_kv_heads, c.head_dim, model.Fh, 2 * model.Fh};
+  const Dims d{c.n_heads, c.n_kv_heads, c.head_dim, model.F};
   const HybridVariant v = decode_variant(model, state.mode);
   const int start = state.length, T = int(ids.size(1));
   const size_t kv_row = size_t(d.Hkv) * d.D;
@@ -154,11 +155,11 @@ Var lolcats_step(const LolcatsModel& model, LolcatsState& state, const Tensor& i
       const int P = start + t, target = std::min(window_start(P, v), P + 1);
       // Fold the keys leaving the window before k_P takes its ring slot (it may be the slot of
       // the oldest of them), then k_P itself when the variant has no window.
-      for (; st.folded < std::min(target, P); st.folded++) fold_key(st, L, st.folded, d);
+      for (; st.folded < std::min(target, P); st.folded++) fold_key(st, model, l, st.folded, d);
       std::memcpy(st.ring_k.f32() + size_t(P % R) * kv_row, kp + t * kv_row, kv_row * sizeof(float));
       std::memcpy(st.ring_v.f32() + size_t(P % R) * kv_row, vp + t * kv_row, kv_row * sizeof(float));
-      for (; st.folded < target; st.folded++) fold_key(st, L, st.folded, d);
-      if (!parallel_prefill) attend(y.f32() + size_t(t) * d.H * d.D, qp + size_t(t) * d.H * d.D, st, L, P, v, d);
+      for (; st.folded < target; st.folded++) fold_key(st, model, l, st.folded, d);
+      if (!parallel_prefill) attend(y.f32() + size_t(t) * d.H * d.D, qp + size_t(t) * d.H * d.D, st, model, l, P, v, d);
     }
     return leaf(y);
   }, start);

@@ -6,6 +6,8 @@
 //   Arena grads("grads", Arena::bytes_for({{V, C}, {C}}));
 //   Tensor dwte = grads.alloc({V, C});       // ... "arena grads: 36.0 MiB"
 // Tensors from an arena borrow its memory: they must not outlive it.
+// In use today: the frozen weights of a Llama (nn/llama.cpp). Trainable parameters, gradients,
+// AdamW moments and activations are still separate tensors, each its own allocation.
 #pragma once
 #include <string>
 #include <vector>

@@ -1,7 +1,7 @@
 // Tensor: a shape (up to 4-D), a dtype, a device and a pointer to contiguous row-major storage.
 //
 // Deliberately small. There are no strides, no views with offsets into other tensors beyond
-// reshape, and no broadcasting: ops take raw pointers and explicit sizes (see tensor/ops.h), and a
+// reshape, and no broadcasting: kernels take raw pointers and explicit sizes (tensor/*.h), and a
 // Tensor only carries the buffer and checks that callers agree on its shape.
 // Storage is either owned (Tensor::empty / zeros, freed with the last copy) or borrowed from an
 // Arena (tensor/arena.h), which owns one big allocation per category of memory.

@@ -310,3 +310,28 @@ TEST_CASE("apps: ./eval evaluates a file whose rows are all validation rows", "[
   CHECK(l.err.find(path + ": ") != std::string::npos);
   CHECK(l.err.find("nothing left to train on") != std::string::npos);
 }
+
+TEST_CASE("apps: --feature-map t2r is recorded in the export and read back by ./eval and ./generate",
+          "[apps][t2r]") {
+  const std::string out = kWork + "/t2r", exported = out + "/lolcats_params.safetensors";
+  fresh(out);
+  Result r = run("linearize", linearize_args(out, 1, 1, "--feature-map t2r"));
+  REQUIRE(r.rc == 0);
+  {
+    SafeTensorsFile f(exported);
+    CHECK(f.metadata().at("feature_map") == "t2r");
+    CHECK(f.has("model.layers.0.self_attn.feature_map_q.mlp.bias"));
+  }
+  json s = read_json(out + "/summary.json");
+  Result e = run("eval", "--linearized " + exported + eval_args());
+  REQUIRE(e.rc == 0);
+  CHECK(json::parse(e.out)["val_ppl"].get<double>() == Approx(s["stage2_val_ppl"].get<double>()).epsilon(1e-6));
+  Result g = run("generate", "--linearized " + exported + " --raw --max-new-tokens 8",
+                 s["sample_prompt"].get<std::string>());
+  REQUIRE(g.rc == 0);
+  CHECK(g.out == s["sample_linearized"].get<std::string>() + "\n");
+  // Resuming the run with the other feature map is refused by name, not loaded into the wrong shapes.
+  Result wrong = run("linearize", linearize_args(out, 1, 1, "--resume"));
+  CHECK(wrong.rc == 1);
+  CHECK(wrong.err.find("holds t2r feature maps, but this model uses hedgehog") != std::string::npos);
+}

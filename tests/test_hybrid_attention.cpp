@@ -30,8 +30,22 @@ struct Inputs {
   }
 };
 
-using FwdKernel = decltype(&hybrid_attention_forward<double>);
-using BwdKernel = decltype(&hybrid_attention_backward<double>);
+// The O(T^2) reference also keeps the window max m (its backward reads it); the linear-time
+// kernels rebuild it, so they are called here through the reference's signature.
+using FwdKernel = decltype(&hybrid_reference_forward<double>);
+using BwdKernel = decltype(&hybrid_reference_backward<double>);
+void fast_forward(double* y, double* Z, double*, const double* q, const double* k, const double* v,
+                  const double* phiq, const double* phik, const double* w, int B, int T, int H, int Hkv,
+                  int D, int F, HybridVariant var) {
+  hybrid_attention_forward(y, Z, q, k, v, phiq, phik, w, B, T, H, Hkv, D, F, var);
+}
+void fast_backward(double* dq, double* dk, double* dv, double* dphiq, double* dphik, double* dw,
+                   const double* dy, const double* y, const double* Z, const double*, const double* q,
+                   const double* k, const double* v, const double* phiq, const double* phik,
+                   const double* w, int B, int T, int H, int Hkv, int D, int F, HybridVariant var) {
+  hybrid_attention_backward(dq, dk, dv, dphiq, dphik, dw, dy, y, Z, q, k, v, phiq, phik, w, B, T, H, Hkv,
+                            D, F, var);
+}
 
 struct Result { V y, Z, m, dq, dk, dv, dphiq, dphik, dw; };
 
@@ -59,7 +73,7 @@ TEST_CASE("hybrid attention: linear-time form equals the O(T^2) definition", "[l
       Dims d{T > 200 ? 1 : 2, T, 4, 2, 16, 8};
       Inputs in(d, uint64_t(T));
       V dy = random_normal(int64_t(d.B) * T * d.H * d.D, 99);
-      Result fast = run(hybrid_attention_forward<double>, hybrid_attention_backward<double>, d, in, dy, var);
+      Result fast = run(fast_forward, fast_backward, d, in, dy, var);
       Result ref = run(hybrid_reference_forward<double>, hybrid_reference_backward<double>, d, in, dy, var);
       // Both in double, summing the same terms in different orders: 1e-10 relative.
       const double a = 1e-11, r = 1e-10;
@@ -79,10 +93,10 @@ TEST_CASE("hybrid attention: float kernel tracks the double definition", "[lolca
   Inputs in(d, 5);
   std::vector<float> q(in.q.begin(), in.q.end()), k(in.k.begin(), in.k.end()), v(in.v.begin(), in.v.end()),
       pq(in.phiq.begin(), in.phiq.end()), pk(in.phik.begin(), in.phik.end()), w(in.wlogit.begin(), in.wlogit.end());
-  std::vector<float> y(q.size()), Z(d.H * d.T), m(d.H * d.T);
+  std::vector<float> y(q.size()), Z(d.H * d.T);
   V yr(q.size()), Zr(Z.size()), mr(Z.size());
   for (HybridVariant var : {HybridVariant::terrace, HybridVariant::sw, HybridVariant::linear}) {
-    hybrid_attention_forward(y.data(), Z.data(), m.data(), q.data(), k.data(), v.data(), pq.data(), pk.data(),
+    hybrid_attention_forward(y.data(), Z.data(), q.data(), k.data(), v.data(), pq.data(), pk.data(),
                              w.data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var);
     hybrid_reference_forward(yr.data(), Zr.data(), mr.data(), in.q.data(), in.k.data(), in.v.data(),
                              in.phiq.data(), in.phik.data(), in.wlogit.data(), d.B, d.T, d.H, d.Hkv, d.D,
@@ -98,18 +112,18 @@ TEST_CASE("hybrid attention: gradients match finite differences", "[lolcats][hyb
   for (HybridVariant var : {HybridVariant::terrace, HybridVariant::sw, HybridVariant::linear}) {
     INFO(variant_name(var));
     Inputs in(d, 7);
-    auto pack = [&](const Buffers& b, V& y, V& Z, V& m) {
-      y.resize(b[0].size()), Z.resize(d.H * d.T), m.resize(d.H * d.T);
-      hybrid_attention_forward(y.data(), Z.data(), m.data(), b[0].data(), b[1].data(), b[2].data(), b[3].data(),
+    auto pack = [&](const Buffers& b, V& y, V& Z) {
+      y.resize(b[0].size()), Z.resize(d.H * d.T);
+      hybrid_attention_forward(y.data(), Z.data(), b[0].data(), b[1].data(), b[2].data(), b[3].data(),
                                b[4].data(), b[5].data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var);
     };
-    auto f = [&](const Buffers& b) { V y, Z, m; pack(b, y, Z, m); return y; };
+    auto f = [&](const Buffers& b) { V y, Z; pack(b, y, Z); return y; };
     auto bw = [&](const Buffers& b, const V& dy) {
-      V y, Z, m;
-      pack(b, y, Z, m);
+      V y, Z;
+      pack(b, y, Z);
       Buffers g{V(b[0].size()), V(b[1].size()), V(b[2].size()), V(b[3].size()), V(b[4].size()), V(d.H, 0.0)};
       hybrid_attention_backward(g[0].data(), g[1].data(), g[2].data(), g[3].data(), g[4].data(), g[5].data(),
-                                dy.data(), y.data(), Z.data(), m.data(), b[0].data(), b[1].data(), b[2].data(),
+                                dy.data(), y.data(), Z.data(), b[0].data(), b[1].data(), b[2].data(),
                                 b[3].data(), b[4].data(), b[5].data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var);
       if (var == HybridVariant::linear) g[5].clear();  // no window, no mixing factor
       return g;

@@ -57,15 +57,19 @@ TEST_CASE("lolcats decode: exact mode equals the parallel forward at every posit
   auto base = Llama::load(tiny_path());
   const int T = 300, V = base->cfg.vocab;
   std::vector<int32_t> ids = token_ids(T, V);
-  for (HybridVariant var : {HybridVariant::terrace, HybridVariant::sw, HybridVariant::linear}) {
+  // Hedgehog with every variant; T2R (whose state holds relu features) with the two windowed ones.
+  for (auto [var, fm] : {std::pair{HybridVariant::terrace, FeatureMapKind::hedgehog},
+                         {HybridVariant::sw, FeatureMapKind::hedgehog}, {HybridVariant::linear, FeatureMapKind::hedgehog},
+                         {HybridVariant::terrace, FeatureMapKind::t2r}, {HybridVariant::sw, FeatureMapKind::t2r}}) {
     LolcatsConfig cfg;
     cfg.variant = var;
+    cfg.feature_map = fm;
     LolcatsModel m(*base, cfg);
     perturb(m, 1);
     Var full = m.forward(Tensor::from_i32(ids, {1, T}));
     std::vector<double> want(full->value.f32(), full->value.f32() + size_t(T) * V);
     for (int prefill : {1, 70, 130}) {
-      INFO(variant_name(var) << " prefill " << prefill);
+      INFO(variant_name(var) << " " << feature_map_name(fm) << " prefill " << prefill);
       // float32, different summation order (one query vs a tile; state built key by key vs per
       // block): logits are O(1), 1e-4 absolute.
       CHECK_CLOSE("recurrent logits", recurrent_logits(m, ids, prefill, DecodeMode::exact), want, 1e-4, 1e-4);
@@ -262,5 +266,43 @@ TEST_CASE("lolcats export: separate and merged LoRA load back as the trained mod
                                                                           : "build/fixtures") + "/tiny_llama_tied";
   REQUIRE_THROWS_WITH(load_linearized(path, other), Catch::Contains("different base model"));
   CHECK_FALSE(is_linearized_export(other + "/model.safetensors"));
+  std::remove(path.c_str());
+}
+
+TEST_CASE("lolcats export: a T2R model round-trips, and its parameters are not taken for Hedgehog's",
+          "[lolcats][export][t2r]") {
+  auto base = Llama::load(tiny_path());
+  LolcatsConfig cfg;
+  cfg.feature_map = FeatureMapKind::t2r;
+  LolcatsModel m(*base, cfg);
+  const int64_t H = base->cfg.n_heads, D = base->cfg.head_dim;
+  CHECK(m.F == D);
+  CHECK(m.named_parameters().size() == 2 * 5);  // per layer: W and b of q and k, window factors
+  perturb(m, 21);
+  auto lora = base->add_lora(4, 8.0f, {"q", "k", "v", "o"}, 7);
+  uint64_t seed = 200;
+  for (auto& [name, v] : lora) {
+    std::vector<double> r = random_normal(v->value.numel(), seed++, 0.05);
+    for (int64_t i = 0; i < v->value.numel(); i++) v->value.f32()[i] = float(r[i]);
+  }
+  Tensor ids = Tensor::from_i32(token_ids(150, base->cfg.vocab), {1, 150});
+  const std::vector<double> want = logits_of(m, ids);
+
+  const std::string path = "build/test_tmp_t2r.safetensors";
+  export_linearized(path, m, LoraExport::separate, tiny_path());
+  {
+    SafeTensorsFile f(path);
+    CHECK(f.metadata().at("feature_map") == "t2r");
+    CHECK(f.info("model.layers.0.self_attn.feature_map_q.mlp.layer").shape == std::vector<int64_t>{H, D, D});
+    CHECK(f.info("model.layers.1.self_attn.feature_map_k.mlp.bias").shape == std::vector<int64_t>{H, D});
+  }
+  LinearizedModel lin = load_linearized(path);
+  CHECK(lin.model->cfg.feature_map == FeatureMapKind::t2r);
+  CHECK_CLOSE("T2R export: the same computation", logits_of(*lin.model, ids), want, 0.0, 0.0);
+
+  // Stage-1 parameters saved from T2R do not load into a Hedgehog model (nor the reverse).
+  m.save(path);
+  LolcatsModel hedgehog(*base, LolcatsConfig{});
+  REQUIRE_THROWS_WITH(hedgehog.load(path), Catch::Contains("holds t2r feature maps, but this model uses hedgehog"));
   std::remove(path.c_str());
 }

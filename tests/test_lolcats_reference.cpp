@@ -65,14 +65,14 @@ void check_case(const Case& c) {
   REQUIRE(dy.size() == nq);
 
   // ---- forward
-  std::vector<T> phiq(nphi), phik(nphi), y(nq), Z(size_t(B) * H * Tn), m(Z.size());
+  std::vector<T> phiq(nphi), phik(nphi), y(nq), Z(size_t(B) * H * Tn);
   hedgehog_forward(phiq.data(), q.data(), Wq.data(), B, Tn, H, H, D, Fh);
   hedgehog_forward(phik.data(), k.data(), Wk.data(), B, Tn, H, Hkv, D, Fh);
   if (fixture(F).has(n + ".phiq")) {
     CHECK_CLOSE(n + " phiq", phiq, fx<double>(F, n + ".phiq"), a, r);
     CHECK_CLOSE(n + " phik", phik, fx<double>(F, n + ".phik"), a, r);
   }
-  hybrid_attention_forward(y.data(), Z.data(), m.data(), q.data(), k.data(), v.data(), phiq.data(),
+  hybrid_attention_forward(y.data(), Z.data(), q.data(), k.data(), v.data(), phiq.data(),
                            phik.data(), w.data(), B, Tn, H, Hkv, D, Fd, var);
   CHECK_CLOSE(n + " y", y, fx<double>(F, n + ".y"), a, r);
 
@@ -80,7 +80,7 @@ void check_case(const Case& c) {
   // so they start from zero.
   std::vector<T> dq(nq), dk(nkv), dv(nkv), dphiq(nphi), dphik(nphi), dw(H, T(0));
   hybrid_attention_backward(dq.data(), dk.data(), dv.data(), dphiq.data(), dphik.data(), dw.data(),
-                            dy.data(), y.data(), Z.data(), m.data(), q.data(), k.data(), v.data(),
+                            dy.data(), y.data(), Z.data(), q.data(), k.data(), v.data(),
                             phiq.data(), phik.data(), w.data(), B, Tn, H, Hkv, D, Fd, var);
   std::vector<T> dxq(nq), dxk(nkv), dWq(nw, T(0)), dWk(nw, T(0));
   hedgehog_backward(dxq.data(), dWq.data(), dphiq.data(), phiq.data(), q.data(), Wq.data(), B, Tn, H,

@@ -1,5 +1,5 @@
 // The stage-2 gradient of the whole product path against finite differences in double precision:
-//   LoRA -> q/k/v -> RoPE -> Hedgehog feature maps (frozen, differentiated through) ->
+//   LoRA -> q/k/v -> RoPE -> feature maps (Hedgehog or T2R; frozen, differentiated through) ->
 //   hybrid terrace attention -> o (LoRA) -> MLP ... -> logits -> L = sum(r * logits)
 // on the tiny random Llama of tests/reference/ref_llama.py (GQA 4/2, Llama 3.1 RoPE scaling), with
 // T = 160 > 2 C, so queries 128..159 also read keys through the linear state.
@@ -72,7 +72,7 @@ struct DoubleModel {
   V forward(const std::vector<int32_t>& ids) const {
     const LlamaConfig& c = base.cfg;
     const int T = int(ids.size()), C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
-    const int F = 2 * lm.Fh, FF = c.ffn;
+    const int F = lm.F, FF = c.ffn;
     std::vector<double> inv_freq(D / 2);
     rope_inv_freq(inv_freq.data(), D, c.rope);
     std::vector<int32_t> pos(T);
@@ -92,11 +92,15 @@ struct DoubleModel {
       V v = linear_d(a, to_double(L.wv), T, C, Hkv * D, &lo[2].first, &lo[2].second, lora_scale);
       rope_forward(q.data(), q.data(), cos_t.data(), sin_t.data(), 1, T, H, D, RopeLayout::half_split);
       rope_forward(k.data(), k.data(), cos_t.data(), sin_t.data(), 1, T, Hkv, D, RopeLayout::half_split);
-      V phiq(size_t(T) * H * F), phik(size_t(T) * H * F), y(size_t(T) * H * D), Z(size_t(H) * T),
-          m(size_t(H) * T);
-      hedgehog_forward(phiq.data(), q.data(), to_double(LL.wq_fm).data(), 1, T, H, H, D, lm.Fh);
-      hedgehog_forward(phik.data(), k.data(), to_double(LL.wk_fm).data(), 1, T, H, Hkv, D, lm.Fh);
-      hybrid_attention_forward(y.data(), Z.data(), m.data(), q.data(), k.data(), v.data(), phiq.data(),
+      V phiq(size_t(T) * H * F), phik(size_t(T) * H * F), y(size_t(T) * H * D), Z(size_t(H) * T);
+      if (lm.cfg.feature_map == FeatureMapKind::t2r) {
+        t2r_forward(phiq.data(), q.data(), to_double(LL.wq_fm).data(), to_double(LL.bq_fm).data(), 1, T, H, H, D, F);
+        t2r_forward(phik.data(), k.data(), to_double(LL.wk_fm).data(), to_double(LL.bk_fm).data(), 1, T, H, Hkv, D, F);
+      } else {
+        hedgehog_forward(phiq.data(), q.data(), to_double(LL.wq_fm).data(), 1, T, H, H, D, lm.Fh);
+        hedgehog_forward(phik.data(), k.data(), to_double(LL.wk_fm).data(), 1, T, H, Hkv, D, lm.Fh);
+      }
+      hybrid_attention_forward(y.data(), Z.data(), q.data(), k.data(), v.data(), phiq.data(),
                                phik.data(), to_double(LL.wlogit).data(), 1, T, H, Hkv, D, F,
                                HybridVariant::terrace);
       V o = linear_d(y, to_double(L.wo), T, H * D, C, &lo[3].first, &lo[3].second, lora_scale);
@@ -113,10 +117,7 @@ struct DoubleModel {
   }
 };
 
-}  // namespace
-
-TEST_CASE("stage 2: LoRA gradients through hedgehog + hybrid terrace attention match finite differences",
-          "[lolcats][stage2][fd]") {
+void check_stage2_gradients(FeatureMapKind feature_map) {
   auto base = Llama::load(tiny_path());
   const int T = 160, Vn = base->cfg.vocab;
   REQUIRE(T > 2 * kHybridBlock);
@@ -124,7 +125,9 @@ TEST_CASE("stage 2: LoRA gradients through hedgehog + hybrid terrace attention m
   for (int i = 0; i < T; i++) tokens[i] = int32_t((i * 7919 + 13) % Vn);
   Tensor ids = Tensor::from_i32(tokens, {1, T});
 
-  LolcatsModel m(*base, LolcatsConfig{});  // terrace, Hedgehog
+  LolcatsConfig cfg;  // terrace
+  cfg.feature_map = feature_map;
+  LolcatsModel m(*base, cfg);
   uint64_t seed = 300;
   for (const Var& p : m.parameters()) {  // trained-looking feature maps, frozen as in stage 2
     V e = random_normal(p->value.numel(), seed++, 0.3);
@@ -188,9 +191,10 @@ TEST_CASE("stage 2: LoRA gradients through hedgehog + hybrid terrace attention m
     const V theta0 = theta;
     for (int dir = 0; dir < 2; dir++) {
       V u = random_normal(int64_t(theta.size()), dir_seed++);
-      // h = 1e-6 on entries of size ~0.1: truncation ~h^2 |L'''| ~ 1e-12, cancellation
-      // ~1e-16 |L| / h ~ 1e-9; no window max changes its argmax within so small a step.
-      const double h = 1e-6;
+      // h = 1e-7 on entries of size ~0.1: truncation ~h^2 |L'''| ~ 1e-14, cancellation
+      // ~1e-16 |L| / h ~ 1e-7 (|L| ~ 100); within so small a step no window max changes its
+      // argmax and no T2R relu changes sign (both are kinks a larger step would straddle).
+      const double h = 1e-7;
       for (size_t i = 0; i < u.size(); i++) theta[i] = theta0[i] + h * u[i];
       const V yp = dm.forward(tokens);
       for (size_t i = 0; i < u.size(); i++) theta[i] = theta0[i] - h * u[i];
@@ -211,4 +215,16 @@ TEST_CASE("stage 2: LoRA gradients through hedgehog + hybrid terrace attention m
       }
     }
   }
+}
+
+}  // namespace
+
+TEST_CASE("stage 2: LoRA gradients through Hedgehog + hybrid terrace attention match finite differences",
+          "[lolcats][stage2][fd]") {
+  check_stage2_gradients(FeatureMapKind::hedgehog);
+}
+
+TEST_CASE("stage 2: LoRA gradients through T2R + hybrid terrace attention match finite differences",
+          "[lolcats][stage2][fd][t2r]") {
+  check_stage2_gradients(FeatureMapKind::t2r);
 }

@@ -6,7 +6,7 @@ so that the C++ side sees exactly the same numbers; references are computed in f
 as F64, so the tests can check our float32 kernels at float32 accuracy and our float64
 instantiations at float64 accuracy. Integer tensors (token ids, targets, positions) are I32.
 
-FIXTURE_VERSION is stored in the metadata and checked by tests/fixtures.h: bump both together when
+FIXTURE_VERSION is stored in the metadata and checked by tests/helpers.h: bump both together when
 the layout of a fixture changes.
 """
 import sys
