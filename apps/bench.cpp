@@ -3,6 +3,8 @@
 //   ./bench llama    SmolLM2-135M forward and forward+backward, batch 1, T = 1024, f32, vs PyTorch
 //   ./bench attention  one attention layer forward+backward, LoLCATs hybrid vs softmax, T = 1k..64k
 //   ./bench linearize  one LoLCATs stage-1 and stage-2 training step, SmolLM2-135M, T = 1024, vs PyTorch
+//   ./bench gpu-ops  every CUDA kernel and cuBLASLt on Llama 3 8B shapes, against the device's
+//                    measured copy and GEMM ceilings (--smoke: toy sizes, e.g. under the emulator)
 // Where a comparison is claimed, both sides run in this one invocation with the same shapes and
 // threads: PyTorch through tests/reference/bench_matmul.py in the project's .venv.
 #include <CLI/CLI.hpp>
@@ -179,6 +181,9 @@ int bench_llama(int threads, int T, const std::string& model_path) {
 }  // namespace
 
 #include "apps/bench_linearize.h"  // after the helpers above, which it uses
+#ifdef LOLCATS_CUDA
+#include "apps/bench_gpu.h"
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"bench: speed and memory measurements, one JSON object per line"};
@@ -186,9 +191,12 @@ int main(int argc, char** argv) {
   int threads = 0, seq = 1024;
   std::vector<int> seqs = {1024, 4096, 16384, 65536};
   double max_seconds = 300;
-  app.add_option("what", what, "which benchmark: matmul, llama, attention, linearize, or all")
-      ->check(CLI::IsMember({"matmul", "llama", "attention", "linearize", "all"}))
+  bool smoke = false;
+  app.add_option("what", what,
+                 "which benchmark: matmul, llama, attention, linearize, all (these four), or gpu-ops")
+      ->check(CLI::IsMember({"matmul", "llama", "attention", "linearize", "all", "gpu-ops"}))
       ->capture_default_str();
+  app.add_flag("--smoke", smoke, "`gpu-ops`: toy sizes (a check that it runs, e.g. under the emulator)");
   app.add_option("--seq", seq, "sequence length for `llama` and `linearize`")->capture_default_str();
   app.add_option("--model", model,
                  "model for `llama` and `linearize` (random SmolLM2-shaped weights if absent)")
@@ -206,6 +214,14 @@ int main(int argc, char** argv) {
     if (what == "matmul" || what == "all") bench_matmul(threads);
     if (what == "llama" || what == "all") bench_llama(threads, seq, model);
     if (what == "linearize" || what == "all") bench_linearize(threads, seq, model);
+    if (what == "gpu-ops") {
+#ifdef LOLCATS_CUDA
+      return bench_gpu_ops(smoke);
+#else
+      std::fprintf(stderr, "bench: gpu-ops needs a build with CUDA (CUDA=nvcc, or CUDA=emu with --smoke)\n");
+      return 1;
+#endif
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench: %s\n", e.what());
     return 1;

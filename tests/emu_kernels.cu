@@ -234,10 +234,12 @@ float run_big_shared(int floats, bool raise_limit) {
     cudaCheck(cudaFuncSetAttribute(big_shared, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    int(floats * sizeof(float))));
   float* d = to_device(std::vector<float>(1));
+  struct Free {
+    float* p;
+    ~Free() { cudaFree(p); }
+  } guard{d};  // the launch may throw (too much shared memory)
   launch_kernel(big_shared, 1, 128, floats * sizeof(float), 0, d, floats);
-  float out = from_device(d, 1)[0];
-  cudaFree(d);
-  return out;
+  return from_device(d, 1)[0];
 }
 
 void run_faulty(Faulty which) {

@@ -131,14 +131,21 @@ void check_all(Storage st) {
 
 }  // namespace
 
-TEST_CASE("cuda attention forward and backward match the CPU twin (f32)", "[cuda]") {
+// [slow]: the race checker on a GPU takes minutes over all 48 shapes; it runs the case below instead.
+TEST_CASE("cuda attention forward and backward match the CPU twin (f32)", "[cuda][slow]") {
   SKIP_WITHOUT_CUDA();
   check_all(Storage::f32);
 }
 
-TEST_CASE("cuda attention forward and backward match the CPU twin (bf16)", "[cuda]") {
+TEST_CASE("cuda attention forward and backward match the CPU twin (bf16)", "[cuda][slow]") {
   SKIP_WITHOUT_CUDA();
   check_all(Storage::bf16);
+}
+
+TEST_CASE("cuda attention: one partial-tile GQA case per head size (for the race checker)", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  check_case({1, 65, 4, 2, 64}, Storage::bf16);
+  check_case({1, 130, 4, 2, 128}, Storage::f32);
 }
 
 TEST_CASE("cuda attention refuses head sizes other than 64 and 128, naming D", "[cuda]") {

@@ -1,6 +1,7 @@
 // The LM head's fused, chunked cross-entropy on the cuda device against the CPU: logits computed in
 // double, then the CPU's cross_entropy_forward / _backward (tensor/loss.h) on them, and the
 // head's matmul backward in double. Chunks that divide V, that do not, and a single chunk.
+#ifdef LOLCATS_CUDA  // these tests call the cuda launchers, absent from a CUDA=0 build
 #include <algorithm>
 
 #include "cuda/cross_entropy.h"
@@ -99,3 +100,5 @@ TEST_CASE("cuda lm_head_cross_entropy: all rows ignored gives 0, a bad target is
   CHECK_THROWS_WITH(cuda::lm_head_cross_entropy_forward(d_loss.f32(), d_lse.f32(), d_x.f32(), d_w.f32(), d_t.i32(), 5, 8, 20, kIgnoreIndex, 8, d_ws.data()),
                     Catch::Contains("row 3"));
 }
+
+#endif  // LOLCATS_CUDA

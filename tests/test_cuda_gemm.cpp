@@ -3,6 +3,7 @@
 // three type combinations (f32; bf16 -> bf16; bf16 -> f32). Under the emulator this checks the
 // row-major -> column-major descriptor logic of cuda/gemm.cu against cuBLASLt's rules; on a GPU,
 // the library itself.
+#ifdef LOLCATS_CUDA  // these tests call the cuda launchers, absent from a CUDA=0 build
 #include "cuda/gemm.h"
 #include "tensor/matmul.h"
 #include "tests/cuda_helpers.h"
@@ -44,8 +45,10 @@ void check_gemm(const cuda::GemmShape& g, bool with_bias, Storage in, Storage ou
   }
   std::vector<double> want = reference(a, b, g.accumulate ? c0 : std::vector<float>(nc, 0.0f), bias, g);
   // f32 accumulation over K products of O(1) values: error ~ K * 2^-24 * sqrt(K) at worst, far
-  // below 1e-4 for K <= 300. A bf16 output adds its rounding, 2^-8 relative (plus the same atol).
-  double rtol = out == Storage::bf16 ? 1.0 / 256 : 1e-5;
+  // below 1e-4 for K <= 300. A bf16 output adds its rounding, 2^-8 relative (plus the same atol);
+  // with C accumulated AND the bias epilogue, cuBLASLt rounds to bf16 before adding the bias (seen
+  // on an H200: errors up to 1.3 ulp), so two roundings are allowed there.
+  double rtol = out == Storage::bf16 ? (g.accumulate && with_bias ? 2.0 : 1.0) / 256 : 1e-5;
   check_close(dc.download(), want, 1e-4, rtol,
               strfmt("gemm batch %d M %d N %d K %d ta %d tb %d acc %d bias %d in %s out %s", g.batch, g.M,
                      g.N, g.K, int(g.trans_a), int(g.trans_b), int(g.accumulate), int(with_bias),
@@ -100,3 +103,5 @@ TEST_CASE("cuda gemm: a shape cuBLASLt cannot take is one clear error", "[cuda]"
   CHECK_THROWS_WITH(cuda::gemm(c.f32(), a.f32(), a.f32(), cuda::GemmShape{1, 2, 2, 0}),
                     Catch::Contains("K = 0"));
 }
+
+#endif  // LOLCATS_CUDA

@@ -2,6 +2,7 @@
 // documentation's description of each primitive (never against the emulator's own formulas): the
 // results a real GPU gives. On a GPU build the same tests ask the hardware ([cuda] tests); the
 // fault reports are emulator-only ([emu]).
+#ifdef LOLCATS_CUDA  // these tests call the cuda launchers, absent from a CUDA=0 build
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -211,3 +212,5 @@ TEST_CASE("emulator: a crash inside a kernel names the block and thread", "[emu]
   CHECK(err.find("at block (1,0,0), thread (3,0,0)") != std::string::npos);
 }
 #endif
+
+#endif  // LOLCATS_CUDA

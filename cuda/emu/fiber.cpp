@@ -7,6 +7,10 @@
 
 #include "tensor/check.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 // The switch. Stack layout of a suspended fiber, from its saved stack pointer upwards:
 //   [sp+0] MXCSR (4 bytes), x87 control word (2 bytes), padding
 //   [sp+8] r15, r14, r13, r12, rbx, rbp, return address
@@ -76,6 +80,13 @@ bool FiberStack::contains(const void* p) const {
 }
 
 void* fiber_prepare(const FiberStack& stack, void (*entry)(void*), void* arg) {
+#if defined(__SANITIZE_ADDRESS__)
+  // A fiber never returns from its frames (it switches away for good), so ASan's poisoning of
+  // their redzones outlives it; clear it before the stack is reused. The deepest 64 KiB suffice
+  // for the kernels here (a stack overflow into older poison would show as an ASan report).
+  constexpr size_t kUsed = 64 * 1024;
+  ASAN_UNPOISON_MEMORY_REGION(stack.bottom() + stack.size() - kUsed, kUsed);
+#endif
   uintptr_t top = reinterpret_cast<uintptr_t>(stack.bottom() + stack.size()) & ~uintptr_t(15);
   uint64_t* sp = reinterpret_cast<uint64_t*>(top);
   *--sp = 0;                                                  // keeps the trampoline's frame aligned

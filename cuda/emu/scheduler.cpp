@@ -125,13 +125,22 @@ void fiber_entry(void* arg) {
   __builtin_unreachable();
 }
 
-// A fiber reports a fault and leaves for good; the scheduler throws it.
-[[noreturn]] void fiber_fault(Scheduler& s, Fiber& f, const std::string& msg) {
+// A fiber reports a fault and leaves for good; the scheduler throws it. Two steps, because a
+// fiber that leaves never runs the destructors of its frames: the message (a temporary) must be
+// gone before `leave`, so FIBER_FAULT records it in one statement and leaves in the next.
+void record_fault(Scheduler& s, Fiber& f, const std::string& msg) {
   if (s.fault.empty()) s.fault = thread_str(f) + ": " + msg;
+}
+[[noreturn]] void leave(Scheduler& s, Fiber& f) {
   f.state = State::fault;
   yield(s, f);
   __builtin_unreachable();
 }
+#define FIBER_FAULT(s, f, ...)                 \
+  do {                                         \
+    record_fault(s, f, strfmt(__VA_ARGS__));   \
+    leave(s, f);                               \
+  } while (0)
 
 Fiber& current(Scheduler& s) {
   ENSURE(lolcats_emu_fiber != nullptr, "a CUDA device function was called outside a kernel");
@@ -168,12 +177,11 @@ void complete(Scheduler& s, Fiber& caller, int warp, unsigned group) {
     Fiber* f = lanes[l];
     if (!f) continue;
     if (f->kind != caller.kind || f->width != caller.width)
-      fiber_fault(s, caller,
-                  strfmt("lanes of one warp meet at different collectives with mask 0x%08x: %s "
+      FIBER_FAULT(s, caller, "lanes of one warp meet at different collectives with mask 0x%08x: %s "
                          "at %s %s:%d, %s at %s %s:%d",
                          group, thread_str(caller).c_str(), collective_name(caller.kind),
                          caller.file, caller.line, thread_str(*f).c_str(),
-                         collective_name(f->kind), f->file, f->line));
+                         collective_name(f->kind), f->file, f->line);
   }
   uint64_t bits = 0;
   for (int l = 0; l < 32; l++)
@@ -217,16 +225,15 @@ uint64_t warp_collective(Collective kind, unsigned mask, uint64_t value, int arg
   Fiber& f = current(s);
   int lane = f.linear % 32, warp = f.linear / 32;
   if (!(mask >> lane & 1))
-    fiber_fault(s, f, strfmt("%s at %s:%d with mask 0x%08x, which does not name its own lane %d",
-                             collective_name(kind), file, line, mask, lane));
+    FIBER_FAULT(s, f, "%s at %s:%d with mask 0x%08x, which does not name its own lane %d",
+                collective_name(kind), file, line, mask, lane);
   int warp_lanes = std::min(32, s.nthreads - warp * 32);
   if (warp_lanes < 32 && (mask >> warp_lanes) != 0)
-    fiber_fault(s, f, strfmt("%s at %s:%d with mask 0x%08x names lanes this block does not have "
-                             "(its last warp has %d threads)",
-                             collective_name(kind), file, line, mask, warp_lanes));
+    FIBER_FAULT(s, f, "%s at %s:%d with mask 0x%08x names lanes this block does not have "
+                "(its last warp has %d threads)", collective_name(kind), file, line, mask, warp_lanes);
   if (width < 1 || width > 32 || (width & (width - 1)))
-    fiber_fault(s, f, strfmt("%s at %s:%d: width %d is not a power of 2 in 1..32",
-                             collective_name(kind), file, line, width));
+    FIBER_FAULT(s, f, "%s at %s:%d: width %d is not a power of 2 in 1..32", collective_name(kind),
+                file, line, width);
   f.kind = kind;
   f.mask = mask;
   f.value = value;
@@ -430,7 +437,9 @@ cudaError_t run_grid(const Launch& l) {
   int nworkers = int(std::min<uint64_t>(blocks, uint64_t(std::max(1, num_threads()))));
   std::atomic<bool> failed{false};
   std::string first_fault;
-#pragma omp parallel for num_threads(nworkers) schedule(dynamic, 1)
+  // One block (most test launches) runs on the calling thread: starting an OpenMP team for it
+  // costs more than the block on a loaded machine.
+#pragma omp parallel for num_threads(nworkers) schedule(dynamic, 1) if (nworkers > 1)
   for (uint64_t i = 0; i < blocks; i++) {
     if (failed.load(std::memory_order_relaxed)) continue;
     Scheduler& s = t_sched;

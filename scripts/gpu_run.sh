@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs on a lent GPU machine, from the folder `make gpu-bundle` built (as gpu-bundle/run.sh): the
+# [cuda] tests (every kernel against its CPU twin, on the hardware), compute-sanitizer's memcheck
+# on them and racecheck on all but the [slow] ones (API errors are not reported: tests provoke
+# some on purpose, e.g. a launch over the shared-memory limit), and `bench gpu-ops`; logs go to $OUT (or ./out), and a short table is
+# printed last. Needs nothing from a package registry: cuBLASLt comes from the machine's CUDA
+# toolkit or PyTorch's wheels. Each step has a time limit so that the whole run ends in ~7 minutes.
+set -uo pipefail
+cd "$(dirname "$0")"
+out=${OUT:-$PWD/out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
+for d in /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+         $(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' 2>/dev/null); do
+  if [ -e "$d/libcublasLt.so.13" ]; then
+    export LD_LIBRARY_PATH="$d:$LD_LIBRARY_PATH"
+    break
+  fi
+done
+
+summary=()
+# step NAME LIMIT_SECONDS LOGFILE COMMAND...: runs it, keeps its output, notes pass/fail and time.
+step() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local t0=$SECONDS
+  echo "=== $name: $*"
+  timeout "$limit" "$@" > "$out/$log" 2>&1
+  local rc=$?
+  tail -n 15 "$out/$log"
+  local verdict="ok"
+  [ $rc -eq 124 ] && verdict="TIMEOUT (${limit}s)"
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && verdict="FAILED (exit $rc)"
+  summary+=("$(printf '%-34s %-20s %4ds  %s' "$name" "$verdict" $((SECONDS - t0)) "$log")")
+}
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  nvcc --version 2>/dev/null | tail -n 1
+  ldd ./run_tests | grep -E "cublas|gomp|not found"
+} > "$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+
+step "tests [cuda],[gpu]" 90 tests.log ./run_tests "[cuda],[gpu]"
+step "compute-sanitizer memcheck" 100 memcheck.log \
+  compute-sanitizer --tool memcheck --leak-check no --report-api-errors no --error-exitcode 9 \
+  ./run_tests "[cuda]"
+step "compute-sanitizer racecheck" 120 racecheck.log \
+  compute-sanitizer --tool racecheck --error-exitcode 9 ./run_tests "[cuda]~[slow]"
+step "bench gpu-ops" 100 bench.jsonl ./bench gpu-ops
+
+echo
+echo "=== bench gpu-ops"
+python3 - "$out/bench.jsonl" <<'PY'
+import json, sys
+rows = []
+for line in open(sys.argv[1]):
+    try:
+        j = json.loads(line)
+    except ValueError:
+        continue
+    if "device" in j:
+        print("device:", j["device"])
+    elif "ceiling" in j:
+        v = j.get("gb_per_s") or j.get("tflop_per_s")
+        unit = "GB/s" if "gb_per_s" in j else "TFLOP/s"
+        print(f"ceiling {j['ceiling']:<28} {v:10.1f} {unit}")
+    else:
+        if "tflop_per_s" in j:
+            rows.append((j["kernel"], j["shape"], f"{j['tflop_per_s']:.1f} TFLOP/s", f"{100*j.get('fraction_of_gemm',0):.0f}% of GEMM", j["seconds"]))
+        else:
+            rows.append((j["kernel"], j["shape"], f"{j['gb_per_s']:.0f} GB/s", f"{100*j.get('fraction_of_copy',0):.0f}% of copy", j["seconds"]))
+for k, s, v, f, sec in rows:
+    print(f"{k[:44]:<44} {s[:34]:<34} {v:>15} {f:>13} {sec*1e3:9.3f} ms")
+PY
+echo
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+grep -E "^[0-9]+ passed" "$out/tests.log" | tail -n 1

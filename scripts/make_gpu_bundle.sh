@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Assembles the GPU bundle (called by `make gpu-bundle`): BUILD_DIR's test binary and bench, the
+# OpenMP runtime they load, and the run script, in OUT_DIR; refuses a bundle that would not fit
+# in one call to the GPU machine.
+set -euo pipefail
+build=$1
+out=$2
+rm -rf "$out"
+mkdir -p "$out/lib"
+cp "$build/run_tests" "$out/run_tests"
+cp "$build/apps/bench" "$out/bench"
+cp "$(g++ -print-file-name=libgomp.so.1)" "$out/lib/"
+cp scripts/gpu_run.sh "$out/run.sh"
+chmod +x "$out/run.sh"
+size=$(du -sm "$out" | cut -f1)
+echo "gpu bundle: $out ($size MiB): carry it to the GPU machine and run $out/run.sh there"
+if [ "$size" -gt 50 ]; then
+  echo "error: the bundle is $size MiB, over the 50 MiB a GPU call can carry with the tree" >&2
+  exit 1
+fi
