@@ -169,7 +169,7 @@ $(FIXTURE_DIR)/%.safetensors: tests/reference/%.py tests/reference/common.py .ve
 fixtures: $(FIXTURES)
 
 # ---- running --------------------------------------------------------------------------------------
-test: $(TEST_BIN) $(FIXTURES) linearize generate eval
+test: $(TEST_BIN) $(FIXTURES) $(if $(filter 1,$(SANITIZE)),,linearize generate eval)
 	LOLCATS_FIXTURES=$(FIXTURE_DIR) LOLCATS_THREADS=$(THREADS) ./$(TEST_BIN) "~[gpu]"
 
 test-gpu: $(TEST_BIN) $(FIXTURES)
