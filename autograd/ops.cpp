@@ -1,7 +1,5 @@
 #include "autograd/ops.h"
 
-#include <cstring>
-
 #include "tensor/attention.h"
 #include "tensor/elementwise.h"
 #include "tensor/embedding.h"
@@ -14,14 +12,28 @@ namespace lolcats {
 namespace {
 
 const Tensor& val(const Var& v) { return v->value; }
-float* fp(const Var& v) { return v->value.f32(); }
 
 void same_shape(const Var& a, const Var& b, const char* op) {
   ENSURE(val(a).shape() == val(b).shape(), "%s: shapes differ: %s vs %s", op,
         val(a).shape().str().c_str(), val(b).shape().str().c_str());
 }
 
+// Losses are host scalars on every device: backward() seeds them on the CPU, and the backward
+// kernels take dloss as a number.
 Tensor scalar(double x) { return Tensor::from({float(x)}, {1}); }
+
+// An output of `x`'s dtype and device.
+Tensor like(const Tensor& x, const Shape& shape) { return Tensor::empty(shape, x.dtype(), x.device()); }
+Tensor like(const Tensor& x) { return like(x, x.shape()); }
+
+// Gives v the gradient g unchanged (copied in, or added to what v already has).
+void pass_gradient(const Var& v, const Tensor& g) {
+  Grad d(v, Grad::either);
+  if (!d.out()) return;
+  Tensor gv = g.to(d.out()->device(), d.out()->dtype());
+  if (d.add()) add_forward(*d.out(), *d.out(), gv);
+  else d.out()->copy_from(gv, "gradient");
+}
 
 // Shape with the last dimension replaced.
 Shape with_last(const Shape& s, int64_t last) {
@@ -34,7 +46,7 @@ Shape with_last(const Shape& s, int64_t last) {
 
 float item(const Var& v) {
   ENSURE(val(v).numel() == 1, "item(): tensor has %lld elements", (long long)val(v).numel());
-  return fp(v)[0];
+  return val(v).to_vector()[0];
 }
 
 Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
@@ -48,12 +60,12 @@ Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
   int Kb = int(tb ? sb[nd - 1] : sb[nd - 2]), N = int(tb ? sb[nd - 2] : sb[nd - 1]);
   ENSURE(K == Kb, "matmul: inner dimensions differ: %s%s @ %s%s", sa.str().c_str(), ta ? "^T" : "",
         sb.str().c_str(), tb ? "^T" : "");
-  Tensor out = Tensor::empty(nd == 3 ? Shape{batch, M, N} : Shape{M, N});
-  matmul_forward(out.f32(), fp(a), fp(b), batch, M, N, K, ta, tb, false);
+  Tensor out = like(val(a), nd == 3 ? Shape{batch, M, N} : Shape{M, N});
+  matmul_forward(out, val(a), val(b), batch, M, N, K, ta, tb, false);
   return make_node(out, {a, b}, "matmul", [=](Node& n) {
-    GradTarget da = grad_target(a), db = grad_target(b);
-    matmul_backward(da.ptr, db.ptr, n.grad.f32(), fp(a), fp(b), batch, M, N, K, ta, tb,
-                    da.accumulate, db.accumulate);
+    Grad da(a, Grad::either), db(b, Grad::either);
+    matmul_backward(da.out(), db.out(), n.grad, val(a), val(b), batch, M, N, K, ta, tb, da.add(),
+                    db.add());
   });
 }
 
@@ -63,186 +75,176 @@ Var linear(const Var& x, const Var& w) {
         "linear: input %s does not fit weight %s (out, in)", sx.str().c_str(),
         val(w).shape().str().c_str());
   int in = int(val(w).size(1)), out_f = int(val(w).size(0)), N = int(val(x).numel() / in);
-  Tensor out = Tensor::empty(with_last(sx, out_f));
-  matmul_forward(out.f32(), fp(x), fp(w), 1, N, out_f, in, false, true, false);
+  Tensor out = like(val(x), with_last(sx, out_f));
+  matmul_forward(out, val(x), val(w), 1, N, out_f, in, false, true, false);
   return make_node(out, {x, w}, "linear", [=](Node& n) {
-    GradTarget dx = grad_target(x), dw = grad_target(w);
-    matmul_backward(dx.ptr, dw.ptr, n.grad.f32(), fp(x), fp(w), 1, N, out_f, in, false, true,
-                    dx.accumulate, dw.accumulate);
+    Grad dx(x, Grad::either), dw(w, Grad::either);
+    matmul_backward(dx.out(), dw.out(), n.grad, val(x), val(w), 1, N, out_f, in, false, true,
+                    dx.add(), dw.add());
   });
 }
 
 Var reshape(const Var& x, const Shape& shape) {
   Tensor out = val(x).reshape(shape);
   return make_node(out, {x}, "reshape", [=](Node& n) {
-    GradSink dx(x);
-    std::memcpy(dx.ptr(), n.grad.f32(), n.grad.nbytes());
-    dx.commit();
+    // The gradient is the same values under x's shape.
+    pass_gradient(x, n.grad.reshape(val(x).shape()));
   });
 }
 
 Var add(const Var& a, const Var& b) {
   same_shape(a, b, "add");
-  Tensor out = Tensor::empty(val(a).shape());
-  add_forward(out.f32(), fp(a), fp(b), out.numel());
+  Tensor out = like(val(a));
+  add_forward(out, val(a), val(b));
   return make_node(out, {a, b}, "add", [=](Node& n) {
-    GradSink da(a), db(b);
-    add_backward(da.ptr(), db.ptr(), n.grad.f32(), n.grad.numel());
-    da.commit();
-    db.commit();
+    // d(a + b) = dy for both: no kernel, the gradient itself is passed on.
+    pass_gradient(a, n.grad);
+    pass_gradient(b, n.grad);
   });
 }
 
 Var mul(const Var& a, const Var& b) {
   same_shape(a, b, "mul");
-  Tensor out = Tensor::empty(val(a).shape());
-  mul_forward(out.f32(), fp(a), fp(b), out.numel());
+  Tensor out = like(val(a));
+  mul_forward(out, val(a), val(b));
   return make_node(out, {a, b}, "mul", [=](Node& n) {
-    GradSink da(a), db(b);
-    mul_backward(da.ptr(), db.ptr(), n.grad.f32(), fp(a), fp(b), n.grad.numel());
-    da.commit();
-    db.commit();
+    Grad da(a, Grad::writes), db(b, Grad::writes);
+    mul_backward(da.out(), db.out(), n.grad, val(a), val(b));
+    da.done();
+    db.done();
   });
 }
 
 Var scale(const Var& a, float s) {
-  Tensor out = Tensor::empty(val(a).shape());
-  scale_forward(out.f32(), fp(a), s, out.numel());
+  Tensor out = like(val(a));
+  scale_forward(out, val(a), s);
   return make_node(out, {a}, "scale", [=](Node& n) {
-    GradSink da(a);
-    scale_backward(da.ptr(), n.grad.f32(), s, n.grad.numel());
-    da.commit();
+    Grad da(a, Grad::writes);
+    if (da.out()) scale_forward(*da.out(), n.grad, s);  // d(s a) = s dy
+    da.done();
   });
 }
 
 Var silu(const Var& x) {
-  Tensor out = Tensor::empty(val(x).shape());
-  silu_forward(out.f32(), fp(x), out.numel());
+  Tensor out = like(val(x));
+  silu_forward(out, val(x));
   return make_node(out, {x}, "silu", [=](Node& n) {
-    GradSink dx(x);
-    silu_backward(dx.ptr(), n.grad.f32(), fp(x), n.grad.numel());
-    dx.commit();
+    Grad dx(x, Grad::writes);
+    if (dx.out()) silu_backward(*dx.out(), n.grad, val(x));
+    dx.done();
   });
 }
 
 Var swiglu(const Var& gate, const Var& up) {
   same_shape(gate, up, "swiglu");
-  Tensor out = Tensor::empty(val(gate).shape());
-  swiglu_forward(out.f32(), fp(gate), fp(up), out.numel());
+  Tensor out = like(val(gate));
+  swiglu_forward(out, val(gate), val(up));
   return make_node(out, {gate, up}, "swiglu", [=](Node& n) {
-    GradSink dg(gate), du(up);
-    swiglu_backward(dg.ptr(), du.ptr(), n.grad.f32(), fp(gate), fp(up), n.grad.numel());
-    dg.commit();
-    du.commit();
+    Grad dg(gate, Grad::writes), du(up, Grad::writes);
+    swiglu_backward(dg.out(), du.out(), n.grad, val(gate), val(up));
+    dg.done();
+    du.done();
   });
 }
 
 Var embedding(const Tensor& idx, const Var& wte) {
-  ENSURE(idx.dtype() == DType::i32, "embedding: token ids must be i32, got %s", dtype_name(idx.dtype()));
   ENSURE(val(wte).ndim() == 2, "embedding: table must be (V, C), got %s", val(wte).shape().str().c_str());
-  int V = int(val(wte).size(0)), C = int(val(wte).size(1)), N = int(idx.numel());
   std::vector<int64_t> dims(idx.shape().dims, idx.shape().dims + idx.ndim());
-  dims.push_back(C);
-  Tensor out = Tensor::empty(Shape(dims));
-  embedding_forward(out.f32(), idx.i32(), fp(wte), N, V, C);
+  dims.push_back(val(wte).size(1));
+  Tensor out = like(val(wte), Shape(dims));
+  embedding_forward(out, idx, val(wte));
   return make_node(out, {wte}, "embedding", [=](Node& n) {
-    embedding_backward(accum(wte), n.grad.f32(), idx.i32(), N, V, C);
+    Grad dw(wte, Grad::adds);
+    if (dw.out()) embedding_backward(*dw.out(), n.grad, idx);
   });
 }
 
 Var rmsnorm(const Var& x, const Var& w, float eps) {
   int C = int(val(x).size(-1)), N = int(val(x).numel() / C);
-  check_shape(val(w), {C}, "rmsnorm weight");
-  Tensor out = Tensor::empty(val(x).shape()), rstd = Tensor::empty({N});
-  rmsnorm_forward(out.f32(), rstd.f32(), fp(x), fp(w), N, C, eps);
+  Tensor out = like(val(x)), rstd = Tensor::empty({N}, DType::f32, val(x).device());
+  rmsnorm_forward(out, rstd, val(x), val(w), eps);
   return make_node(out, {x, w}, "rmsnorm", [=](Node& n) {
-    GradSink dx(x);
-    rmsnorm_backward(dx.ptr(), accum(w), n.grad.f32(), fp(x), fp(w), rstd.f32(), N, C);
-    dx.commit();
+    Grad dx(x, Grad::writes), dw(w, Grad::adds);
+    rmsnorm_backward(dx.out(), dw.out(), n.grad, val(x), val(w), rstd);
+    dx.done();
   });
 }
 
 Var rope(const Var& x, const Tensor& cos_t, const Tensor& sin_t, RopeLayout layout) {
-  const Shape& s = val(x).shape();
-  ENSURE(s.ndim == 4, "rope: input must be (B, T, H, D), got %s", s.str().c_str());
-  int B = int(s[0]), T = int(s[1]), H = int(s[2]), D = int(s[3]);
-  check_shape(cos_t, {T, D / 2}, "rope cos table");
-  check_shape(sin_t, {T, D / 2}, "rope sin table");
-  Tensor out = Tensor::empty(s);
-  rope_forward(out.f32(), fp(x), cos_t.f32(), sin_t.f32(), B, T, H, D, layout);
+  Tensor out = like(val(x));
+  rope_forward(out, val(x), cos_t, sin_t, layout);
   return make_node(out, {x}, "rope", [=](Node& n) {
-    GradSink dx(x);
-    rope_backward(dx.ptr(), n.grad.f32(), cos_t.f32(), sin_t.f32(), B, T, H, D, layout);
-    dx.commit();
+    Grad dx(x, Grad::writes);
+    if (dx.out()) rope_backward(*dx.out(), n.grad, cos_t, sin_t, layout);
+    dx.done();
   });
 }
 
 Var attention(const Var& q, const Var& k, const Var& v) {
-  const Shape &sq = val(q).shape(), &sk = val(k).shape();
-  ENSURE(sq.ndim == 4 && sk.ndim == 4, "attention: q %s and k %s must be (B, T, heads, D)",
-        sq.str().c_str(), sk.str().c_str());
-  same_shape(k, v, "attention k/v");
-  int B = int(sq[0]), T = int(sq[1]), H = int(sq[2]), D = int(sq[3]), Hkv = int(sk[2]);
-  ENSURE(sk[0] == B && sk[1] == T && sk[3] == D && H % Hkv == 0,
-        "attention: q %s does not match k/v %s", sq.str().c_str(), sk.str().c_str());
-  Tensor out = Tensor::empty(sq), lse = Tensor::empty({B, H, T});
-  attention_forward(out.f32(), lse.f32(), fp(q), fp(k), fp(v), B, T, H, Hkv, D);
+  const Shape& sq = val(q).shape();
+  ENSURE(sq.ndim == 4, "attention: q %s must be (B, T, H, D)", sq.str().c_str());
+  Tensor out = like(val(q)), lse = Tensor::empty({sq[0], sq[2], sq[1]}, DType::f32, val(q).device());
+  attention_forward(out, lse, val(q), val(k), val(v));
   return make_node(out, {q, k, v}, "attention", [=](Node& n) {
-    // The kernel needs all three buffers; gradients nobody asked for land in scratch and vanish.
-    GradSink dq(q), dk(k), dv(v);
-    Tensor tq, tk, tv;
-    float* pq = dq.ptr() ? dq.ptr() : (tq = Tensor::empty(sq)).f32();
-    float* pk = dk.ptr() ? dk.ptr() : (tk = Tensor::empty(sk)).f32();
-    float* pv = dv.ptr() ? dv.ptr() : (tv = Tensor::empty(sk)).f32();
-    attention_backward(pq, pk, pv, n.grad.f32(), out.f32(), lse.f32(), fp(q), fp(k), fp(v), B, T,
-                       H, Hkv, D);
-    dq.commit();
-    dk.commit();
-    dv.commit();
+    // The kernels write all three; gradients nobody asked for land in scratch and vanish.
+    Grad dq(q, Grad::writes), dk(k, Grad::writes), dv(v, Grad::writes);
+    Tensor sq_ = dq.out() ? Tensor() : like(val(q)), sk = dk.out() ? Tensor() : like(val(k)),
+           sv = dv.out() ? Tensor() : like(val(v));
+    attention_backward(dq.out() ? *dq.out() : sq_, dk.out() ? *dk.out() : sk, dv.out() ? *dv.out() : sv,
+                       n.grad, out, lse, val(q), val(k), val(v));
+    dq.done();
+    dk.done();
+    dv.done();
   });
 }
 
 Var cross_entropy(const Var& logits, const Tensor& targets, int ignore_index) {
   ENSURE(val(logits).ndim() == 2, "cross_entropy: logits must be (N, V), got %s",
         val(logits).shape().str().c_str());
-  int N = int(val(logits).size(0)), V = int(val(logits).size(1));
-  check_shape(targets, {N}, "cross_entropy targets", DType::i32);
-  Tensor lse = Tensor::empty({N});
-  double loss = cross_entropy_forward(lse.f32(), fp(logits), targets.i32(), N, V, ignore_index);
+  Tensor lse = Tensor::empty({val(logits).size(0)}, DType::f32, val(logits).device());
+  double loss = cross_entropy_forward(lse, val(logits), targets, ignore_index);
   return make_node(scalar(loss), {logits}, "cross_entropy", [=](Node& n) {
-    GradSink dl(logits);
-    cross_entropy_backward(dl.ptr(), n.grad.f32()[0], fp(logits), lse.f32(), targets.i32(), N, V,
-                           ignore_index);
-    dl.commit();
+    Grad dl(logits, Grad::writes);
+    if (dl.out()) cross_entropy_backward(*dl.out(), n.grad.f32()[0], val(logits), lse, targets, ignore_index);
+    dl.done();
+  });
+}
+
+Var lm_head_cross_entropy(const Var& x, const Var& w, const Tensor& targets, int ignore_index) {
+  int C = int(val(x).size(-1)), N = int(val(x).numel() / C);
+  Tensor lse = Tensor::empty({N}, DType::f32, val(x).device());
+  double loss = lm_head_cross_entropy_forward(lse, val(x), val(w), targets, ignore_index);
+  return make_node(scalar(loss), {x, w}, "lm_head_cross_entropy", [=](Node& n) {
+    Grad dx(x, Grad::writes), dw(w, Grad::adds);
+    lm_head_cross_entropy_backward(dx.out(), dw.out(), n.grad.f32()[0], val(x), val(w), lse, targets,
+                                   ignore_index);
+    dx.done();
   });
 }
 
 Var mse(const Var& a, const Var& b) {
   same_shape(a, b, "mse");
-  int64_t n_el = val(a).numel();
-  return make_node(scalar(mse_forward(fp(a), fp(b), n_el)), {a, b}, "mse", [=](Node& n) {
-    GradSink da(a), db(b);
-    mse_backward(da.ptr(), db.ptr(), n.grad.f32()[0], fp(a), fp(b), n_el);
-    da.commit();
-    db.commit();
+  return make_node(scalar(mse_forward(val(a), val(b))), {a, b}, "mse", [=](Node& n) {
+    Grad da(a, Grad::writes), db(b, Grad::writes);
+    mse_backward(da.out(), db.out(), n.grad.f32()[0], val(a), val(b));
+    da.done();
+    db.done();
   });
 }
 
 Var sum(const Var& x) {
-  int64_t n_el = val(x).numel();
-  return make_node(scalar(sum_forward(fp(x), n_el)), {x}, "sum", [=](Node& n) {
-    GradSink dx(x);
-    sum_backward(dx.ptr(), n.grad.f32()[0], n_el);
-    dx.commit();
+  return make_node(scalar(sum_forward(val(x))), {x}, "sum", [=](Node& n) {
+    Grad dx(x, Grad::writes);
+    if (dx.out()) sum_backward(*dx.out(), n.grad.f32()[0]);
+    dx.done();
   });
 }
 
 Var mean(const Var& x) {
-  int64_t n_el = val(x).numel();
-  return make_node(scalar(mean_forward(fp(x), n_el)), {x}, "mean", [=](Node& n) {
-    GradSink dx(x);
-    mean_backward(dx.ptr(), n.grad.f32()[0], n_el);
-    dx.commit();
+  return make_node(scalar(mean_forward(val(x))), {x}, "mean", [=](Node& n) {
+    Grad dx(x, Grad::writes);
+    if (dx.out()) mean_backward(*dx.out(), n.grad.f32()[0]);
+    dx.done();
   });
 }
 

@@ -1,6 +1,7 @@
-// Differentiable ops on Vars: each runs the CPU forward kernel of tensor/ and records a closure that
-// calls the matching backward kernel. Shapes are checked here, once, with names in the message.
-// All tensors are CPU f32 (integer inputs i32).
+// Differentiable ops on Vars: each runs the forward of the op layer (tensor/*.h: Tensor-level entry
+// points that check shapes, dtypes and devices and call the CPU kernel or its CUDA twin) and records
+// a closure that calls the matching backward. Outputs take the input's dtype and device; losses are
+// host scalars. Gradients follow the rule of Grad (autograd/tape.h).
 #pragma once
 #include "autograd/tape.h"
 #include "tensor/rope.h"
@@ -33,6 +34,9 @@ Var attention(const Var& q, const Var& k, const Var& v);
 
 // logits (N, V), targets (N) i32 -> scalar mean over rows whose target != ignore_index
 Var cross_entropy(const Var& logits, const Tensor& targets, int ignore_index = -100);
+// x (..., C), w (V, C) the LM head, targets (N) i32 with N = numel(x) / C: the mean cross-entropy of
+// the logits x w^T, fused: on the cuda device the (N, V) logits are never whole in memory.
+Var lm_head_cross_entropy(const Var& x, const Var& w, const Tensor& targets, int ignore_index = -100);
 Var mse(const Var& a, const Var& b);  // scalar mean((a - b)^2)
 Var sum(const Var& x);                // scalar
 Var mean(const Var& x);               // scalar

@@ -35,37 +35,41 @@ Var make_node(Tensor value, std::vector<Var> parents, const char* op,
   return n;
 }
 
-GradSink::GradSink(const Var& v) : node_(v.get()) {
+DType grad_dtype(const Node& n) { return n.is_leaf ? DType::f32 : n.value.dtype(); }
+
+static Tensor fresh_grad(const Node& n, bool zeroed) {
+  return zeroed ? Tensor::zeros(n.value.shape(), grad_dtype(n), n.value.device())
+                : Tensor::empty(n.value.shape(), grad_dtype(n), n.value.device());
+}
+
+Grad::Grad(const Var& v, Kernel kernel) : node_(v.get()) {
   if (!node_ || !node_->requires_grad) return;
-  if (!node_->grad.defined() && !node_->is_leaf) {
-    node_->grad = Tensor::empty(node_->value.shape());  // first contribution: written in place
-    target_ = node_->grad.f32();
+  Node& n = *node_;
+  if (kernel == adds) {
+    if (!n.grad.defined()) n.grad = fresh_grad(n, true);
+    target_ = n.grad;
+  } else if (kernel == either) {
+    add_ = n.grad.defined();
+    if (!add_) n.grad = fresh_grad(n, false);
+    target_ = n.grad;
+  } else if (!n.grad.defined() && grad_dtype(n) == n.value.dtype()) {
+    n.grad = fresh_grad(n, false);  // the first contribution: written in place
+    target_ = n.grad;
   } else {
-    scratch_ = Tensor::empty(node_->value.shape());
-    target_ = scratch_.f32();
+    // A writing kernel computes in the value's dtype; its result is added in by done().
+    target_ = Tensor::empty(n.value.shape(), n.value.dtype(), n.value.device());
+    scratch_ = true;
   }
 }
 
-void GradSink::commit() {
-  if (!scratch_.defined()) return;
-  if (!node_->grad.defined()) node_->grad = Tensor::zeros(node_->value.shape());
-  float* g = node_->grad.f32();
-  add_forward(g, g, scratch_.f32(), node_->grad.numel());
-}
-
-float* accum(const Var& v) {
-  if (!v || !v->requires_grad) return nullptr;
-  if (!v->grad.defined()) v->grad = Tensor::zeros(v->value.shape());
-  return v->grad.f32();
-}
-
-GradTarget grad_target(const Var& v) {
-  if (!v || !v->requires_grad) return {};
-  if (!v->grad.defined() && !v->is_leaf) {
-    v->grad = Tensor::empty(v->value.shape());
-    return {v->grad.f32(), false};
-  }
-  return {accum(v), true};
+void Grad::done() {
+  if (!scratch_) return;
+  Node& n = *node_;
+  if (!n.grad.defined()) n.grad = fresh_grad(n, true);
+  Tensor contribution = target_.to(n.grad.device(), n.grad.dtype());
+  add_forward(n.grad, n.grad, contribution);
+  target_ = Tensor();
+  scratch_ = false;
 }
 
 void zero_grad(const Var& param) {
@@ -96,6 +100,8 @@ void backward(const Var& loss, float seed) {
     }
   }
   // `order` lists every node after its parents; walk it backwards.
+  // Losses are host scalars (ops return them as CPU f32 values on every device).
+  ENSURE(loss->value.device() == Device::cpu, "backward(): the loss must be a CPU scalar");
   Tensor seed_grad = Tensor::from({seed}, loss->value.shape());
   if (loss->grad.defined())
     loss->grad.f32()[0] += seed;

@@ -66,31 +66,32 @@ bool grad_enabled();
 Var make_node(Tensor value, std::vector<Var> parents, const char* op,
               std::function<void(Node&)> fn);
 
-// Where a backward kernel puts the gradient of one input:
-//   - an input that needs no gradient: ptr() is null, the kernel skips it;
-//   - an activation seen for the first time: ptr() is its fresh grad buffer, the kernel writes (=);
-//   - a parameter or an already-written activation: ptr() is a scratch buffer the kernel writes,
-//     and commit() adds it into the real gradient.
-// Kernels that accumulate by contract (parameter gradients such as rmsnorm's dw) use accum()
-// instead: the node's own zero-initialised buffer, added into directly.
-class GradSink {
+// Where a backward kernel puts the gradient of one input. One rule: each backward kernel either
+// WRITES its gradient output (=; activation gradients) or ADDS to it (+=; parameter gradients, by
+// the convention stated at the top), or can do either when told (matmul):
+//   Grad dx(x, Grad::writes);  kernel(dx.out(), ...);  dx.done();
+// - x needs no gradient: out() is null and the kernel skips that output;
+// - adds: out() is x's gradient buffer itself (created zeroed on first use);
+// - writes: x's first gradient is written straight into its fresh buffer; any later one (a value
+//   used twice, a parameter accumulating over backward calls) goes to scratch that done() adds in;
+// - either: out() is the gradient buffer; add() says whether the kernel must add into it.
+// A gradient lives on its value's device; trainable leaves keep it in f32 (the master precision
+// of mixed-precision training), everything else in the value's dtype.
+class Grad {
  public:
-  explicit GradSink(const Var& v);
-  float* ptr() { return target_; }
-  void commit();
- private:
-  Node* node_;
-  Tensor scratch_;
-  float* target_ = nullptr;
-};
-float* accum(const Var& v);  // null when v needs no gradient
+  enum Kernel { writes, adds, either };
+  Grad(const Var& v, Kernel kernel);
+  Tensor* out() { return target_.defined() ? &target_ : nullptr; }
+  bool add() const { return add_; }
+  void done();  // after the kernel: adds the scratch in (writes), else nothing
 
-// For kernels that can either write or add (matmul): the gradient buffer of v itself, and whether
-// the kernel must add into it (it already holds a contribution, or v is a parameter) or may write.
-struct GradTarget {
-  float* ptr = nullptr;  // null when v needs no gradient
-  bool accumulate = false;
+ private:
+  Node* node_ = nullptr;
+  Tensor target_;
+  bool add_ = false, scratch_ = false;
 };
-GradTarget grad_target(const Var& v);
+
+// The dtype a gradient of `n` is kept in (see Grad).
+DType grad_dtype(const Node& n);
 
 }  // namespace lolcats

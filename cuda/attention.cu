@@ -36,7 +36,7 @@ constexpr unsigned kFullMask = 0xffffffffu;
 
 template <int D>
 struct Tile {
-  static constexpr int cols = D == 64 ? 64 : 32;    // columns streamed per step
+  static constexpr int cols = D <= 64 ? 64 : 32;    // columns streamed per step
   static constexpr int ld = D + 4;                  // shared row stride of a (rows, D) tile
   static constexpr int ldp = cols + 4;              // shared row stride of a (kRows, cols) tile
   static constexpr int vecs = D / 16;               // float4 output pieces per thread
@@ -368,7 +368,8 @@ void allow_shared(Kernel* kernel, size_t bytes) {
 
 void check_shapes(const char* op, const void* const* ptrs, int n, int B, int T_, int H, int Hkv,
                   int D) {
-  ENSURE(D == 64 || D == 128, "%s (cuda): head size D = %d is not supported (64 or 128)", op, D);
+  ENSURE(D == 16 || D == 32 || D == 64 || D == 128,
+         "%s (cuda): head size D = %d is not supported (16, 32, 64 or 128)", op, D);
   ENSURE(B >= 0 && T_ >= 0 && H > 0 && Hkv > 0 && H % Hkv == 0,
          "%s (cuda): bad sizes B = %d, T = %d, H = %d, Hkv = %d (H must be a multiple of Hkv)", op,
          B, T_, H, Hkv);
@@ -422,8 +423,12 @@ void attention_forward(T* y, float* lse, const T* q, const T* k, const T* v, int
   const void* ptrs[] = {y, lse, q, k, v};
   check_shapes("attention_forward", ptrs, 5, B, T_, H, Hkv, D);
   if (B == 0 || T_ == 0) return;
-  if (D == 64) forward_d<T, 64>(y, lse, q, k, v, B, T_, H, Hkv, stream);
-  else forward_d<T, 128>(y, lse, q, k, v, B, T_, H, Hkv, stream);
+  switch (D) {
+    case 16: return forward_d<T, 16>(y, lse, q, k, v, B, T_, H, Hkv, stream);
+    case 32: return forward_d<T, 32>(y, lse, q, k, v, B, T_, H, Hkv, stream);
+    case 64: return forward_d<T, 64>(y, lse, q, k, v, B, T_, H, Hkv, stream);
+    default: return forward_d<T, 128>(y, lse, q, k, v, B, T_, H, Hkv, stream);
+  }
 }
 
 template <typename T>
@@ -433,8 +438,12 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dy, const T* y, const floa
   const void* ptrs[] = {dq, dk, dv, dy, y, lse, q, k, v};
   check_shapes("attention_backward", ptrs, 9, B, T_, H, Hkv, D);
   if (B == 0 || T_ == 0) return;
-  if (D == 64) backward_d<T, 64>(dq, dk, dv, dy, y, lse, q, k, v, B, T_, H, Hkv, stream);
-  else backward_d<T, 128>(dq, dk, dv, dy, y, lse, q, k, v, B, T_, H, Hkv, stream);
+  switch (D) {
+    case 16: return backward_d<T, 16>(dq, dk, dv, dy, y, lse, q, k, v, B, T_, H, Hkv, stream);
+    case 32: return backward_d<T, 32>(dq, dk, dv, dy, y, lse, q, k, v, B, T_, H, Hkv, stream);
+    case 64: return backward_d<T, 64>(dq, dk, dv, dy, y, lse, q, k, v, B, T_, H, Hkv, stream);
+    default: return backward_d<T, 128>(dq, dk, dv, dy, y, lse, q, k, v, B, T_, H, Hkv, stream);
+  }
 }
 
 template void attention_forward<float>(float*, float*, const float*, const float*, const float*,

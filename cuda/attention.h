@@ -17,8 +17,8 @@
 //             tiles; dk and dv by a block per (b, g, 64 keys) streaming query tiles of each of the
 //             H/Hkv query heads of g in turn, so the group sum is deterministic (no atomics).
 //             P is recomputed from the saved lse in both.
-// Storage T is float or bf16; all arithmetic is f32. D is 64 or 128 (SmolLM2, Llama 3); other head
-// sizes throw lolcats::Error. Pointers must be 16-byte aligned (rows are loaded 4 values at a time).
+// Storage T is float or bf16; all arithmetic is f32. D is 64 or 128 (SmolLM2, Llama 3), or 16 or
+// 32 (test models, small checkpoints); other head sizes throw lolcats::Error. Pointers must be 16-byte aligned (rows are loaded 4 values at a time).
 #pragma once
 #include "cuda/api.h"
 

@@ -1,6 +1,7 @@
 // Device memory for Tensor (tensor/tensor.h declares these hooks; tensor/no_cuda.cpp is the
 // CPU-only build's version).
 #include "cuda/common.cuh"
+#include "cuda/elementwise.h"
 #include "tensor/tensor.h"
 
 namespace lolcats {
@@ -30,6 +31,21 @@ void device_upload(void* dst, const void* src, size_t bytes) {
 }
 void device_download(void* dst, const void* src, size_t bytes) {
   cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+void device_copy(void* dst, const void* src, size_t bytes) {
+  cudaCheck(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+
+void device_convert(void* dst, DType dt, const void* src, DType st, int64_t n) {
+  if (dt == st) {
+    device_copy(dst, src, size_t(n) * dtype_size(dt));
+  } else if (st == DType::f32 && dt == DType::bf16) {
+    cuda::cast_f32_to_bf16(static_cast<bf16*>(dst), static_cast<const float*>(src), n, nullptr);
+  } else if (st == DType::bf16 && dt == DType::f32) {
+    cuda::cast_bf16_to_f32(static_cast<float*>(dst), static_cast<const bf16*>(src), n, nullptr);
+  } else {
+    fail(__FILE__, __LINE__, strfmt("no conversion from %s to %s", dtype_name(st), dtype_name(dt)));
+  }
 }
 
 bool cuda_available() {

@@ -1,5 +1,7 @@
 #include "lolcats/feature_map.h"
 
+#include "tensor/device.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -191,5 +193,46 @@ void hedgehog_identity_init(T* W, int H, int D, int Fh) {
   template void hedgehog_identity_init<T>(T*, int, int, int);
 INSTANTIATE(float)
 INSTANTIATE(double)
+
+
+// ---- Tensor-level entry points ---------------------------------------------------------------------
+
+namespace {
+float* opt(Tensor* t) { return t ? t->f32() : nullptr; }
+void cpu_only(const char* op, bool cpu) { ENSURE(cpu, "%s has no cuda kernel yet", op); }
+}  // namespace
+
+void hedgehog_forward(Tensor& phi, const Tensor& x, const Tensor& W) {
+  cpu_only("hedgehog", check_operands("hedgehog", {&phi, &x, &W}));
+  int B = int(x.size(0)), T = int(x.size(1)), Hx = int(x.size(2)), D = int(x.size(3));
+  int H = int(W.size(0)), Fh = int(W.size(2));
+  check_shape(phi, {B, T, H, 2 * Fh}, "hedgehog features");
+  hedgehog_forward(phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, Fh);
+}
+
+void hedgehog_backward(Tensor* dx, Tensor* dW, const Tensor& dphi, const Tensor& phi, const Tensor& x, const Tensor& W) {
+  cpu_only("hedgehog", check_operands("hedgehog backward", {dx, dW, &dphi, &phi, &x, &W}));
+  int B = int(x.size(0)), T = int(x.size(1)), Hx = int(x.size(2)), D = int(x.size(3));
+  int H = int(W.size(0)), Fh = int(W.size(2));
+  check_same_shape("hedgehog backward", dphi, phi);
+  hedgehog_backward(opt(dx), opt(dW), dphi.f32(), phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, Fh);
+}
+
+void t2r_forward(Tensor& phi, const Tensor& x, const Tensor& W, const Tensor& bias) {
+  cpu_only("t2r", check_operands("t2r", {&phi, &x, &W, &bias}));
+  int B = int(x.size(0)), T = int(x.size(1)), Hx = int(x.size(2)), D = int(x.size(3));
+  int H = int(W.size(0)), F = int(W.size(2));
+  check_shape(phi, {B, T, H, F}, "t2r features");
+  t2r_forward(phi.f32(), x.f32(), W.f32(), bias.f32(), B, T, H, Hx, D, F);
+}
+
+void t2r_backward(Tensor* dx, Tensor* dW, Tensor* dbias, const Tensor& dphi, const Tensor& phi, const Tensor& x,
+                  const Tensor& W) {
+  cpu_only("t2r", check_operands("t2r backward", {dx, dW, dbias, &dphi, &phi, &x, &W}));
+  int B = int(x.size(0)), T = int(x.size(1)), Hx = int(x.size(2)), D = int(x.size(3));
+  int H = int(W.size(0)), F = int(W.size(2));
+  check_same_shape("t2r backward", dphi, phi);
+  t2r_backward(opt(dx), opt(dW), opt(dbias), dphi.f32(), phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, F);
+}
 
 }  // namespace lolcats

@@ -49,4 +49,14 @@ void t2r_backward(T* dx, T* dW, T* dbias, const T* dphi, const T* phi, const T* 
 template <typename T>
 void hedgehog_identity_init(T* W, int H, int D, int Fh);
 
+
+// Tensor-level entry points (tensor/device.h); shapes from the tensors: x (B, T, Hx, D), W (H, D, Fh
+// or F), bias (H, F), phi (B, T, H, 2 Fh or F). CPU only so far (the CUDA twins are to come).
+class Tensor;
+void hedgehog_forward(Tensor& phi, const Tensor& x, const Tensor& W);
+void hedgehog_backward(Tensor* dx, Tensor* dW, const Tensor& dphi, const Tensor& phi, const Tensor& x, const Tensor& W);
+void t2r_forward(Tensor& phi, const Tensor& x, const Tensor& W, const Tensor& bias);
+void t2r_backward(Tensor* dx, Tensor* dW, Tensor* dbias, const Tensor& dphi, const Tensor& phi, const Tensor& x,
+                  const Tensor& W);
+
 }  // namespace lolcats

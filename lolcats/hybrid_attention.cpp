@@ -1,5 +1,7 @@
 #include "lolcats/hybrid_attention.h"
 
+#include "tensor/device.h"
+
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -222,5 +224,36 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
                                              HybridVariant);
 INSTANTIATE(float)
 INSTANTIATE(double)
+
+
+// ---- Tensor-level entry points ---------------------------------------------------------------------
+
+namespace {
+float* opt(Tensor* t) { return t ? t->f32() : nullptr; }
+}  // namespace
+
+void hybrid_attention_forward(Tensor& y, Tensor& Z, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& phiq, const Tensor& phik, const Tensor& wlogit, HybridVariant variant) {
+  ENSURE(check_operands("hybrid_attention", {&y, &Z, &q, &k, &v, &phiq, &phik, &wlogit}),
+         "hybrid_attention has no cuda kernel yet");
+  int B = int(q.size(0)), T = int(q.size(1)), H = int(q.size(2)), D = int(q.size(3)), Hkv = int(k.size(2)),
+      F = int(phiq.size(3));
+  hybrid_attention_forward(y.f32(), Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(), wlogit.f32(), B, T,
+                           H, Hkv, D, F, variant);
+}
+
+void hybrid_attention_backward(Tensor* dq, Tensor* dk, Tensor* dv, Tensor* dphiq, Tensor* dphik, Tensor* dwlogit,
+                               const Tensor& dy, const Tensor& y, const Tensor& Z, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& phiq, const Tensor& phik, const Tensor& wlogit,
+                               HybridVariant variant) {
+  ENSURE(check_operands("hybrid_attention backward",
+                        {dq, dk, dv, dphiq, dphik, dwlogit, &dy, &y, &Z, &q, &k, &v, &phiq, &phik, &wlogit}),
+         "hybrid_attention has no cuda kernel yet");
+  int B = int(q.size(0)), T = int(q.size(1)), H = int(q.size(2)), D = int(q.size(3)), Hkv = int(k.size(2)),
+      F = int(phiq.size(3));
+  hybrid_attention_backward(opt(dq), opt(dk), opt(dv), opt(dphiq), opt(dphik), opt(dwlogit), dy.f32(), y.f32(),
+                            Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(), wlogit.f32(), B, T, H, Hkv,
+                            D, F, variant);
+}
 
 }  // namespace lolcats

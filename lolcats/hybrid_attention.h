@@ -55,4 +55,15 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
                                const T* v, const T* phiq, const T* phik, const T* wlogit, int B,
                                int T_, int H, int Hkv, int D, int F, HybridVariant variant);
 
+
+// Tensor-level entry points (tensor/device.h), shapes as above, read from the tensors. CPU only so
+// far (the CUDA twins are to come).
+class Tensor;
+void hybrid_attention_forward(Tensor& y, Tensor& Z, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& phiq, const Tensor& phik, const Tensor& wlogit, HybridVariant variant);
+void hybrid_attention_backward(Tensor* dq, Tensor* dk, Tensor* dv, Tensor* dphiq, Tensor* dphik, Tensor* dwlogit,
+                               const Tensor& dy, const Tensor& y, const Tensor& Z, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& phiq, const Tensor& phik, const Tensor& wlogit,
+                               HybridVariant variant);
+
 }  // namespace lolcats

@@ -2,6 +2,11 @@
 
 #include <cmath>
 
+#include "tensor/device.h"
+#ifdef LOLCATS_CUDA
+#include "cuda/adamw.h"
+#endif
+
 namespace lolcats {
 
 void adamw_step(float* params, float* m, float* v, const float* grads, int64_t n, int64_t step,
@@ -21,11 +26,28 @@ void adamw_step(float* params, float* m, float* v, const float* grads, int64_t n
   }
 }
 
+void adamw_step(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads, int64_t step, float lr,
+                const AdamWConfig& cfg) {
+  for (const Tensor* t : {static_cast<const Tensor*>(&m), static_cast<const Tensor*>(&v), &grads})
+    check_shape(*t, params.shape(), "AdamW state");
+  if (check_operands("adamw", {&params, &m, &v, &grads}))
+    return adamw_step(params.f32(), m.f32(), v.f32(), grads.f32(), params.numel(), step, lr, cfg);
+#ifdef LOLCATS_CUDA
+  ENSURE(params.dtype() == DType::f32, "adamw: parameters are updated in f32");
+  cuda::adamw_step(params.dev<float>(), m.dev<float>(), v.dev<float>(), grads.dev<float>(), params.numel(), step,
+                   lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, nullptr, nullptr);
+#else
+  ON_CUDA(params.dtype(), T, (void)0);
+#endif
+}
+
 AdamW::AdamW(std::vector<Var> params, AdamWConfig cfg) : params_(std::move(params)), cfg_(cfg) {
   for (const Var& p : params_) {
     ENSURE(p->is_leaf && p->requires_grad, "AdamW: every parameter must be a trainable leaf");
-    m_.push_back(Tensor::zeros(p->value.shape()));
-    v_.push_back(Tensor::zeros(p->value.shape()));
+    ENSURE(p->value.dtype() == DType::f32, "AdamW: parameters are updated in f32 (a %s parameter needs an "
+           "f32 master copy)", dtype_name(p->value.dtype()));
+    m_.push_back(Tensor::zeros(p->value.shape(), DType::f32, p->value.device()));
+    v_.push_back(Tensor::zeros(p->value.shape(), DType::f32, p->value.device()));
   }
 }
 
@@ -34,8 +56,7 @@ void AdamW::step() {
   for (size_t i = 0; i < params_.size(); i++) {
     const Var& p = params_[i];
     if (!p->grad.defined()) continue;
-    adamw_step(p->value.f32(), m_[i].f32(), v_[i].f32(), p->grad.f32(), p->value.numel(), t_,
-               cfg_.lr, cfg_);
+    adamw_step(p->value, m_[i], v_[i], p->grad, t_, cfg_.lr, cfg_);
   }
 }
 

@@ -25,6 +25,10 @@ struct AdamWConfig {
 // params (n), grads (n), m (n), v (n); step is the 1-based number of this update.
 void adamw_step(float* params, float* m, float* v, const float* grads, int64_t n, int64_t step,
                 float lr, const AdamWConfig& cfg);
+// Tensor-level (tensor/device.h): all four f32 of one shape, on the CPU or the cuda device
+// (cuda/adamw.h, the same update in the same order of operations).
+void adamw_step(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads, int64_t step, float lr,
+                const AdamWConfig& cfg);
 
 // Optimiser over a list of parameter Vars (each with its own moment buffers). Parameters whose
 // gradient was never created (not reached by backward) are skipped, as in PyTorch.

@@ -34,15 +34,16 @@ std::vector<int32_t> generate_with(const StepFn& step, int V, const std::vector<
   std::mt19937_64 rng(cfg.seed);
   std::vector<int32_t> out;
   // Prefill: the whole prompt at once; only the last position's logits matter.
-  Var logits = step(Tensor::from_i32(prompt, {1, int64_t(prompt.size())}));
-  const float* last = logits->value.f32() + (prompt.size() - 1) * size_t(V);
+  // Logits come back to the host (from any device) for sampling.
+  Tensor logits = step(Tensor::from_i32(prompt, {1, int64_t(prompt.size())}))->value.to(Device::cpu, DType::f32);
+  const float* last = logits.f32() + (prompt.size() - 1) * size_t(V);
   for (int n = 0; n < cfg.max_new_tokens; n++) {
     int32_t next = sample_token(last, V, cfg.temperature, cfg.top_p, rng);
     out.push_back(next);
     bool stop = std::find(cfg.stop_ids.begin(), cfg.stop_ids.end(), next) != cfg.stop_ids.end();
     if ((on_token && !on_token(next)) || stop || n + 1 == cfg.max_new_tokens) break;
-    logits = step(Tensor::from_i32({next}, {1, 1}));
-    last = logits->value.f32();
+    logits = step(Tensor::from_i32({next}, {1, 1}))->value.to(Device::cpu, DType::f32);
+    last = logits.f32();
   }
   return out;
 }
@@ -50,6 +51,21 @@ std::vector<int32_t> generate_with(const StepFn& step, int V, const std::vector<
 std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt,
                               const SamplingConfig& cfg,
                               const std::function<bool(int32_t)>& on_token) {
+  if (model.device() != Device::cpu) {
+    // No KV cache on the device yet: each step runs the whole sequence again (O(T^2) work; the
+    // constant-memory recurrent decode is the linearized model's) and returns the new positions.
+    std::vector<int32_t> seq;
+    return generate_with(
+        [&](const Tensor& ids) {
+          const int32_t* p = ids.i32();
+          seq.insert(seq.end(), p, p + ids.numel());
+          NoGrad ng;
+          Var all = model.forward(Tensor::from_i32(seq, {1, int64_t(seq.size())}));
+          int64_t n = ids.numel(), total = int64_t(seq.size());
+          return leaf(all->value.rows(total - n, n));
+        },
+        model.cfg.vocab, prompt, cfg, on_token);
+  }
   KVCache cache(model.cfg, int(prompt.size()) + cfg.max_new_tokens);
   return generate_with([&](const Tensor& ids) { return model.forward(ids, &cache); }, model.cfg.vocab,
                        prompt, cfg, on_token);

@@ -93,6 +93,22 @@ std::vector<std::pair<std::string, Var>> Llama::add_lora(int rank, float alpha,
   return out;
 }
 
+void Llama::to(Device device, DType dtype) {
+  ENSURE(!layers.empty() && !layers[0].lora_q.active() && !layers[0].lora_o.active(),
+         "Llama::to: move the model before adding LoRA");
+  if (device == this->device() && dtype == this->dtype()) return;
+  std::vector<std::pair<std::string, Var>> params = named_parameters();
+  std::vector<Shape> shapes;
+  for (auto& [name, v] : params) shapes.push_back(v->value.shape());
+  auto arena = std::make_unique<Arena>("weights", Arena::bytes_for(shapes, dtype), dtype, device);
+  for (auto& [name, v] : params) {
+    Tensor t = arena->alloc(v->value.shape());
+    t.copy_from(v->value.to(v->value.device(), dtype), name);  // convert where the value is, then copy
+    v->value = t;
+  }
+  arena_ = std::move(arena);  // frees the old weights (tied embeddings: one Var, moved once)
+}
+
 void Llama::set_requires_grad(bool on) {
   for (const Var& v : parameters()) v->requires_grad = on;
 }
@@ -101,13 +117,9 @@ void Llama::set_requires_grad(bool on) {
 Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int start,
                            KVCache* cache, const AttentionFn* attention, int layer) const {
   const int H = cfg.n_heads, Hkv = cfg.n_kv_heads, D = cfg.head_dim;
-  // RoPE tables for positions start .. start+T-1.
-  std::vector<double> inv_freq(D / 2);
-  rope_inv_freq(inv_freq.data(), D, cfg.rope);
-  std::vector<int32_t> pos(T);
-  for (int t = 0; t < T; t++) pos[t] = start + t;
-  Tensor cos_t = Tensor::empty({T, D / 2}), sin_t = Tensor::empty({T, D / 2});
-  rope_tables(cos_t.f32(), sin_t.f32(), pos.data(), T, D, inv_freq.data());
+  // RoPE tables for positions start .. start+T-1, on the weights' device.
+  Tensor cos_t = Tensor::empty({0}, DType::f32, device()), sin_t = cos_t;
+  rope_tables(cos_t, sin_t, start, T, D, cfg.rope);
 
   Var q = rope(reshape(linear_lora(a, L.wq, L.lora_q), {B, T, H, D}), cos_t, sin_t,
                RopeLayout::half_split);
@@ -124,12 +136,10 @@ Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int 
     ENSURE(B == 1, "generation with a KV cache runs one sequence at a time, got batch %d", B);
     ENSURE(start + T <= cache->max_len, "KV cache full: %d + %d positions > %d", start, T,
            cache->max_len);
-    size_t row = size_t(Hkv) * D;
-    std::memcpy(cache->k[layer].f32() + start * row, k->value.f32(), T * row * sizeof(float));
-    std::memcpy(cache->v[layer].f32() + start * row, v->value.f32(), T * row * sizeof(float));
+    cache->k[layer].rows(start, T).copy_from(k->value.reshape({T, Hkv, D}), "new keys");
+    cache->v[layer].rows(start, T).copy_from(v->value.reshape({T, Hkv, D}), "new values");
     Tensor out = Tensor::empty({1, T, H, D});
-    attention_forward_cached(out.f32(), q->value.f32(), cache->k[layer].f32(),
-                             cache->v[layer].f32(), T, start, H, Hkv, D);
+    attention_forward_cached(out, q->value, cache->k[layer], cache->v[layer], start);
     y = leaf(out);
   }
   return linear_lora(reshape(y, {B, T, H * D}), L.wo, L.lora_o);
@@ -146,8 +156,24 @@ Var Llama::forward_with(const Tensor& ids, const AttentionFn& attention, int sta
 
 Var Llama::forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start,
                         bool want_logits) const {
-  ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "forward: ids must be (B, T) i32, got %s",
-         ids.str().c_str());
+  Var x = trunk(ids, cache, attention, start);
+  if (!want_logits) return x;
+  const int B = int(ids.size(0)), T = int(ids.size(1));
+  Var logits = linear(rmsnorm(x, norm, cfg.norm_eps), lm_head);  // (B, T, V)
+  return reshape(logits, {int64_t(B) * T, cfg.vocab});
+}
+
+Var Llama::forward_loss(const Tensor& ids, const Tensor& targets) const {
+  Var x = rmsnorm(trunk(ids, nullptr, nullptr, 0), norm, cfg.norm_eps);  // (B, T, C)
+  return lm_head_cross_entropy(x, lm_head, targets.to(device()));
+}
+
+// Embedding and every layer: ids (B, T) -> hidden states (B, T, C), before the final norm.
+Var Llama::trunk(const Tensor& ids_in, KVCache* cache, const AttentionFn* attention, int start) const {
+  ENSURE(ids_in.ndim() == 2 && ids_in.dtype() == DType::i32, "forward: ids must be (B, T) i32, got %s",
+         ids_in.str().c_str());
+  ENSURE(!cache || device() == Device::cpu, "generation with a KV cache runs on the CPU so far");
+  const Tensor ids = ids_in.to(device());
   const int B = int(ids.size(0)), T = int(ids.size(1));
   std::unique_ptr<NoGrad> no_grad;
   if (cache) no_grad = std::make_unique<NoGrad>();  // generation: values only
@@ -161,12 +187,13 @@ Var Llama::forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* at
     x = add(x, linear(swiglu(linear(m, L.w_gate), linear(m, L.w_up)), L.w_down));
   }
   if (cache) cache->length += T;
-  if (!want_logits) return x;
-  Var logits = linear(rmsnorm(x, norm, cfg.norm_eps), lm_head);  // (B, T, V)
-  return reshape(logits, {int64_t(B) * T, cfg.vocab});
+  return x;
 }
 
-void permute_qk_rows(float* w, int n_heads, int D, int C, bool to_hf) {
+void permute_qk_rows(Tensor& weight, int n_heads, int D, bool to_hf) {
+  check_shape(weight, {int64_t(n_heads) * D, weight.size(1)}, "q/k projection");
+  const int C = int(weight.size(1));
+  float* w = weight.f32();
   // Within a head, GGUF row 2i + j holds Hugging Face row j*D/2 + i (j = 0, 1; i < D/2).
   std::vector<float> head(size_t(D) * C);
   for (int h = 0; h < n_heads; h++) {

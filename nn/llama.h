@@ -66,6 +66,18 @@ class Llama {
   Var forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos = 0,
                    bool logits = true) const;
 
+  // The mean next-token cross-entropy of ids (B, T) against targets (B*T) i32 (-100: ignored),
+  // with the LM head fused into the loss (lm_head_cross_entropy: on the cuda device the (B*T, V)
+  // logits are never whole in memory).
+  Var forward_loss(const Tensor& ids, const Tensor& targets) const;
+
+  // Moves every weight to `device`, stored in `dtype` (the GPU's mixed precision keeps frozen
+  // weights in bf16), into one allocation there; the old storage is released. Call before adding
+  // LoRA. Token ids given to forward() may live anywhere: they are copied to the weights' device.
+  void to(Device device, DType dtype);
+  Device device() const { return wte->value.device(); }
+  DType dtype() const { return wte->value.dtype(); }
+
   std::vector<Var> parameters() const;  // every weight, in a fixed order
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // Hugging Face names
   void set_requires_grad(bool on);
@@ -84,14 +96,16 @@ class Llama {
 
  private:
   std::unique_ptr<Arena> arena_;
+  // The logits (B*T, V), or (!logits) the last layer's hidden states (B, T, C).
   Var forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start,
                    bool logits) const;
+  Var trunk(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start) const;
   Var attention_block(const LlamaLayer& l, const Var& a, int B, int T, int start, KVCache* cache,
                       const AttentionFn* attention, int layer) const;
 };
 
-// Permutes the rows of a q or k projection (n_heads*D, C) between llama.cpp's GGUF layout
-// (interleaved rotary pairs) and Hugging Face's (half-split). `to_hf` selects the direction.
-void permute_qk_rows(float* w, int n_heads, int D, int C, bool to_hf);
+// Permutes the rows of a q or k projection w (n_heads*D, C), CPU f32, between llama.cpp's GGUF
+// layout (interleaved rotary pairs) and Hugging Face's (half-split). `to_hf` selects the direction.
+void permute_qk_rows(Tensor& w, int n_heads, int D, bool to_hf);
 
 }  // namespace lolcats

@@ -55,9 +55,9 @@ std::unique_ptr<Llama> load_gguf(const std::string& path) {
     var->value.copy_from(f.load_f32(name), path + ": tensor " + name);
     // llama.cpp's converter permuted q/k rows to the interleaved RoPE layout: undo it.
     if (ends_with(hf, "q_proj.weight"))
-      permute_qk_rows(var->value.f32(), c.n_heads, c.head_dim, c.d_model, true);
+      permute_qk_rows(var->value, c.n_heads, c.head_dim, true);
     if (ends_with(hf, "k_proj.weight"))
-      permute_qk_rows(var->value.f32(), c.n_kv_heads, c.head_dim, c.d_model, true);
+      permute_qk_rows(var->value, c.n_kv_heads, c.head_dim, true);
   }
   return model;
 }

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "autograd/ops.h"
+#include "tensor/elementwise.h"
 #include "tensor/matmul.h"
 
 namespace lolcats {
@@ -40,10 +41,10 @@ void merge_lora(const Var& W, const Lora& lora) {
   if (!lora.active()) return;
   const Tensor &A = lora.A->value, &B = lora.B->value;
   const int out = int(B.size(0)), r = int(B.size(1)), in = int(A.size(1));
-  Tensor BA = Tensor::empty({out, in});
-  matmul_forward(BA.f32(), B.f32(), A.f32(), 1, out, in, r, false, false, false);
-  float* w = W->value.f32();
-  for (int64_t i = 0; i < BA.numel(); i++) w[i] += lora.scale * BA.f32()[i];
+  Tensor BA = Tensor::empty({out, in}, A.dtype(), A.device());
+  matmul_forward(BA, B, A, 1, out, in, r, false, false, false);  // (out, r) @ (r, in)
+  scale_forward(BA, BA, lora.scale);
+  add_forward(W->value, W->value, BA);
 }
 
 }  // namespace lolcats

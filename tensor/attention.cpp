@@ -1,5 +1,10 @@
 #include "tensor/attention.h"
 
+#include "tensor/device.h"
+#ifdef LOLCATS_CUDA
+#include "cuda/attention.h"
+#endif
+
 #include <Eigen/Core>
 #include <cmath>
 #include <limits>
@@ -123,5 +128,62 @@ template void attention_backward<float>(float*, float*, float*, const float*, co
 template void attention_backward<double>(double*, double*, double*, const double*, const double*,
                                          const double*, const double*, const double*,
                                          const double*, int, int, int, int, int);
+
+
+// ---- Tensor-level entry points ---------------------------------------------------------------------
+
+namespace {
+struct AttnDims { int B, T, H, Hkv, D; };
+AttnDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse) {
+  const Shape &sq = q.shape(), &sk = k.shape();
+  ENSURE(sq.ndim == 4 && sk.ndim == 4, "%s: q %s and k %s must be (B, T, heads, D)", op, sq.str().c_str(), sk.str().c_str());
+  check_same_shape(op, k, v);
+  AttnDims d{int(sq[0]), int(sq[1]), int(sq[2]), int(sk[2]), int(sq[3])};
+  ENSURE(sk[0] == d.B && sk[1] == d.T && sk[3] == d.D && d.Hkv > 0 && d.H % d.Hkv == 0,
+         "%s: q %s does not match k/v %s", op, sq.str().c_str(), sk.str().c_str());
+  check_shape(lse, {d.B, d.H, d.T}, "attention lse");
+  check_devices(op, {&q, &lse});
+  return d;
+}
+}  // namespace
+
+void attention_forward(Tensor& y, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v) {
+  AttnDims d = check_attention("attention", q, k, v, lse);
+  check_same_shape("attention", y, q);
+  if (check_operands("attention", {&y, &q, &k, &v}))
+    return attention_forward(y.f32(), lse.f32(), q.f32(), k.f32(), v.f32(), d.B, d.T, d.H, d.Hkv, d.D);
+  ON_CUDA(q.dtype(), T, cuda::attention_forward(y.dev<T>(), lse.dev<float>(), q.dev<T>(), k.dev<T>(), v.dev<T>(),
+                                                d.B, d.T, d.H, d.Hkv, d.D, nullptr));
+}
+
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dy, const Tensor& y,
+                        const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v) {
+  AttnDims d = check_attention("attention backward", q, k, v, lse);
+  check_same_shape("attention backward", dq, q);
+  check_same_shape("attention backward", dk, k);
+  check_same_shape("attention backward", dv, v);
+  check_same_shape("attention backward", dy, q);
+  check_same_shape("attention backward", y, q);
+  if (check_operands("attention backward", {&dq, &dk, &dv, &dy, &y, &q, &k, &v}))
+    return attention_backward(dq.f32(), dk.f32(), dv.f32(), dy.f32(), y.f32(), lse.f32(), q.f32(),
+                              k.f32(), v.f32(), d.B, d.T, d.H, d.Hkv, d.D);
+  ON_CUDA(q.dtype(), T, cuda::attention_backward(dq.dev<T>(), dk.dev<T>(), dv.dev<T>(), dy.dev<T>(), y.dev<T>(),
+                                                 lse.dev<float>(), q.dev<T>(), k.dev<T>(), v.dev<T>(),
+                                                 d.B, d.T, d.H, d.Hkv, d.D, nullptr));
+}
+
+
+void attention_forward_cached(Tensor& y, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, int start) {
+  ENSURE(check_operands("attention (cached)", {&y, &q, &k_cache, &v_cache}),
+         "attention with a KV cache has no cuda kernel yet");
+  int D = int(q.size(-1)), H = int(q.size(-2)), Tq = int(q.numel() / (int64_t(H) * D));
+  int Hkv = int(k_cache.size(1));
+  check_same_shape("attention (cached)", y, q);
+  check_same_shape("attention (cached)", k_cache, v_cache);
+  ENSURE(k_cache.ndim() == 3 && k_cache.size(2) == D && start + Tq <= k_cache.size(0),
+         "attention (cached): cache %s for %d + %d positions of %d heads of %d", k_cache.shape().str().c_str(),
+         start, Tq, Hkv, D);
+  attention_forward_cached(y.f32(), q.f32(), k_cache.f32(), v_cache.f32(), Tq, start, H, Hkv, D);
+}
 
 }  // namespace lolcats

@@ -39,4 +39,15 @@ template <typename T>
 void attention_forward_cached(T* y, const T* q, const T* k_cache, const T* v_cache, int Tq,
                               int start, int H, int Hkv, int D);
 
+
+// Tensor-level entry points (tensor/device.h). q, y (B, T, H, D); k, v (B, T, Hkv, D); lse
+// (B, H, T) f32. The backward writes all three gradients.
+class Tensor;
+void attention_forward(Tensor& y, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dy, const Tensor& y,
+                        const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
+
+// Tensor-level (CPU): y, q (1, Tq, H, D) or (Tq, H, D); the caches (>= start+Tq, Hkv, D).
+void attention_forward_cached(Tensor& y, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, int start);
+
 }  // namespace lolcats

@@ -28,4 +28,16 @@ template <typename T> void swiglu_forward(T* y, const T* gate, const T* up, int6
 template <typename T>
 void swiglu_backward(T* dgate, T* dup, const T* dy, const T* gate, const T* up, int64_t n);
 
+// ---- Tensor-level entry points (tensor/device.h): one device, same shapes, outputs allocated by
+// the caller; a null gradient output is skipped. y may be a or b (in place).
+class Tensor;
+void add_forward(Tensor& y, const Tensor& a, const Tensor& b);
+void mul_forward(Tensor& y, const Tensor& a, const Tensor& b);
+void mul_backward(Tensor* da, Tensor* db, const Tensor& dy, const Tensor& a, const Tensor& b);
+void scale_forward(Tensor& y, const Tensor& a, float s);
+void silu_forward(Tensor& y, const Tensor& x);
+void silu_backward(Tensor& dx, const Tensor& dy, const Tensor& x);
+void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up);
+void swiglu_backward(Tensor* dgate, Tensor* dup, const Tensor& dy, const Tensor& gate, const Tensor& up);
+
 }  // namespace lolcats

@@ -1,5 +1,10 @@
 #include "tensor/embedding.h"
 
+#include "tensor/device.h"
+#ifdef LOLCATS_CUDA
+#include "cuda/embedding.h"
+#endif
+
 #include <cstring>
 
 #include "tensor/check.h"
@@ -39,5 +44,29 @@ template void embedding_forward<float>(float*, const int32_t*, const float*, int
 template void embedding_forward<double>(double*, const int32_t*, const double*, int, int, int);
 template void embedding_backward<float>(float*, const float*, const int32_t*, int, int, int);
 template void embedding_backward<double>(double*, const double*, const int32_t*, int, int, int);
+
+
+// ---- Tensor-level entry points ---------------------------------------------------------------------
+
+void embedding_forward(Tensor& y, const Tensor& idx, const Tensor& wte) {
+  ENSURE(idx.dtype() == DType::i32, "embedding: token ids must be i32, got %s", dtype_name(idx.dtype()));
+  ENSURE(wte.ndim() == 2, "embedding: table must be (V, C), got %s", wte.shape().str().c_str());
+  int V = int(wte.size(0)), C = int(wte.size(1)), N = int(idx.numel());
+  ENSURE(y.numel() == int64_t(N) * C && y.size(-1) == C, "embedding: output %s for %d ids of %d channels",
+         y.shape().str().c_str(), N, C);
+  check_devices("embedding", {&y, &idx});
+  if (check_operands("embedding", {&y, &wte})) return embedding_forward(y.f32(), idx.i32(), wte.f32(), N, V, C);
+  ON_CUDA(wte.dtype(), T, cuda::embedding_forward(y.dev<T>(), idx.dev<int32_t>(), wte.dev<T>(), N, V, C, nullptr));
+}
+
+void embedding_backward(Tensor& dwte, const Tensor& dy, const Tensor& idx) {
+  int V = int(dwte.size(0)), C = int(dwte.size(1)), N = int(idx.numel());
+  ENSURE(dy.numel() == int64_t(N) * C, "embedding backward: gradient %s for %d ids of %d channels",
+         dy.shape().str().c_str(), N, C);
+  ENSURE(dwte.dtype() == DType::f32, "embedding backward: the table's gradient is f32, got %s", dtype_name(dwte.dtype()));
+  bool cpu = check_devices("embedding backward", {&dwte, &dy, &idx});
+  if (cpu) return embedding_backward(dwte.f32(), dy.f32(), idx.i32(), N, V, C);
+  ON_CUDA(dy.dtype(), T, cuda::embedding_backward(dwte.dev<float>(), dy.dev<T>(), idx.dev<int32_t>(), N, V, C, nullptr));
+}
 
 }  // namespace lolcats

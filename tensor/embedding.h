@@ -14,4 +14,11 @@ void embedding_forward(T* y, const int32_t* idx, const T* wte, int N, int V, int
 template <typename T>
 void embedding_backward(T* dwte, const T* dy, const int32_t* idx, int N, int V, int C);
 
+
+// Tensor-level entry points (tensor/device.h). idx (...) i32 on the table's device; y (..., C) of
+// the table's dtype; dwte (V, C) f32, accumulated.
+class Tensor;
+void embedding_forward(Tensor& y, const Tensor& idx, const Tensor& wte);
+void embedding_backward(Tensor& dwte, const Tensor& dy, const Tensor& idx);
+
 }  // namespace lolcats

@@ -1,5 +1,12 @@
 #include "tensor/loss.h"
 
+#include "tensor/device.h"
+#include "tensor/matmul.h"
+#ifdef LOLCATS_CUDA
+#include "cuda/cross_entropy.h"
+#include "cuda/mse.h"
+#endif
+
 #include <cmath>
 
 #include "tensor/check.h"
@@ -103,5 +110,130 @@ template <typename T> void mean_backward(T* dx, double dy, int64_t n) {
   template void mean_backward<T>(T*, double, int64_t);
 INSTANTIATE(float)
 INSTANTIATE(double)
+
+
+// ---- Tensor-level entry points ---------------------------------------------------------------------
+
+namespace {
+void check_ce(const char* /*op*/, const Tensor& lse, const Tensor& targets, int N) {
+  check_shape(targets, {N}, "cross_entropy targets", DType::i32);
+  check_shape(lse, {N}, "cross_entropy lse");
+}
+void cpu_only(const char* op, bool cpu) {
+  ENSURE(cpu, "%s has no cuda kernel (on the GPU the LM head's loss is lm_head_cross_entropy)", op);
+}
+}  // namespace
+
+double cross_entropy_forward(Tensor& lse, const Tensor& logits, const Tensor& targets, int ignore_index) {
+  ENSURE(logits.ndim() == 2, "cross_entropy: logits must be (N, V), got %s", logits.shape().str().c_str());
+  int N = int(logits.size(0)), V = int(logits.size(1));
+  check_ce("cross_entropy", lse, targets, N);
+  cpu_only("cross_entropy", check_operands("cross_entropy", {&logits, &lse}) && check_devices("cross_entropy", {&logits, &targets}));
+  return cross_entropy_forward(lse.f32(), logits.f32(), targets.i32(), N, V, ignore_index);
+}
+
+void cross_entropy_backward(Tensor& dlogits, double dloss, const Tensor& logits, const Tensor& lse,
+                            const Tensor& targets, int ignore_index) {
+  int N = int(logits.size(0)), V = int(logits.size(1));
+  check_ce("cross_entropy backward", lse, targets, N);
+  check_same_shape("cross_entropy backward", dlogits, logits);
+  cpu_only("cross_entropy", check_operands("cross_entropy backward", {&dlogits, &logits, &lse}));
+  cross_entropy_backward(dlogits.f32(), dloss, logits.f32(), lse.f32(), targets.i32(), N, V, ignore_index);
+}
+
+double lm_head_cross_entropy_forward(Tensor& lse, const Tensor& x, const Tensor& w, const Tensor& targets,
+                                     int ignore_index) {
+  ENSURE(w.ndim() == 2 && x.size(-1) == w.size(1), "lm_head_cross_entropy: x %s does not fit the head %s",
+         x.shape().str().c_str(), w.shape().str().c_str());
+  int C = int(w.size(1)), V = int(w.size(0)), N = int(x.numel() / C);
+  check_ce("lm_head_cross_entropy", lse, targets, N);
+  bool cpu = check_operands("lm_head_cross_entropy", {&x, &w});
+  check_devices("lm_head_cross_entropy", {&x, &lse, &targets});
+  if (cpu) {
+    Tensor logits = Tensor::empty({N, V});
+    matmul_forward(logits, x, w, 1, N, V, C, false, true, false);
+    return cross_entropy_forward(lse, logits, targets, ignore_index);
+  }
+#ifdef LOLCATS_CUDA
+  int chunk = cuda::lm_head_chunk(N, V);
+  Tensor ws = Tensor::empty({int64_t(cuda::lm_head_cross_entropy_workspace(N, C, chunk) / 4 + 1)}, DType::i32, Device::cuda);
+  Tensor loss = Tensor::empty({1}, DType::f32, Device::cuda);
+  ON_CUDA(x.dtype(), T, cuda::lm_head_cross_entropy_forward(loss.dev<float>(), lse.dev<float>(), x.dev<T>(), w.dev<T>(),
+                                                            targets.dev<int32_t>(), N, C, V, ignore_index, chunk,
+                                                            ws.data(), nullptr));
+  return loss.to_vector()[0];
+#else
+  ON_CUDA(x.dtype(), T, (void)0);
+  return 0;
+#endif
+}
+
+void lm_head_cross_entropy_backward(Tensor* dx, Tensor* dw, double dloss, const Tensor& x, const Tensor& w,
+                                    const Tensor& lse, const Tensor& targets, int ignore_index) {
+  int C = int(w.size(1)), V = int(w.size(0)), N = int(x.numel() / C);
+  check_ce("lm_head_cross_entropy backward", lse, targets, N);
+  if (dx) check_same_shape("lm_head_cross_entropy backward", *dx, x);
+  if (dw) check_shape(*dw, {V, C}, "LM head gradient");
+  bool cpu = check_operands("lm_head_cross_entropy backward", {dx, &x, &w});
+  check_devices("lm_head_cross_entropy backward", {&x, &lse, &targets, dw});
+  if (cpu) {
+    Tensor logits = Tensor::empty({N, V}), dlogits = Tensor::empty({N, V});
+    matmul_forward(logits, x, w, 1, N, V, C, false, true, false);
+    cross_entropy_backward(dlogits, dloss, logits, lse, targets, ignore_index);
+    matmul_backward(dx, dw, dlogits, x, w, 1, N, V, C, false, true, false, true);
+    return;
+  }
+#ifdef LOLCATS_CUDA
+  int chunk = cuda::lm_head_chunk(N, V);
+  Tensor ws = Tensor::empty({int64_t(cuda::lm_head_cross_entropy_workspace(N, C, chunk) / 4 + 1)}, DType::i32, Device::cuda);
+  // The kernels need dx; a frozen input's gradient goes to scratch.
+  Tensor scratch = dx ? Tensor() : Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor& dxt = dx ? *dx : scratch;
+  ENSURE(!dw || dw->dtype() == DType::f32, "lm_head_cross_entropy backward: the head's gradient is f32");
+  ON_CUDA(x.dtype(), T, cuda::lm_head_cross_entropy_backward(dxt.dev<T>(), dw ? dw->dev<float>() : nullptr, float(dloss),
+                                                             x.dev<T>(), w.dev<T>(), lse.dev<float>(), targets.dev<int32_t>(),
+                                                             N, C, V, ignore_index, chunk, ws.data(), nullptr));
+#else
+  ON_CUDA(x.dtype(), T, (void)0);
+#endif
+}
+
+double mse_forward(const Tensor& a, const Tensor& b) {
+  check_same_shape("mse", a, b);
+  if (check_operands("mse", {&a, &b})) return mse_forward(a.f32(), b.f32(), a.numel());
+#ifdef LOLCATS_CUDA
+  Tensor loss = Tensor::empty({1}, DType::f32, Device::cuda);
+  ON_CUDA(a.dtype(), T, cuda::mse_forward(loss.dev<float>(), a.dev<T>(), b.dev<T>(), a.numel(), nullptr));
+  return loss.to_vector()[0];
+#else
+  ON_CUDA(a.dtype(), T, (void)0);
+  return 0;
+#endif
+}
+
+void mse_backward(Tensor* da, Tensor* db, double dloss, const Tensor& a, const Tensor& b) {
+  check_same_shape("mse backward", a, b);
+  if (check_operands("mse backward", {da, db, &a, &b}))
+    return mse_backward(da ? da->f32() : nullptr, db ? db->f32() : nullptr, dloss, a.f32(), b.f32(), a.numel());
+  ON_CUDA(a.dtype(), T, cuda::mse_backward(da ? da->dev<T>() : nullptr, db ? db->dev<T>() : nullptr, float(dloss),
+                                           a.dev<T>(), b.dev<T>(), a.numel(), nullptr));
+}
+
+double sum_forward(const Tensor& x) {
+  cpu_only("sum", check_operands("sum", {&x}));
+  return sum_forward(x.f32(), x.numel());
+}
+void sum_backward(Tensor& dx, double dy) {
+  cpu_only("sum", check_operands("sum backward", {&dx}));
+  sum_backward(dx.f32(), dy, dx.numel());
+}
+double mean_forward(const Tensor& x) {
+  cpu_only("mean", check_operands("mean", {&x}));
+  return mean_forward(x.f32(), x.numel());
+}
+void mean_backward(Tensor& dx, double dy) {
+  cpu_only("mean", check_operands("mean backward", {&dx}));
+  mean_backward(dx.f32(), dy, dx.numel());
+}
 
 }  // namespace lolcats

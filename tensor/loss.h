@@ -35,4 +35,25 @@ template <typename T> void sum_backward(T* dx, double dy, int64_t n);
 template <typename T> double mean_forward(const T* x, int64_t n);
 template <typename T> void mean_backward(T* dx, double dy, int64_t n);
 
+
+// Tensor-level entry points (tensor/device.h). Losses come back as host doubles; their gradients
+// are written. cross_entropy on materialised logits is the CPU's; on the cuda device the LM head's
+// loss is fused and chunked over the vocabulary (lm_head_cross_entropy, cuda/cross_entropy.h), and
+// the CPU runs the same function by materialising the logits.
+class Tensor;
+double cross_entropy_forward(Tensor& lse, const Tensor& logits, const Tensor& targets, int ignore_index = kIgnoreIndex);
+void cross_entropy_backward(Tensor& dlogits, double dloss, const Tensor& logits, const Tensor& lse,
+                            const Tensor& targets, int ignore_index = kIgnoreIndex);
+// x (N, C), w (V, C) the head, targets (N) i32, lse (N) f32. dw (V, C) f32 accumulates (or null).
+double lm_head_cross_entropy_forward(Tensor& lse, const Tensor& x, const Tensor& w, const Tensor& targets,
+                                     int ignore_index = kIgnoreIndex);
+void lm_head_cross_entropy_backward(Tensor* dx, Tensor* dw, double dloss, const Tensor& x, const Tensor& w,
+                                    const Tensor& lse, const Tensor& targets, int ignore_index = kIgnoreIndex);
+double mse_forward(const Tensor& a, const Tensor& b);
+void mse_backward(Tensor* da, Tensor* db, double dloss, const Tensor& a, const Tensor& b);
+double sum_forward(const Tensor& x);
+void sum_backward(Tensor& dx, double dy);
+double mean_forward(const Tensor& x);
+void mean_backward(Tensor& dx, double dy);
+
 }  // namespace lolcats

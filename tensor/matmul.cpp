@@ -1,5 +1,10 @@
 #include "tensor/matmul.h"
 
+#include "tensor/device.h"
+#ifdef LOLCATS_CUDA
+#include "cuda/gemm.h"
+#endif
+
 #include <Eigen/Core>
 
 namespace lolcats {
@@ -65,5 +70,78 @@ template void matmul_backward<float>(float*, float*, const float*, const float*,
                                      int, int, int, bool, bool, bool, bool);
 template void matmul_backward<double>(double*, double*, const double*, const double*,
                                       const double*, int, int, int, int, bool, bool, bool, bool);
+
+
+// ---- Tensor-level entry points ---------------------------------------------------------------------
+
+namespace {
+void check_numel(const char* what, const Tensor& t, int64_t want) {
+  ENSURE(t.numel() == want, "matmul: %s %s has %lld values, the sizes need %lld", what,
+         t.shape().str().c_str(), (long long)t.numel(), (long long)want);
+}
+#ifdef LOLCATS_CUDA
+// One gradient output on the device: its own dtype decides the kernel's output type.
+template <typename T>
+void cuda_grad(Tensor* da, Tensor* db, const Tensor& dc, const Tensor& a, const Tensor& b, int batch,
+               int M, int N, int K, bool ta, bool tb, bool acc_a, bool acc_b) {
+  Tensor* g = da ? da : db;
+  if (g->dtype() == DType::f32)
+    cuda::matmul_backward<T, float>(da ? da->dev<float>() : nullptr, db ? db->dev<float>() : nullptr,
+                                    dc.dev<T>(), a.dev<T>(), b.dev<T>(), batch, M, N, K, ta, tb, acc_a, acc_b);
+  else
+    cuda::matmul_backward<T, T>(da ? da->dev<T>() : nullptr, db ? db->dev<T>() : nullptr, dc.dev<T>(),
+                                a.dev<T>(), b.dev<T>(), batch, M, N, K, ta, tb, acc_a, acc_b);
+}
+#endif
+}  // namespace
+
+void matmul_forward(Tensor& c, const Tensor& a, const Tensor& b, int batch, int M, int N, int K,
+                    bool trans_a, bool trans_b, bool accumulate) {
+  check_numel("A", a, int64_t(batch) * M * K);
+  check_numel("B", b, int64_t(batch) * K * N);
+  check_numel("C", c, int64_t(batch) * M * N);
+  bool cpu = check_operands("matmul", {&a, &b});
+  check_devices("matmul", {&a, &c});
+  if (cpu) {
+    ENSURE(c.dtype() == DType::f32, "matmul: cpu output must be f32, got %s", dtype_name(c.dtype()));
+    return matmul_forward(c.f32(), a.f32(), b.f32(), batch, M, N, K, trans_a, trans_b, accumulate);
+  }
+#ifdef LOLCATS_CUDA
+  cuda::GemmShape g{batch, M, N, K, trans_a, trans_b, accumulate};
+  if (a.dtype() == DType::f32) {
+    ENSURE(c.dtype() == DType::f32, "matmul: f32 operands give an f32 output, not %s", dtype_name(c.dtype()));
+    cuda::gemm(c.dev<float>(), a.dev<float>(), b.dev<float>(), g);
+  } else if (c.dtype() == DType::bf16) {
+    cuda::gemm(c.dev<cuda::bf16>(), a.dev<cuda::bf16>(), b.dev<cuda::bf16>(), g);
+  } else {
+    cuda::gemm(c.dev<float>(), a.dev<cuda::bf16>(), b.dev<cuda::bf16>(), g);
+  }
+#else
+  ON_CUDA(a.dtype(), T, (void)0);
+#endif
+}
+
+void matmul_backward(Tensor* da, Tensor* db, const Tensor& dc, const Tensor& a, const Tensor& b,
+                     int batch, int M, int N, int K, bool trans_a, bool trans_b, bool accumulate_da,
+                     bool accumulate_db) {
+  check_numel("A", a, int64_t(batch) * M * K);
+  check_numel("B", b, int64_t(batch) * K * N);
+  check_numel("dC", dc, int64_t(batch) * M * N);
+  if (da) check_numel("dA", *da, a.numel());
+  if (db) check_numel("dB", *db, b.numel());
+  bool cpu = check_operands("matmul backward", {&dc, &a, &b});
+  check_devices("matmul backward", {&a, da, db});
+  if (cpu) {
+    for (Tensor* g : {da, db})
+      ENSURE(!g || g->dtype() == DType::f32, "matmul backward: cpu gradients are f32");
+    return matmul_backward(da ? da->f32() : nullptr, db ? db->f32() : nullptr, dc.f32(), a.f32(), b.f32(),
+                           batch, M, N, K, trans_a, trans_b, accumulate_da, accumulate_db);
+  }
+  // Each gradient on its own: dA (an activation's, bf16) and dB (a weight's, f32) may differ.
+  ON_CUDA(a.dtype(), T, {
+    if (da) cuda_grad<T>(da, nullptr, dc, a, b, batch, M, N, K, trans_a, trans_b, accumulate_da, false);
+    if (db) cuda_grad<T>(nullptr, db, dc, a, b, batch, M, N, K, trans_a, trans_b, false, accumulate_db);
+  });
+}
 
 }  // namespace lolcats

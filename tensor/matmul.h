@@ -26,4 +26,15 @@ template <typename T>
 void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, int batch, int M, int N,
                      int K, bool trans_a, bool trans_b, bool accumulate_da, bool accumulate_db);
 
+
+// Tensor-level entry points (tensor/device.h), sizes as above and checked against the tensors'.
+// cpu: all f32. cuda: a and b both f32 or both bf16; c (and each gradient) of their dtype, or f32
+// (a parameter's gradient in f32 from bf16 activations).
+class Tensor;
+void matmul_forward(Tensor& c, const Tensor& a, const Tensor& b, int batch, int M, int N, int K,
+                    bool trans_a, bool trans_b, bool accumulate);
+void matmul_backward(Tensor* da, Tensor* db, const Tensor& dc, const Tensor& a, const Tensor& b,
+                     int batch, int M, int N, int K, bool trans_a, bool trans_b, bool accumulate_da,
+                     bool accumulate_db);
+
 }  // namespace lolcats

@@ -9,6 +9,8 @@ void device_free(void*) {}
 void device_memset_zero(void*, size_t) { ENSURE(false, "%s", kNoCuda); }
 void device_upload(void*, const void*, size_t) { ENSURE(false, "%s", kNoCuda); }
 void device_download(void*, const void*, size_t) { ENSURE(false, "%s", kNoCuda); }
+void device_copy(void*, const void*, size_t) { ENSURE(false, "%s", kNoCuda); }
+void device_convert(void*, DType, const void*, DType, int64_t) { ENSURE(false, "%s", kNoCuda); }
 bool cuda_available() { return false; }
 
 }  // namespace lolcats

@@ -1,5 +1,10 @@
 #include "tensor/rmsnorm.h"
 
+#include "tensor/device.h"
+#ifdef LOLCATS_CUDA
+#include "cuda/rmsnorm.h"
+#endif
+
 #include <cmath>
 
 namespace lolcats {
@@ -54,5 +59,34 @@ template void rmsnorm_backward<float>(float*, float*, const float*, const float*
                                       const float*, int, int);
 template void rmsnorm_backward<double>(double*, double*, const double*, const double*,
                                        const double*, const double*, int, int);
+
+
+// ---- Tensor-level entry points ---------------------------------------------------------------------
+
+void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps) {
+  int C = int(x.size(-1)), N = int(x.numel() / C);
+  check_same_shape("rmsnorm", y, x);
+  check_shape(w, {C}, "rmsnorm weight", x.dtype());
+  check_shape(rstd, {N}, "rmsnorm rstd");
+  bool cpu = check_operands("rmsnorm", {&y, &x, &w});
+  check_devices("rmsnorm", {&x, &rstd});
+  if (cpu) return rmsnorm_forward(y.f32(), rstd.f32(), x.f32(), w.f32(), N, C, eps);
+  ON_CUDA(x.dtype(), T, cuda::rmsnorm_forward(y.dev<T>(), rstd.dev<float>(), x.dev<T>(), w.dev<T>(), N, C, eps, nullptr));
+}
+
+void rmsnorm_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                      const Tensor& rstd) {
+  int C = int(x.size(-1)), N = int(x.numel() / C);
+  check_same_shape("rmsnorm backward", dy, x);
+  if (dx) check_same_shape("rmsnorm backward", *dx, x);
+  if (dw) check_shape(*dw, {C}, "rmsnorm weight gradient");
+  bool cpu = check_operands("rmsnorm backward", {dx, &dy, &x, &w});
+  check_devices("rmsnorm backward", {&x, &rstd, dw});
+  if (cpu)
+    return rmsnorm_backward(dx ? dx->f32() : nullptr, dw ? dw->f32() : nullptr, dy.f32(), x.f32(),
+                            w.f32(), rstd.f32(), N, C);
+  ON_CUDA(x.dtype(), T, cuda::rmsnorm_backward(dx ? dx->dev<T>() : nullptr, dw ? dw->dev<float>() : nullptr,
+                                               dy.dev<T>(), x.dev<T>(), w.dev<T>(), rstd.dev<float>(), N, C, nullptr));
+}
 
 }  // namespace lolcats

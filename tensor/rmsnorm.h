@@ -20,4 +20,12 @@ template <typename T>
 void rmsnorm_backward(T* dx, T* dw, const T* dy, const T* x, const T* w, const T* rstd, int N,
                       int C);
 
+
+// Tensor-level entry points (tensor/device.h). x, y (..., C) in the device's activation dtype;
+// w (C) of x's dtype; rstd (N) f32; dw (C) f32, accumulated; dx written. dx / dw may be null.
+class Tensor;
+void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, float eps);
+void rmsnorm_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                      const Tensor& rstd);
+
 }  // namespace lolcats

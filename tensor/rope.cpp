@@ -1,5 +1,12 @@
 #include "tensor/rope.h"
 
+#include <vector>
+
+#include "tensor/device.h"
+#ifdef LOLCATS_CUDA
+#include "cuda/rope.h"
+#endif
+
 #include <cmath>
 
 #include "tensor/check.h"
@@ -75,5 +82,47 @@ void rope_backward(T* dx, const T* dy, const T* cos_t, const T* sin_t, int B, in
   template void rope_backward<T>(T*, const T*, const T*, const T*, int, int, int, int, RopeLayout);
 INSTANTIATE(float)
 INSTANTIATE(double)
+
+
+// ---- Tensor-level entry points ---------------------------------------------------------------------
+
+namespace {
+void check_rope(const char* op, const Tensor& y, const Tensor& x, const Tensor& cos_t, const Tensor& sin_t) {
+  const Shape& s = x.shape();
+  ENSURE(s.ndim == 4 && s[3] % 2 == 0, "%s: input must be (B, T, H, D) with D even, got %s", op, s.str().c_str());
+  check_same_shape(op, y, x);
+  check_shape(cos_t, {s[1], s[3] / 2}, "rope cos table");
+  check_shape(sin_t, {s[1], s[3] / 2}, "rope sin table");
+  check_devices(op, {&x, &cos_t, &sin_t});
+}
+}  // namespace
+
+void rope_forward(Tensor& y, const Tensor& x, const Tensor& cos_t, const Tensor& sin_t, RopeLayout layout) {
+  check_rope("rope", y, x, cos_t, sin_t);
+  int B = int(x.size(0)), T = int(x.size(1)), H = int(x.size(2)), D = int(x.size(3));
+  if (check_operands("rope", {&y, &x}))
+    return rope_forward(y.f32(), x.f32(), cos_t.f32(), sin_t.f32(), B, T, H, D, layout);
+  ON_CUDA(x.dtype(), T_, cuda::rope_forward(y.dev<T_>(), x.dev<T_>(), cos_t.dev<float>(), sin_t.dev<float>(), B, T, H, D, layout, nullptr));
+}
+
+void rope_backward(Tensor& dx, const Tensor& dy, const Tensor& cos_t, const Tensor& sin_t, RopeLayout layout) {
+  check_rope("rope backward", dx, dy, cos_t, sin_t);
+  int B = int(dy.size(0)), T = int(dy.size(1)), H = int(dy.size(2)), D = int(dy.size(3));
+  if (check_operands("rope backward", {&dx, &dy}))
+    return rope_backward(dx.f32(), dy.f32(), cos_t.f32(), sin_t.f32(), B, T, H, D, layout);
+  ON_CUDA(dy.dtype(), T_, cuda::rope_backward(dx.dev<T_>(), dy.dev<T_>(), cos_t.dev<float>(), sin_t.dev<float>(), B, T, H, D, layout, nullptr));
+}
+
+void rope_tables(Tensor& cos_t, Tensor& sin_t, int start, int T, int D, const RopeConfig& cfg) {
+  std::vector<double> inv_freq(static_cast<size_t>(D / 2));
+  rope_inv_freq(inv_freq.data(), D, cfg);
+  std::vector<int32_t> pos(static_cast<size_t>(T));
+  for (int t = 0; t < T; t++) pos[size_t(t)] = start + t;
+  Tensor c = Tensor::empty({T, D / 2}), s = Tensor::empty({T, D / 2});
+  rope_tables(c.f32(), s.f32(), pos.data(), T, D, inv_freq.data());
+  Device dev = cos_t.defined() ? cos_t.device() : Device::cpu;
+  cos_t = c.to(dev);
+  sin_t = s.to(dev);
+}
 
 }  // namespace lolcats

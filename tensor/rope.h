@@ -46,4 +46,13 @@ template <typename T>
 void rope_backward(T* dx, const T* dy, const T* cos_t, const T* sin_t, int B, int T_, int H, int D,
                    RopeLayout layout);
 
+
+// Tensor-level entry points (tensor/device.h). x, y (B, T, H, D) (y may be x); cos/sin tables
+// (T, D/2) f32 on the same device, made by rope_tables.
+class Tensor;
+void rope_forward(Tensor& y, const Tensor& x, const Tensor& cos_t, const Tensor& sin_t, RopeLayout layout);
+void rope_backward(Tensor& dx, const Tensor& dy, const Tensor& cos_t, const Tensor& sin_t, RopeLayout layout);
+// The tables for positions start .. start+T-1 on `device`.
+void rope_tables(Tensor& cos_t, Tensor& sin_t, int start, int T, int D, const RopeConfig& cfg);
+
 }  // namespace lolcats

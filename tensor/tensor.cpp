@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "tensor/bf16.h"
+
 namespace lolcats {
 
 size_t dtype_size(DType t) {
@@ -79,6 +81,8 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   return t;
 }
 
+static size_t nbytes_of(const Shape& s, DType t) { return size_t(s.numel()) * dtype_size(t); }
+
 Tensor Tensor::borrow(void* data, const Shape& shape, DType dtype, Device device) {
   Tensor t;
   t.data_ = data;
@@ -118,11 +122,59 @@ Tensor Tensor::reshape(const Shape& shape) const {
   return t;
 }
 
-Tensor Tensor::clone() const {
-  ENSURE(device_ == Device::cpu, "clone: only CPU tensors");
-  Tensor t = empty(shape_, dtype_);
-  std::memcpy(t.data_, data_, nbytes());
+template <>
+float* Tensor::dev<float>() const { return typed<float>(DType::f32, Device::cuda); }
+template <>
+cuda::bf16* Tensor::dev<cuda::bf16>() const { return typed<cuda::bf16>(DType::bf16, Device::cuda); }
+template <>
+int32_t* Tensor::dev<int32_t>() const { return typed<int32_t>(DType::i32, Device::cuda); }
+
+Tensor Tensor::rows(int64_t start, int64_t n) const {
+  ENSURE(shape_.ndim >= 1 && start >= 0 && n >= 0 && start + n <= shape_[0],
+         "rows %lld..%lld of a tensor of shape %s", (long long)start, (long long)(start + n),
+         shape_.str().c_str());
+  Tensor t = *this;
+  t.shape_.dims[0] = n;
+  t.data_ = static_cast<char*>(data_) + size_t(start) * (shape_[0] ? nbytes() / size_t(shape_[0]) : 0);
   return t;
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(shape_, dtype_, device_);
+  if (device_ == Device::cpu) std::memcpy(t.data_, data_, nbytes());
+  else device_copy(t.data_, data_, nbytes());
+  return t;
+}
+
+// f32 <-> bf16 on the CPU (the device converts with its cast kernels, in device_convert).
+static void convert_on_cpu(void* dst, DType dt, const void* src, DType st, int64_t n) {
+  if (dt == st) {
+    std::memcpy(dst, src, size_t(n) * dtype_size(dt));
+  } else if (st == DType::f32 && dt == DType::bf16) {
+    for (int64_t i = 0; i < n; i++) static_cast<uint16_t*>(dst)[i] = f32_to_bf16(static_cast<const float*>(src)[i]);
+  } else if (st == DType::bf16 && dt == DType::f32) {
+    for (int64_t i = 0; i < n; i++) static_cast<float*>(dst)[i] = bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
+  } else {
+    ENSURE(false, "no conversion from %s to %s", dtype_name(st), dtype_name(dt));
+  }
+}
+
+Tensor Tensor::to(Device device, DType dtype) const {
+  if (device == device_ && dtype == dtype_) return *this;
+  Tensor out = empty(shape_, dtype, device);
+  if (device_ == Device::cpu && device == Device::cpu) {
+    convert_on_cpu(out.data_, dtype, data_, dtype_, numel());
+  } else if (device_ == Device::cuda && device == Device::cuda) {
+    device_convert(out.data_, dtype, data_, dtype_, numel());
+  } else if (device == Device::cuda) {  // upload: convert on the CPU first (halves the bytes to bf16)
+    Tensor host = dtype == dtype_ ? *this : to(Device::cpu, dtype);
+    device_upload(out.data_, host.data_, nbytes_of(shape_, dtype));
+  } else {  // download, then convert on the CPU
+    Tensor host = empty(shape_, dtype_, Device::cpu);
+    device_download(host.data_, data_, nbytes());
+    out = host.to(Device::cpu, dtype);
+  }
+  return out;
 }
 
 void Tensor::zero_() {
@@ -133,8 +185,8 @@ void Tensor::zero_() {
 }
 
 std::vector<float> Tensor::to_vector() const {
-  ENSURE(device_ == Device::cpu, "to_vector: only CPU tensors");
-  const float* p = f32();
+  Tensor host = to(Device::cpu, DType::f32);
+  const float* p = host.f32();
   return std::vector<float>(p, p + numel());
 }
 
@@ -143,12 +195,14 @@ std::string Tensor::str() const {
 }
 
 void Tensor::copy_from(const Tensor& src, const std::string& what) {
-  ENSURE(device_ == Device::cpu && src.device() == Device::cpu, "%s: copy_from is CPU only", what.c_str());
   ENSURE(src.shape() == shape_, "%s has shape %s, but the config implies %s", what.c_str(),
          src.shape().str().c_str(), shape_.str().c_str());
   ENSURE(src.dtype() == dtype_, "%s has dtype %s, expected %s", what.c_str(), dtype_name(src.dtype()),
          dtype_name(dtype_));
-  std::memcpy(data_, src.data(), nbytes());
+  if (device_ == Device::cpu && src.device() == Device::cpu) std::memcpy(data_, src.data(), nbytes());
+  else if (device_ == Device::cuda && src.device() == Device::cuda) device_copy(data_, src.data(), nbytes());
+  else if (device_ == Device::cuda) device_upload(data_, src.data(), nbytes());
+  else device_download(data_, src.data(), nbytes());
 }
 
 void check_shape(const Tensor& t, const Shape& want, const char* name, DType dtype) {

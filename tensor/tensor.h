@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/api.h"
 #include "tensor/check.h"
 
 namespace lolcats {
@@ -59,25 +60,37 @@ class Tensor {
   Device device() const { return device_; }
 
   void* data() const { return data_; }
-  float* f32() const { return typed<float>(DType::f32); }
-  uint16_t* bf16() const { return typed<uint16_t>(DType::bf16); }
-  int32_t* i32() const { return typed<int32_t>(DType::i32); }
+  // Typed pointers. A pointer of the wrong dtype or device cannot be taken: f32() / bf16() / i32()
+  // are CPU pointers, dev<T>() is a cuda pointer (T = float, cuda::bf16 or int32_t); each checks.
+  float* f32() const { return typed<float>(DType::f32, Device::cpu); }
+  uint16_t* bf16() const { return typed<uint16_t>(DType::bf16, Device::cpu); }
+  int32_t* i32() const { return typed<int32_t>(DType::i32, Device::cpu); }
+  template <typename T>
+  T* dev() const;
 
   // Same storage, new shape with the same number of elements.
   Tensor reshape(const Shape& shape) const;
-  // A deep copy on the CPU (converting nothing).
+  // Rows start .. start+n-1 of the first dimension: a view sharing this tensor's storage (it keeps
+  // an owned buffer alive), e.g. the slots of a KV cache that new keys are written into.
+  Tensor rows(int64_t start, int64_t n) const;
+  // A deep copy on the same device (converting nothing).
   Tensor clone() const;
-  // Overwrites this tensor's values with src's (CPU; same shape and dtype, else one error line
-  // naming `what`). Loaders use it to fill a model's preallocated parameters.
+  // A copy on `device` in `dtype` (f32 <-> bf16 round to nearest even), or this tensor itself when
+  // it already is on that device in that dtype.
+  Tensor to(Device device, DType dtype) const;
+  Tensor to(Device device) const { return to(device, dtype_); }
+  // Overwrites this tensor's values with src's (same shape and dtype, else one error line naming
+  // `what`; any devices). Loaders use it to fill a model's preallocated parameters.
   void copy_from(const Tensor& src, const std::string& what);
   void zero_();
-  std::vector<float> to_vector() const;  // CPU f32 only
+  std::vector<float> to_vector() const;  // f32 or bf16, any device, widened to f32
   std::string str() const;                // "f32 (2, 3) cpu"
 
  private:
   template <typename T>
-  T* typed(DType want) const {
-    ENSURE(dtype_ == want, "tensor is %s, not %s", dtype_name(dtype_), dtype_name(want));
+  T* typed(DType want, Device where) const {
+    ENSURE(dtype_ == want && device_ == where, "tensor is %s on %s, not %s on %s", dtype_name(dtype_),
+           device_name(device_), dtype_name(want), device_name(where));
     return static_cast<T*>(data_);
   }
   std::shared_ptr<void> storage_;  // null when borrowed
@@ -97,6 +110,9 @@ void device_free(void* p);
 void device_memset_zero(void* p, size_t bytes);
 void device_upload(void* device_dst, const void* host_src, size_t bytes);
 void device_download(void* host_dst, const void* device_src, size_t bytes);
+void device_copy(void* device_dst, const void* device_src, size_t bytes);
+// n values from src (of src_type) to dst (of dst_type) on the device: f32 <-> bf16 casts or a copy.
+void device_convert(void* dst, DType dst_type, const void* src, DType src_type, int64_t n);
 bool cuda_available();  // built with CUDA and a GPU is visible
 
 }  // namespace lolcats

@@ -146,17 +146,20 @@ TEST_CASE("cuda attention: one partial-tile GQA case per head size (for the race
   SKIP_WITHOUT_CUDA();
   check_case({1, 65, 4, 2, 64}, Storage::bf16);
   check_case({1, 130, 4, 2, 128}, Storage::f32);
+  // The small heads of test models (16) and of some small checkpoints (32).
+  check_case({2, 70, 4, 2, 16}, Storage::f32);
+  check_case({1, 65, 2, 1, 32}, Storage::bf16);
 }
 
-TEST_CASE("cuda attention refuses head sizes other than 64 and 128, naming D", "[cuda]") {
+TEST_CASE("cuda attention refuses head sizes other than 16, 32, 64 and 128, naming D", "[cuda]") {
   SKIP_WITHOUT_CUDA();
   DeviceBuffer q(size_t(96), Storage::f32), lse(size_t(1), Storage::f32);
   REQUIRE_THROWS_WITH(cu::attention_forward(q.f32(), lse.f32(), q.f32(), q.f32(), q.f32(), 1, 1, 1,
                                             1, 96, nullptr),
                       Catch::Contains("head size D = 96"));
   REQUIRE_THROWS_WITH(cu::attention_backward(q.f32(), q.f32(), q.f32(), q.f32(), q.f32(), lse.f32(),
-                                             q.f32(), q.f32(), q.f32(), 1, 1, 1, 1, 32, nullptr),
-                      Catch::Contains("head size D = 32"));
+                                             q.f32(), q.f32(), q.f32(), 1, 1, 1, 1, 48, nullptr),
+                      Catch::Contains("head size D = 48"));
 }
 
 #endif  // LOLCATS_CUDA

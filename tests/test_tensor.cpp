@@ -20,7 +20,9 @@ TEST_CASE("tensor: shapes, reshape, dtype checks", "[tensor]") {
   Tensor r = t.reshape({6, 4});
   CHECK(r.data() == t.data());
   REQUIRE_THROWS_WITH(t.reshape({5, 5}), Catch::Contains("cannot reshape (2, 3, 4) to (5, 5)"));
-  REQUIRE_THROWS_WITH(t.i32(), Catch::Contains("tensor is f32, not i32"));
+  REQUIRE_THROWS_WITH(t.i32(), Catch::Contains("tensor is f32 on cpu, not i32 on cpu"));
+  // A device pointer of a CPU tensor (and the reverse) cannot be taken.
+  REQUIRE_THROWS_WITH(t.dev<float>(), Catch::Contains("tensor is f32 on cpu, not f32 on cuda"));
   REQUIRE_THROWS_WITH(Shape({1, 2, 3, 4, 5}), Catch::Contains("at most 4 dimensions"));
   REQUIRE_THROWS_WITH(check_shape(t, {2, 3}, "wq"), Catch::Contains("wq has shape (2, 3, 4), expected (2, 3)"));
 }
@@ -134,4 +136,22 @@ TEST_CASE("atomic writes: a failed write leaves the old file and no temporary", 
   CHECK(read_bytes(path) == "new contents");
   CHECK_FALSE(std::ifstream(path + ".tmp").good());
   std::remove(path.c_str());
+}
+
+TEST_CASE("tensor: moving between devices and dtypes", "[tensor][cuda]") {
+  if (!cuda_available()) SKIP_TEST("no cuda device in this build");
+  std::vector<float> v = {1.0f, -2.5f, 3.14159f, 1e-3f, 65504.0f, -0.0f};
+  Tensor t = Tensor::from(v, {2, 3});
+  Tensor d = t.to(Device::cuda);
+  CHECK(d.device() == Device::cuda);
+  REQUIRE_THROWS_WITH(d.f32(), Catch::Contains("tensor is f32 on cuda, not f32 on cpu"));
+  CHECK(d.to_vector() == v);                          // round trip, bit-exact
+  Tensor b = d.to(Device::cuda, DType::bf16);           // cast on the device
+  Tensor b_host = t.to(Device::cpu, DType::bf16);       // cast on the CPU (tensor/bf16.h)
+  std::vector<uint16_t> from_device(6);
+  device_download(from_device.data(), b.data(), 12);
+  CHECK(std::vector<uint16_t>(b_host.bf16(), b_host.bf16() + 6) == from_device);
+  Tensor c = b.clone();
+  c.copy_from(b_host, "bf16 upload");                   // host -> device copy
+  CHECK(c.to_vector() == b_host.to_vector());
 }

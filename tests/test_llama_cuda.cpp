@@ -1,0 +1,105 @@
+// The Llama on the cuda device (emulated in `make test`, the hardware in the GPU bundle) against
+// Hugging Face transformers' float64 reference (tests/reference/ref_llama.py): logits, the loss
+// (the fused, vocabulary-chunked LM-head cross-entropy) and every parameter gradient, with f32
+// storage and with the GPU's mixed precision (bf16 weights and activations, f32 gradients).
+#include <algorithm>
+
+#include "autograd/ops.h"
+#include "nn/generate.h"
+#include "nn/llama.h"
+#include "tests/helpers.h"
+
+using namespace lolcats;
+using lolcats_test::fx;
+using lolcats_test::fx_i32;
+
+namespace {
+
+const char* F = "ref_llama";
+
+std::string fixture_dir() {
+  const char* d = std::getenv("LOLCATS_FIXTURES");
+  return d ? d : "build/fixtures";
+}
+
+double max_abs(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::fabs(x));
+  return m;
+}
+
+// Every gradient of `model` against the fixture, with tolerance
+// atol + atol_rel * max|grad of that tensor| + rtol |grad|.
+void check_grads(const Llama& model, const std::string& n, double atol, double atol_rel, double rtol) {
+  for (auto& [pname, var] : model.named_parameters()) {
+    INFO(pname);
+    REQUIRE(var->grad.defined());
+    CHECK(var->grad.dtype() == DType::f32);  // trainable weights keep f32 gradients
+    std::vector<double> want = fx<double>(F, n + ".grad." + pname);
+    CHECK_CLOSE(n + " grad " + pname, var->grad.to_vector(), want, atol + atol_rel * max_abs(want), rtol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("llama: forward_loss (the fused LM-head loss) matches transformers on the CPU", "[llama][ref]") {
+  auto model = Llama::load(fixture_dir() + "/tiny_llama");
+  model->set_requires_grad(true);
+  Tensor ids = Tensor::from_i32(fx_i32(F, "tiny_llama.ids"), {2, 40});
+  Tensor targets = Tensor::from_i32(fx_i32(F, "tiny_llama.targets"), {80});
+  Var loss = model->forward_loss(ids, targets);
+  // The same f32 arithmetic as forward + cross_entropy (tests/test_llama.cpp), same tolerances.
+  CHECK_CLOSE("loss", loss->value.f32(), fx<double>(F, "tiny_llama.loss"), 1e-6, 1e-5);
+  backward(loss);
+  check_grads(*model, "tiny_llama", 1e-6, 0, 1e-4);
+}
+
+TEST_CASE("llama on the cuda device: tiny models match transformers, f32 and bf16", "[cuda][llama]") {
+  if (!cuda_available()) SKIP_TEST("no cuda device in this build");
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    for (const char* name : {"tiny_llama", "tiny_llama_tied"}) {
+      std::string n = name;
+      INFO(n << " stored in " << dtype_name(dtype));
+      auto model = Llama::load(fixture_dir() + "/" + n);
+      model->to(Device::cuda, dtype);
+      REQUIRE(model->device() == Device::cuda);
+      REQUIRE(model->wte->value.dtype() == dtype);
+      model->set_requires_grad(true);
+      Tensor ids = Tensor::from_i32(fx_i32(F, n + ".ids"), {2, 40});  // on the host: moved by forward
+      Tensor targets = Tensor::from_i32(fx_i32(F, n + ".targets"), {80});
+      bool f32 = dtype == DType::f32;
+      {
+        NoGrad ng;
+        Var logits = model->forward(ids);
+        CHECK(logits->value.device() == Device::cuda);
+        std::vector<double> want = fx<double>(F, n + ".logits");
+        // f32: the CPU test's 2e-5 (f32 through 2 layers), the GPU summing in another order.
+        // bf16: weights and every activation rounded to 8 bits of mantissa (2^-9 relative each),
+        // through ~20 roundings in series: ~2% of the logits' scale.
+        double atol = f32 ? 2e-5 : 2e-2 * max_abs(want), rtol = f32 ? 2e-5 : 2e-2;
+        CHECK_CLOSE(n + " logits", logits->value.to_vector().data(), want, atol, rtol);
+      }
+      Var loss = model->forward_loss(ids, targets);
+      CHECK(loss->value.device() == Device::cpu);  // losses are host scalars
+      // bf16: the loss averages 80 rows of those logits: 1% relative.
+      CHECK_CLOSE(n + " loss", loss->value.f32(), fx<double>(F, n + ".loss"), f32 ? 1e-6 : 0, f32 ? 1e-5 : 1e-2);
+      backward(loss);
+      // f32: as the CPU (1e-6 absolute + 1e-4 relative). bf16: the
+      // backward runs through bf16 activations and bf16 activation gradients: a few % of the
+      // largest gradient of each tensor.
+      check_grads(*model, n, f32 ? 1e-6 : 0, f32 ? 0 : 5e-2, f32 ? 1e-4 : 5e-2);
+    }
+  }
+}
+
+TEST_CASE("llama on the cuda device: greedy generation equals the CPU's", "[cuda][llama]") {
+  if (!cuda_available()) SKIP_TEST("no cuda device in this build");
+  auto cpu = Llama::load(fixture_dir() + "/tiny_llama");
+  auto gpu = Llama::load(fixture_dir() + "/tiny_llama");
+  gpu->to(Device::cuda, DType::f32);  // f32: the argmax must not flip on rounding
+  std::vector<int32_t> prompt = fx_i32(F, "tiny_llama.ids");
+  prompt.resize(9);
+  SamplingConfig cfg;
+  cfg.max_new_tokens = 12;
+  CHECK(generate(*gpu, prompt, cfg) == generate(*cpu, prompt, cfg));
+}
