@@ -20,7 +20,11 @@
 #include "autograd/ops.h"
 #include "nn/llama.h"
 #include "tensor/matmul.h"
+#include "tensor/device.h"
 #include "tensor/parallel.h"
+#ifdef LOLCATS_CUDA
+#include "cuda/bench_kernels.h"
+#endif
 
 using namespace lolcats;
 using json = nlohmann::json;
@@ -153,19 +157,41 @@ int bench_matmul(int threads) {
   return 0;
 }
 
-// SmolLM2-135M forward and forward+backward over every weight, batch 1.
-int bench_llama(int threads, int T, const std::string& model_path) {
+std::string gpu_summary() {
+#ifdef LOLCATS_CUDA
+  return cuda::bench::device_summary();
+#else
+  return "none";
+#endif
+}
+
+// SmolLM2-135M forward and forward+backward over every weight, batch 1; on the cuda device in bf16
+// (f32 weight gradients), the loss through the fused LM-head cross-entropy.
+int bench_llama(int threads, int T, const std::string& model_path, Device device) {
   std::unique_ptr<Llama> model = smollm2_or_random(model_path);
+  if (device == Device::cuda) model->to(Device::cuda, DType::bf16);
   auto [x, targets] = bench_tokens(T, model->cfg.vocab);
   double fwd = best_of(3, [&] {
     NoGrad ng;
     model->forward(x);
+    device_synchronize();
   });
   model->set_requires_grad(true);
   double fwd_bwd = best_of(3, [&] {
     for (const Var& p : model->parameters()) zero_grad(p);
-    backward(cross_entropy(model->forward(x), targets));
+    backward(device == Device::cuda ? model->forward_loss(x, targets)
+                                    : cross_entropy(model->forward(x), targets));
+    device_synchronize();
   });
+  if (device == Device::cuda) {
+    DeviceMemoryStats mem = device_memory_stats();
+    for (auto [what, sec] : {std::pair{"forward", fwd}, std::pair{"forward_backward", fwd_bwd}})
+      emit_vs_torch({{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1},
+                     {"seq", T}, {"dtype", "bf16"}, {"device", "cuda"}, {"gpu", gpu_summary()},
+                     {"peak_device_mib", mem.peak / 1048576.0}},
+                    sec, T, nullptr);
+    return 0;
+  }
   double ours_rss = peak_rss_mib();
   std::map<std::string, json> theirs;
   for (const json& j : run_torch("bench_llama.py --threads " + std::to_string(threads) +
@@ -192,9 +218,12 @@ int main(int argc, char** argv) {
   std::vector<int> seqs = {1024, 4096, 16384, 65536};
   double max_seconds = 300;
   bool smoke = false;
+  std::string device_flag = "cpu";
   app.add_option("what", what,
                  "which benchmark: matmul, llama, attention, linearize, all (these four), or gpu-ops")
       ->check(CLI::IsMember({"matmul", "llama", "attention", "linearize", "all", "gpu-ops"}))
+      ->capture_default_str();
+  app.add_option("--device", device_flag, "`llama`: cpu, cuda or auto (cuda when a GPU is visible)")
       ->capture_default_str();
   app.add_flag("--smoke", smoke, "`gpu-ops`: toy sizes (a check that it runs, e.g. under the emulator)");
   app.add_option("--seq", seq, "sequence length for `llama` and `linearize`")->capture_default_str();
@@ -212,7 +241,7 @@ int main(int argc, char** argv) {
     // attention first: it forks, and libgomp's thread pool does not survive a fork.
     if (what == "attention" || what == "all") bench_attention(threads, seqs, max_seconds);
     if (what == "matmul" || what == "all") bench_matmul(threads);
-    if (what == "llama" || what == "all") bench_llama(threads, seq, model);
+    if (what == "llama" || what == "all") bench_llama(threads, seq, model, parse_device(device_flag));
     if (what == "linearize" || what == "all") bench_linearize(threads, seq, model);
     if (what == "gpu-ops") {
 #ifdef LOLCATS_CUDA

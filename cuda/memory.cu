@@ -1,15 +1,26 @@
 // Device memory for Tensor (tensor/tensor.h declares these hooks; tensor/no_cuda.cpp is the
 // CPU-only build's version).
+#include <algorithm>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
 #include "cuda/common.cuh"
 #include "cuda/elementwise.h"
+#include "tensor/device.h"
 #include "tensor/tensor.h"
 
 namespace lolcats {
 
-void* device_malloc(size_t bytes) {
+namespace {
+
+// Asks cudaMalloc, and on failure says how much was asked and how much is free, in one line.
+void* raw_malloc(size_t bytes, bool may_fail) {
   void* p = nullptr;
   cudaError_t err = cudaMalloc(&p, bytes > 0 ? bytes : 1);
   if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // clear the sticky error
+    if (may_fail) return nullptr;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
     fail(__FILE__, __LINE__,
@@ -20,9 +31,96 @@ void* device_malloc(size_t bytes) {
   return p;
 }
 
+#ifndef LOLCATS_CUDA_EMU
+// Tensors come and go every op, and cudaMalloc/cudaFree are slow and may synchronise the device.
+// So freed blocks are kept in a free list per size class and handed out again: after the first
+// training step, a step makes no cudaMalloc at all (every step asks for the same sizes). Size
+// classes: multiples of 512 B up to 1 MiB, then of 2 MiB (at most 2 MiB of slack per block). When
+// cudaMalloc fails, the cached blocks are released and it is asked once more.
+// (Not under the emulator: there, exact host allocations let AddressSanitizer see overruns.)
+class BlockCache {
+ public:
+  static size_t size_class(size_t bytes) {
+    size_t unit = bytes <= (1u << 20) ? 512 : (2u << 20);
+    return (std::max<size_t>(bytes, 1) + unit - 1) / unit * unit;
+  }
+  void* alloc(size_t bytes) {
+    size_t sz = size_class(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(sz);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= sz;
+        return note_use(p, sz);
+      }
+    }
+    void* p = raw_malloc(sz, true);
+    if (!p) {
+      release();
+      p = raw_malloc(sz, false);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    return note_use(p, sz);
+  }
+  void free(void* p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = size_.find(p);
+    if (it == size_.end()) return;  // not ours (never happens); leak rather than crash
+    free_[it->second].push_back(p);
+    cached_ += it->second;
+    in_use_ -= it->second;
+  }
+  void release() {  // hands every cached block back to the driver
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [sz, blocks] : free_)
+      for (void* p : blocks) {
+        cudaFree(p);
+        size_.erase(p);
+      }
+    free_.clear();
+    cached_ = 0;
+  }
+  DeviceMemoryStats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {in_use_, peak_, cached_};
+  }
+ private:
+  void* note_use(void* p, size_t sz) {  // mu_ held
+    size_[p] = sz;
+    in_use_ += sz;
+    peak_ = std::max(peak_, in_use_);
+    return p;
+  }
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  std::unordered_map<void*, size_t> size_;
+  size_t in_use_ = 0, peak_ = 0, cached_ = 0;
+};
+BlockCache& cache() {
+  static BlockCache* c = new BlockCache;  // never destroyed: tensors may be freed at exit
+  return *c;
+}
+#endif
+
+}  // namespace
+
+#ifdef LOLCATS_CUDA_EMU
+void* device_malloc(size_t bytes) { return raw_malloc(bytes, false); }
 void device_free(void* p) {
   if (p) cudaFree(p);  // no check: called from destructors, possibly during error unwinding
 }
+DeviceMemoryStats device_memory_stats() { return {}; }
+#else
+void* device_malloc(size_t bytes) { return cache().alloc(bytes); }
+void device_free(void* p) {
+  if (p) cache().free(p);
+}
+DeviceMemoryStats device_memory_stats() { return cache().stats(); }
+#endif
+
+void device_synchronize() { cudaCheck(cudaDeviceSynchronize()); }
 
 void device_memset_zero(void* p, size_t bytes) { cudaCheck(cudaMemset(p, 0, bytes)); }
 
@@ -46,6 +144,14 @@ void device_convert(void* dst, DType dt, const void* src, DType st, int64_t n) {
   } else {
     fail(__FILE__, __LINE__, strfmt("no conversion from %s to %s", dtype_name(st), dtype_name(dt)));
   }
+}
+
+bool gpu_visible() {
+#ifdef LOLCATS_CUDA_EMU
+  return false;
+#else
+  return cuda_available();
+#endif
 }
 
 bool cuda_available() {

@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 out=${OUT:-$PWD/out}
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$PWD/lib:${LD_LIBRARY_PATH:-}"
+export LOLCATS_FIXTURES="$PWD/fixtures"
 for d in /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
          $(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' 2>/dev/null); do
   if [ -e "$d/libcublasLt.so.13" ]; then
@@ -48,12 +49,19 @@ step "compute-sanitizer memcheck" 100 memcheck.log \
 step "compute-sanitizer racecheck" 120 racecheck.log \
   compute-sanitizer --tool racecheck --error-exitcode 9 ./run_tests "[cuda]~[slow]"
 step "bench gpu-ops" 100 bench.jsonl ./bench gpu-ops
+step "bench llama --device cuda" 60 bench_llama.jsonl ./bench llama --device cuda
 
 echo
 echo "=== bench gpu-ops"
-python3 - "$out/bench.jsonl" <<'PY'
+python3 - "$out/bench.jsonl" "$out/bench_llama.jsonl" <<'PY'
 import json, sys
 rows = []
+for line in open(sys.argv[2]) if len(sys.argv) > 2 else []:
+    try:
+        j = json.loads(line)
+        print(f"llama {j['model']} {j['what']:<17} T={j['seq']} {j['dtype']} cuda: {j['tokens_per_s']:10.0f} tokens/s  peak {j['peak_device_mib']:.0f} MiB")
+    except (ValueError, KeyError):
+        pass
 for line in open(sys.argv[1]):
     try:
         j = json.loads(line)

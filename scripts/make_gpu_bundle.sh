@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Assembles the GPU bundle (called by `make gpu-bundle`): BUILD_DIR's test binary and bench, the
-# OpenMP runtime they load, and the run script, in OUT_DIR; refuses a bundle that would not fit
+# OpenMP runtime they load, the run script and the fixtures of the [cuda] tests, in OUT_DIR; refuses a bundle that would not fit
 # in one call to the GPU machine.
 set -euo pipefail
 build=$1
@@ -11,6 +11,9 @@ cp "$build/run_tests" "$out/run_tests"
 cp "$build/apps/bench" "$out/bench"
 cp "$(g++ -print-file-name=libgomp.so.1)" "$out/lib/"
 cp scripts/gpu_run.sh "$out/run.sh"
+# The reference tensors the [cuda] Llama tests compare with (transformers' tiny models).
+mkdir -p "$out/fixtures"
+cp -r build/fixtures/ref_llama.safetensors build/fixtures/tiny_llama build/fixtures/tiny_llama_tied "$out/fixtures/"
 chmod +x "$out/run.sh"
 size=$(du -sm "$out" | cut -f1)
 echo "gpu bundle: $out ($size MiB): carry it to the GPU machine and run $out/run.sh there"

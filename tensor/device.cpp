@@ -1,5 +1,7 @@
 #include "tensor/device.h"
 
+#include <string>
+
 namespace lolcats {
 
 bool check_devices(const char* op, std::initializer_list<const Tensor*> ts) {
@@ -33,6 +35,16 @@ bool check_operands(const char* op, std::initializer_list<const Tensor*> ts) {
 void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
   ENSURE(a.shape() == b.shape(), "%s: shapes differ: %s vs %s", op, a.shape().str().c_str(),
          b.shape().str().c_str());
+}
+
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+  if (name == "cuda") {
+    ENSURE(cuda_available(), "--device cuda: this build has no CUDA (rebuild with CUDA=nvcc or CUDA=emu)");
+    return Device::cuda;
+  }
+  ENSURE(name == "auto", "--device must be cpu, cuda or auto, not \"%s\"", name.c_str());
+  return gpu_visible() ? Device::cuda : Device::cpu;
 }
 
 }  // namespace lolcats

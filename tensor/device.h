@@ -24,6 +24,11 @@ bool check_devices(const char* op, std::initializer_list<const Tensor*> ts);
 // ENSURE shape equality with a message naming the op and both shapes.
 void check_same_shape(const char* op, const Tensor& a, const Tensor& b);
 
+// The apps' --device flag: "cpu", "cuda", or "auto" (cuda when a real GPU is visible; the SIMT
+// emulator's cuda device is never chosen by itself: it is for tests, and slow).
+Device parse_device(const std::string& name);
+bool gpu_visible();  // a build for real GPUs (CUDA=nvcc) that sees one
+
 }  // namespace lolcats
 
 // ON_CUDA(dtype, T, statement): runs `statement` with T the cuda storage type of `dtype` (float or

@@ -1,4 +1,5 @@
 // Built instead of cuda/memory.cu when the project is compiled without CUDA (no nvcc, or CUDA=0).
+#include "tensor/device.h"
 #include "tensor/tensor.h"
 
 namespace lolcats {
@@ -12,5 +13,8 @@ void device_download(void*, const void*, size_t) { ENSURE(false, "%s", kNoCuda);
 void device_copy(void*, const void*, size_t) { ENSURE(false, "%s", kNoCuda); }
 void device_convert(void*, DType, const void*, DType, int64_t) { ENSURE(false, "%s", kNoCuda); }
 bool cuda_available() { return false; }
+bool gpu_visible() { return false; }
+void device_synchronize() {}
+DeviceMemoryStats device_memory_stats() { return {}; }
 
 }  // namespace lolcats

@@ -113,6 +113,13 @@ void device_download(void* host_dst, const void* device_src, size_t bytes);
 void device_copy(void* device_dst, const void* device_src, size_t bytes);
 // n values from src (of src_type) to dst (of dst_type) on the device: f32 <-> bf16 casts or a copy.
 void device_convert(void* dst, DType dst_type, const void* src, DType src_type, int64_t n);
-bool cuda_available();  // built with CUDA and a GPU is visible
+bool cuda_available();  // built with CUDA and a GPU is visible (or the emulator built in)
+void device_synchronize();  // waits for the device's queued work (timing)
+// Device memory held by tensors now, at most so far, and kept for reuse (a real GPU's allocator
+// caches freed blocks; see cuda/memory.cu). Zeros when there is no such cache.
+struct DeviceMemoryStats {
+  size_t in_use = 0, peak = 0, cached = 0;
+};
+DeviceMemoryStats device_memory_stats();
 
 }  // namespace lolcats
