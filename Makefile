@@ -195,18 +195,21 @@ gpu-bundle:
 
 # Compiles every CUDA file with nvcc for sm_90 and sm_80 (no GPU needed), keeping ptxas's report of
 # registers, shared memory and spills per kernel in build-nvcc/ptxas-sm_*.log.
+NVCC_CHECK_SRC := $(wildcard cuda/*.cu tests/*.cu)
+NVCC_CHECK_FLAGS := -std=c++17 -O3 -I. -Xptxas -v --Werror all-warnings
 .PHONY: check-nvcc
-check-nvcc:
-	@mkdir -p build-nvcc
-	@set -e; for arch in 90 80; do \
-	  : > build-nvcc/ptxas-sm_$$arch.log; \
-	  for f in $(wildcard cuda/*.cu tests/*.cu); do \
-	    echo "nvcc sm_$$arch $$f"; \
-	    $(NVCC) -std=c++17 -O3 -I. -arch=sm_$$arch -Xptxas -v --Werror all-warnings -c $$f \
-	      -o build-nvcc/$$(basename $$f .cu)-sm_$$arch.o 2>> build-nvcc/ptxas-sm_$$arch.log \
-	      || { tail -n 30 build-nvcc/ptxas-sm_$$arch.log; exit 1; }; \
-	  done; \
-	done; grep -c "Compiling entry" build-nvcc/ptxas-sm_90.log | sed 's/^/kernels compiled for sm_90: /'
+check-nvcc: $(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_90/%.o) $(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_80/%.o)
+	@cat $(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_90/%.log) > build-nvcc/ptxas-sm_90.log
+	@cat $(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_80/%.log) > build-nvcc/ptxas-sm_80.log
+	@echo "nvcc: $(words $(NVCC_CHECK_SRC)) files compiled for sm_90 and sm_80; spills:" \
+	  $$(grep -h "spill" build-nvcc/ptxas-sm_90.log | grep -vc " 0 bytes spill stores, 0 bytes spill loads") \
+	  "kernels with spills (ptxas reports in build-nvcc/ptxas-sm_*.log)"
+build-nvcc/sm_90/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_CHECK_FLAGS) -arch=sm_90 -c $< -o $@ 2> $(@:.o=.log) || { cat $(@:.o=.log); exit 1; }
+build-nvcc/sm_80/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_CHECK_FLAGS) -arch=sm_80 -c $< -o $@ 2> $(@:.o=.log) || { cat $(@:.o=.log); exit 1; }
 
 clean:
 	rm -rf build build-san build-avx512 build-gpu build-nvcc gpu-bundle $(APPS) run_tests

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/api.h"
@@ -70,12 +71,26 @@ class DeviceBuffer {
   lolcats::cuda::bf16* bf16() const { REQUIRE(s_ == Storage::bf16); return static_cast<lolcats::cuda::bf16*>(p_); }
   int32_t* i32() const { return static_cast<int32_t*>(p_); }  // for an index buffer made as f32-sized
   void* data() const { return p_; }
+  template <typename T>
+  T* as() const {  // T = float or cuda::bf16, matching the storage
+    if constexpr (std::is_same_v<T, float>) return f32();
+    else return bf16();
+  }
 
  private:
   size_t n_;
   Storage s_;
   void* p_ = nullptr;
 };
+
+// Calls f with a null float* or cuda::bf16*: picks the kernel template for storage s.
+template <typename F>
+void with_storage(Storage s, F&& f) {
+  if (s == Storage::f32) f(static_cast<float*>(nullptr));
+  else f(static_cast<lolcats::cuda::bf16*>(nullptr));
+}
+template <typename T>
+T* dev(const DeviceBuffer& b) { return b.as<T>(); }
 
 inline std::vector<float> random_vector(size_t n, std::mt19937& rng, float scale = 1.0f) {
   std::normal_distribution<float> d(0.0f, scale);

@@ -22,13 +22,18 @@ extern bool g_skip_current;
     return;                                   \
   } while (0)
 
+// The folder of the reference fixtures ($LOLCATS_FIXTURES, default build/fixtures).
+inline std::string fixture_dir() {
+  const char* dir = std::getenv("LOLCATS_FIXTURES");
+  return dir ? dir : "build/fixtures";
+}
+
 // The fixture file build/fixtures/NAME.safetensors (directory from $LOLCATS_FIXTURES), opened once.
 inline const lolcats::SafeTensorsFile& fixture(const std::string& name) {
   static std::map<std::string, std::unique_ptr<lolcats::SafeTensorsFile>> cache;
   auto& slot = cache[name];
   if (!slot) {
-    const char* dir = std::getenv("LOLCATS_FIXTURES");
-    std::string path = std::string(dir ? dir : "build/fixtures") + "/" + name + ".safetensors";
+    std::string path = fixture_dir() + "/" + name + ".safetensors";
     FILE* f = std::fopen(path.c_str(), "rb");
     if (!f) FAIL("reference fixture " << path << " is missing: run `make test`, which generates it");
     std::fclose(f);

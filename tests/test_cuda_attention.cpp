@@ -13,12 +13,6 @@ namespace cu = lolcats::cuda;
 
 namespace {
 
-template <typename T>
-T* dev(const DeviceBuffer& b) {
-  if constexpr (std::is_same_v<T, float>) return b.f32();
-  else return b.bf16();
-}
-
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
 struct Shape {

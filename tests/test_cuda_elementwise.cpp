@@ -14,16 +14,6 @@ namespace cu = lolcats::cuda;
 
 namespace {
 
-template <typename F>
-void with_storage(Storage s, F&& f) {  // calls f with a null float* or bf16*, to pick the template
-  if (s == Storage::f32) f(static_cast<float*>(nullptr));
-  else f(static_cast<cu::bf16*>(nullptr));
-}
-template <typename T>
-T* dev(const DeviceBuffer& b) {
-  if constexpr (std::is_same_v<T, float>) return b.f32();
-  else return b.bf16();
-}
 #define WITH_T(s, body)                                \
   with_storage(s, [&](auto* tag_) {                    \
     using T = std::remove_pointer_t<decltype(tag_)>;   \

@@ -13,16 +13,6 @@ namespace cu = lolcats::cuda;
 namespace {
 
 // Calls f with a null pointer of the storage type (float* or bf16*), to pick the template.
-template <typename F>
-void with_storage(Storage s, F&& f) {
-  if (s == Storage::f32) f(static_cast<float*>(nullptr));
-  else f(static_cast<cu::bf16*>(nullptr));
-}
-template <typename T>
-T* dev(const DeviceBuffer& b) {
-  if constexpr (std::is_same_v<T, float>) return b.f32();
-  else return b.bf16();
-}
 
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 

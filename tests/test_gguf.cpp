@@ -12,16 +12,13 @@
 #include "tests/helpers.h"
 
 using namespace lolcats;
+using lolcats_test::fixture_dir;
 using json = nlohmann::json;
 
 namespace {
 
 const char* kModel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-std::string fixture_dir() {
-  const char* dir = std::getenv("LOLCATS_FIXTURES");
-  return dir ? dir : "build/fixtures";
-}
 // small.gguf / small.json are side files of the ref_gguf fixture (tests/reference/ref_gguf.py).
 std::string side_file(const std::string& name) {
   lolcats_test::fixture("ref_gguf");  // fails with "run `make test`" when never generated

@@ -11,17 +11,13 @@
 #include "tests/helpers.h"
 
 using namespace lolcats;
+using lolcats_test::fixture_dir;
 using lolcats_test::fx;
 using lolcats_test::fx_i32;
 
 namespace {
 
 const char* F = "ref_llama";
-
-std::string fixture_dir() {
-  const char* d = std::getenv("LOLCATS_FIXTURES");
-  return d ? d : "build/fixtures";
-}
 
 const std::string kSmol = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 

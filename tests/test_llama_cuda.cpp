@@ -12,17 +12,13 @@
 #include "tests/helpers.h"
 
 using namespace lolcats;
+using lolcats_test::fixture_dir;
 using lolcats_test::fx;
 using lolcats_test::fx_i32;
 
 namespace {
 
 const char* F = "ref_llama";
-
-std::string fixture_dir() {
-  const char* d = std::getenv("LOLCATS_FIXTURES");
-  return d ? d : "build/fixtures";
-}
 
 double max_abs(const std::vector<double>& v) {
   double m = 0;
