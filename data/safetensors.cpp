@@ -159,7 +159,18 @@ std::vector<double> SafeTensorsFile::load_f64(const std::string& name) const {
 
 void SafeTensorsFile::load_into(const std::string& name, Tensor& dst) const {
   ENSURE(has(name), "%s: missing tensor %s", path_.c_str(), name.c_str());
-  dst.copy_from(load(name), path_ + ": tensor " + name);
+  const SafeTensorInfo& t = info(name);
+  bool same_type = (t.dtype == "F32" && dst.dtype() == DType::f32) ||
+                   (t.dtype == "BF16" && dst.dtype() == DType::bf16) ||
+                   (t.dtype == "I32" && dst.dtype() == DType::i32);
+  if (same_type && t.shape.size() <= 4 && Shape(t.shape) == dst.shape()) {
+    // As stored: straight from the mapped file into dst (on the CPU or the device), no copy between.
+    dst.copy_from(Tensor::borrow(const_cast<void*>(t.data), dst.shape(), dst.dtype()), path_ + ": tensor " + name);
+    return;
+  }
+  Tensor host = load(name);  // converted to f32 (or i32), one tensor at a time
+  if (host.shape() == dst.shape() && host.dtype() != dst.dtype()) host = host.to(Device::cpu, dst.dtype());
+  dst.copy_from(host, path_ + ": tensor " + name);
 }
 
 Tensor SafeTensorsFile::load(const std::string& name) const {

@@ -15,7 +15,7 @@ KVCache::KVCache(const LlamaConfig& cfg, int max_len_) : max_len(max_len_) {
   }
 }
 
-Llama::Llama(const LlamaConfig& c) : cfg(c) {
+Llama::Llama(const LlamaConfig& c, Device device, DType dtype) : cfg(c) {
   cfg.validate("model config");
   const int64_t V = cfg.vocab, C = cfg.d_model, H = cfg.n_heads, Hkv = cfg.n_kv_heads,
                 D = cfg.head_dim, FF = cfg.ffn;
@@ -24,7 +24,7 @@ Llama::Llama(const LlamaConfig& c) : cfg(c) {
   std::vector<Shape> all = {{V, C}, {C}};
   if (!cfg.tied_embeddings) all.push_back({V, C});
   for (int l = 0; l < cfg.n_layers; l++) all.insert(all.end(), layer_shapes.begin(), layer_shapes.end());
-  arena_ = std::make_unique<Arena>("weights", Arena::bytes_for(all));
+  arena_ = std::make_unique<Arena>("weights", Arena::bytes_for(all, dtype), dtype, device);
   auto w = [&](const Shape& s) { return leaf(arena_->alloc(s), false); };
   wte = w({V, C});
   norm = w({C});

@@ -53,9 +53,14 @@ using AttentionFn = std::function<Var(int layer, const Var& q, const Var& k, con
 
 class Llama {
  public:
-  explicit Llama(const LlamaConfig& cfg);  // weights allocated, uninitialised
-  // A Hugging Face folder (config.json + model.safetensors or sharded index) or a .gguf file.
-  static std::unique_ptr<Llama> load(const std::string& path);
+  // Weights allocated (uninitialised) in one arena on `device`, stored in `dtype`.
+  explicit Llama(const LlamaConfig& cfg, Device device = Device::cpu, DType dtype = DType::f32);
+  // A Hugging Face folder (config.json + model.safetensors or sharded index) or a .gguf file,
+  // loaded tensor by tensor straight into the weights' arena on `device` in `dtype`: a bf16
+  // checkpoint goes to a bf16 device arena as it is stored (no f32 copy of the model in host
+  // memory, which for Llama 3 8B would be 32 GB); other formats are converted one tensor at a time.
+  static std::unique_ptr<Llama> load(const std::string& path, Device device = Device::cpu,
+                                     DType dtype = DType::f32);
 
   // ids (B, T) i32 -> logits (B*T, V). With a cache: B = 1, positions start at cache->length,
   // the new keys/values are appended, and no graph is recorded.

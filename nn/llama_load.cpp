@@ -45,28 +45,28 @@ std::string gguf_name(const std::string& hf) {
   return "blk." + hf.substr(prefix.size(), dot - prefix.size()) + "." + layer_names.at(hf.substr(dot + 1));
 }
 
-std::unique_ptr<Llama> load_gguf(const std::string& path) {
+std::unique_ptr<Llama> load_gguf(const std::string& path, Device device, DType dtype) {
   GGUFFile f(path);
-  auto model = std::make_unique<Llama>(config_from_gguf(f));
+  auto model = std::make_unique<Llama>(config_from_gguf(f), device, dtype);
   const LlamaConfig& c = model->cfg;
   for (auto& [hf, var] : model->named_parameters()) {
     std::string name = gguf_name(hf);
     ENSURE(f.has_tensor(name), "%s: missing tensor %s", path.c_str(), name.c_str());
-    var->value.copy_from(f.load_f32(name), path + ": tensor " + name);
+    Tensor w = f.load_f32(name);  // dequantised on the host, one tensor at a time
     // llama.cpp's converter permuted q/k rows to the interleaved RoPE layout: undo it.
-    if (ends_with(hf, "q_proj.weight"))
-      permute_qk_rows(var->value, c.n_heads, c.head_dim, true);
-    if (ends_with(hf, "k_proj.weight"))
-      permute_qk_rows(var->value, c.n_kv_heads, c.head_dim, true);
+    if (ends_with(hf, "q_proj.weight")) permute_qk_rows(w, c.n_heads, c.head_dim, true);
+    if (ends_with(hf, "k_proj.weight")) permute_qk_rows(w, c.n_kv_heads, c.head_dim, true);
+    if (w.shape() == var->value.shape()) w = w.to(Device::cpu, dtype);  // (else copy_from says why)
+    var->value.copy_from(w, path + ": tensor " + name);
   }
   return model;
 }
 
-std::unique_ptr<Llama> load_hf_folder(const std::string& dir) {
+std::unique_ptr<Llama> load_hf_folder(const std::string& dir, Device device, DType dtype) {
   std::string cfg_path = dir + "/config.json";
   ENSURE(is_file(cfg_path), "%s has no config.json: expected a Hugging Face model folder or a .gguf file",
          dir.c_str());
-  auto model = std::make_unique<Llama>(config_from_hf_json(cfg_path));
+  auto model = std::make_unique<Llama>(config_from_hf_json(cfg_path), device, dtype);
   // tensor name -> shard file
   std::map<std::string, std::string> where;
   std::string index = dir + "/model.safetensors.index.json";
@@ -98,13 +98,13 @@ std::unique_ptr<Llama> load_hf_folder(const std::string& dir) {
 
 }  // namespace
 
-std::unique_ptr<Llama> Llama::load(const std::string& path) {
-  if (is_dir(path)) return load_hf_folder(path);
+std::unique_ptr<Llama> Llama::load(const std::string& path, Device device, DType dtype) {
+  if (is_dir(path)) return load_hf_folder(path, device, dtype);
   ENSURE(is_file(path), "model not found: %s (give a Hugging Face folder or a .gguf file)",
          path.c_str());
   ENSURE(ends_with(path, ".gguf"), "%s: unknown model format (give a Hugging Face folder or a .gguf file)",
          path.c_str());
-  return load_gguf(path);
+  return load_gguf(path, device, dtype);
 }
 
 }  // namespace lolcats

@@ -6,6 +6,7 @@
 
 #include "autograd/ops.h"
 #include "data/chat_template.h"
+#include "data/safetensors.h"
 #include "data/tokenizer.h"
 #include "nn/generate.h"
 #include "nn/llama.h"
@@ -120,4 +121,33 @@ TEST_CASE("llama on the cuda device: SmolLM2's greedy text equals the CPU's (f32
   SamplingConfig cfg;
   cfg.max_new_tokens = 6;
   CHECK(generate(*gpu, prompt, cfg) == generate(*cpu, prompt, cfg));
+}
+
+TEST_CASE("llama: loading straight into a bf16 cuda arena equals loading then moving", "[cuda][llama]") {
+  if (!cuda_available()) SKIP_TEST("no cuda device in this build");
+  // The tiny model's safetensors are f32: converted one tensor at a time on the way in.
+  auto moved = Llama::load(fixture_dir() + "/tiny_llama");
+  moved->to(Device::cuda, DType::bf16);
+  auto direct = Llama::load(fixture_dir() + "/tiny_llama", Device::cuda, DType::bf16);
+  REQUIRE(direct->device() == Device::cuda);
+  REQUIRE(direct->dtype() == DType::bf16);
+  auto a = moved->named_parameters(), b = direct->named_parameters();
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); i++) {
+    INFO(a[i].first);
+    CHECK(a[i].second->value.to_vector() == b[i].second->value.to_vector());  // bit-equal
+  }
+  // A bf16 checkpoint goes in as stored: save the moved weights in bf16, load them back directly.
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, v] : b) tensors.push_back({name, v->value.to(Device::cpu)});
+  std::string dir = "build/test_tmp_bf16_llama";
+  std::string cmd = "rm -rf " + dir + " && mkdir -p " + dir + " && cp " + fixture_dir() + "/tiny_llama/config.json " + dir + "/";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  save_safetensors(dir + "/model.safetensors", tensors);
+  auto from_bf16 = Llama::load(dir, Device::cuda, DType::bf16);
+  auto c = from_bf16->named_parameters();
+  for (size_t i = 0; i < b.size(); i++) {
+    INFO(b[i].first);
+    CHECK(c[i].second->value.to_vector() == b[i].second->value.to_vector());
+  }
 }
