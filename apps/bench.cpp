@@ -170,6 +170,7 @@ std::string gpu_summary() {
 int bench_llama(int threads, int T, const std::string& model_path, Device device) {
   std::unique_ptr<Llama> model = smollm2_or_random(model_path);
   if (device == Device::cuda) model->to(Device::cuda, DType::bf16);
+  std::fprintf(stderr, "bench llama: memory: %s (%s)\n", model->memory_report().c_str(), device_name(device));
   auto [x, targets] = bench_tokens(T, model->cfg.vocab);
   double fwd = best_of(3, [&] {
     NoGrad ng;

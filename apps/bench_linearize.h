@@ -37,6 +37,8 @@ inline int bench_linearize(int threads, int T, const std::string& model_path) {
   ac.weight_decay = 0.0f;
   ac.lr = 1e-2f;
   AdamW opt1(model.parameters(), ac);
+  std::fprintf(stderr, "bench linearize: stage 1 memory: %s; %s\n", base->memory_report().c_str(),
+               opt1.memory_report().c_str());
   double stage1 = best_of(3, [&] {
     opt1.zero_grad();
     model.forward_transfer(x, 1.0f);
@@ -49,6 +51,7 @@ inline int bench_linearize(int threads, int T, const std::string& model_path) {
   for (auto& [name, v] : base->add_lora(8, 16.0f, {"q", "k", "v", "o"}, 0)) lora.push_back(v);
   ac.lr = 1e-4f;
   AdamW opt2(lora, ac);
+  std::fprintf(stderr, "bench linearize: stage 2 memory: %s\n", opt2.memory_report().c_str());
   double stage2 = best_of(3, [&] {
     opt2.zero_grad();
     backward(cross_entropy(model.forward(x), targets));

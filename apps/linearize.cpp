@@ -186,6 +186,7 @@ int main(int argc, char** argv) {
     auto base = Llama::load(o.model);
     Tokenizer tok = Tokenizer::from_model(o.model);
     std::fprintf(stderr, "%s\n", base->cfg.summary().c_str());
+    std::fprintf(stderr, "memory: %s (%s)\n", base->memory_report().c_str(), device_name(base->device()));
     AlpacaOptions ao;
     ao.T = o.seq_len;
     ao.val_rows = o.val_rows;

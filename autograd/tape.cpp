@@ -38,6 +38,11 @@ Var make_node(Tensor value, std::vector<Var> parents, const char* op,
 DType grad_dtype(const Node& n) { return n.is_leaf ? DType::f32 : n.value.dtype(); }
 
 static Tensor fresh_grad(const Node& n, bool zeroed) {
+  if (n.grad_slot.defined()) {
+    Tensor g = n.grad_slot;
+    if (zeroed) g.zero_();
+    return g;
+  }
   return zeroed ? Tensor::zeros(n.value.shape(), grad_dtype(n), n.value.device())
                 : Tensor::empty(n.value.shape(), grad_dtype(n), n.value.device());
 }

@@ -29,6 +29,8 @@ using Var = std::shared_ptr<Node>;
 struct Node {
   Tensor value;
   Tensor grad;                  // undefined until a gradient arrives
+  Tensor grad_slot;             // where that gradient is put when it arrives (an optimizer's
+                                // gradients arena), or undefined: a fresh buffer
   bool requires_grad = false;   // this value needs a gradient (a parameter, or depends on one)
   bool is_leaf = true;          // created by the user, not by an op
   std::vector<Var> parents;     // inputs of the op that made this node

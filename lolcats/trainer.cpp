@@ -143,6 +143,7 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
   acfg.lr = cfg.lr;
   acfg.weight_decay = cfg.weight_decay;
   AdamW opt(vars, acfg);
+  std::fprintf(stderr, "[%s] memory: %s\n", cfg.name.c_str(), opt.memory_report().c_str());
   ReduceLROnPlateau sched(cfg.lr, cfg.plateau_factor, cfg.plateau_patience, cfg.min_lr);
   std::vector<Tensor> best;
   for (const Var& v : vars) best.push_back(v->value.clone());

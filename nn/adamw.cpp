@@ -42,26 +42,73 @@ void adamw_step(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads, int64
 }
 
 AdamW::AdamW(std::vector<Var> params, AdamWConfig cfg) : params_(std::move(params)), cfg_(cfg) {
+  ENSURE(!params_.empty(), "AdamW: no parameters to train");
+  const Device device = params_[0]->value.device();
+  std::vector<Shape> shapes;
   for (const Var& p : params_) {
     ENSURE(p->is_leaf && p->requires_grad, "AdamW: every parameter must be a trainable leaf");
     ENSURE(p->value.dtype() == DType::f32, "AdamW: parameters are updated in f32 (a %s parameter needs an "
            "f32 master copy)", dtype_name(p->value.dtype()));
-    m_.push_back(Tensor::zeros(p->value.shape(), DType::f32, p->value.device()));
-    v_.push_back(Tensor::zeros(p->value.shape(), DType::f32, p->value.device()));
+    ENSURE(p->value.device() == device, "AdamW: parameters on different devices");
+    shapes.push_back(p->value.shape());
   }
+  const size_t bytes = Arena::bytes_for(shapes);
+  auto arena = [&](const char* name) {
+    auto a = std::make_unique<Arena>(name, bytes, DType::f32, device);
+    a->zero_();  // the padding between tensors too: the flat update keeps it at 0
+    return a;
+  };
+  values_ = arena("parameters");
+  grads_ = arena("gradients");
+  m_arena_ = arena("adam_m");
+  v_arena_ = arena("adam_v");
+  for (const Var& p : params_) {
+    Tensor value = values_->alloc(p->value.shape());
+    value.copy_from(p->value, "parameter");
+    p->value = value;
+    p->grad_slot = grads_->alloc(p->value.shape());  // gradients arrive there (autograd/tape.cpp)
+    if (p->grad.defined()) p->grad_slot.copy_from(p->grad, "gradient");  // keep what was accumulated
+    p->grad = p->grad.defined() ? p->grad_slot : Tensor();
+    m_.push_back(m_arena_->alloc(p->value.shape()));
+    v_.push_back(v_arena_->alloc(p->value.shape()));
+  }
+}
+
+std::string AdamW::memory_report() const {
+  return strfmt("%s %.2f MiB, %s %.2f MiB, %s %.2f MiB, %s %.2f MiB (%s)", values_->name().c_str(),
+                values_->used() / 1048576.0, grads_->name().c_str(), grads_->used() / 1048576.0,
+                m_arena_->name().c_str(), m_arena_->used() / 1048576.0, v_arena_->name().c_str(),
+                v_arena_->used() / 1048576.0, device_name(params_[0]->value.device()));
 }
 
 void AdamW::step() {
   t_++;
-  for (size_t i = 0; i < params_.size(); i++) {
-    const Var& p = params_[i];
-    if (!p->grad.defined()) continue;
-    adamw_step(p->value, m_[i], v_[i], p->grad, t_, cfg_.lr, cfg_);
+  bool all = true;
+  for (const Var& p : params_) {
+    if (!p->grad.defined()) {
+      all = false;
+      continue;
+    }
+    if (p->grad.data() != p->grad_slot.data()) {  // a gradient set from outside: into the arena
+      p->grad_slot.copy_from(p->grad, "gradient");
+      p->grad = p->grad_slot;
+    }
   }
+  if (all) {  // the usual case: one update over the whole arena
+    Tensor p = values_->flat(), g = grads_->flat(), m = m_arena_->flat(), v = v_arena_->flat();
+    adamw_step(p, m, v, g, t_, cfg_.lr, cfg_);
+    return;
+  }
+  for (size_t i = 0; i < params_.size(); i++)  // skip parameters without a gradient, as PyTorch
+    if (params_[i]->grad.defined())
+      adamw_step(params_[i]->value, m_[i], v_[i], params_[i]->grad, t_, cfg_.lr, cfg_);
 }
 
+// The whole gradients arena in one memset; each parameter is then "without gradient" until
+// backward reaches it again (PyTorch's zero_grad(set_to_none=True)).
 void AdamW::zero_grad() {
-  for (const Var& p : params_) lolcats::zero_grad(p);
+  grads_->zero_();
+  for (const Var& p : params_) p->grad = Tensor();
 }
 
 }  // namespace lolcats

@@ -81,6 +81,7 @@ class Llama {
   // LoRA. Token ids given to forward() may live anywhere: they are copied to the weights' device.
   void to(Device device, DType dtype);
   Device device() const { return wte->value.device(); }
+  std::string memory_report() const { return arena_->report(); }  // the weights' arena
   DType dtype() const { return wte->value.dtype(); }
 
   std::vector<Var> parameters() const;  // every weight, in a fixed order

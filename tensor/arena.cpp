@@ -21,17 +21,14 @@ Tensor Arena::alloc(const Shape& shape) {
   ENSURE(used_ + bytes <= capacity_,
         "arena %s is full: %zu bytes used of %zu, %zu more requested for %s", name_.c_str(), used_,
         capacity_, bytes, shape.str().c_str());
-  void* p = static_cast<char*>(buffer_.data()) + used_;
+  Tensor t = buffer_.view(int64_t(used_ / dtype_size(dtype_)), shape);
   used_ += bytes;
-  return Tensor::borrow(p, shape, dtype_, buffer_.device());
+  return t;
 }
 
 void Arena::zero_() { buffer_.zero_(); }
 
-Tensor Arena::flat() const {
-  return Tensor::borrow(buffer_.data(), {int64_t(used_ / dtype_size(dtype_))}, dtype_,
-                        buffer_.device());
-}
+Tensor Arena::flat() const { return buffer_.view(0, {int64_t(used_ / dtype_size(dtype_))}); }
 
 std::string Arena::report() const {
   return strfmt("arena %s: %.2f MiB used of %.2f MiB", name_.c_str(), used_ / 1048576.0,

@@ -5,9 +5,10 @@
 // category can be zeroed or saved at once, and the program can say exactly what it uses:
 //   Arena grads("grads", Arena::bytes_for({{V, C}, {C}}));
 //   Tensor dwte = grads.alloc({V, C});       // ... "arena grads: 36.0 MiB"
-// Tensors from an arena borrow its memory: they must not outlive it.
-// In use today: the frozen weights of a Llama (nn/llama.cpp). Trainable parameters, gradients,
-// AdamW moments and activations are still separate tensors, each its own allocation.
+// Tensors from an arena share its allocation: it lives as long as any of them.
+// In use today: the frozen weights of a Llama (nn/llama.cpp, on the model's device), and AdamW's
+// parameters, gradients and moments (nn/adamw.h). Activations are still separate tensors (on a GPU
+// through a caching allocator, so a step makes no cudaMalloc).
 #pragma once
 #include <string>
 #include <vector>

@@ -139,6 +139,15 @@ Tensor Tensor::rows(int64_t start, int64_t n) const {
   return t;
 }
 
+Tensor Tensor::view(int64_t offset, const Shape& shape) const {
+  ENSURE(offset >= 0 && offset + shape.numel() <= numel(), "a view of %lld elements at %lld of a tensor of %lld",
+         (long long)shape.numel(), (long long)offset, (long long)numel());
+  Tensor t = *this;
+  t.shape_ = shape;
+  t.data_ = static_cast<char*>(data_) + size_t(offset) * dtype_size(dtype_);
+  return t;
+}
+
 Tensor Tensor::clone() const {
   Tensor t = empty(shape_, dtype_, device_);
   if (device_ == Device::cpu) std::memcpy(t.data_, data_, nbytes());

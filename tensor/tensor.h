@@ -3,8 +3,9 @@
 // Deliberately small. There are no strides, no views with offsets into other tensors beyond
 // reshape, and no broadcasting: kernels take raw pointers and explicit sizes (tensor/*.h), and a
 // Tensor only carries the buffer and checks that callers agree on its shape.
-// Storage is either owned (Tensor::empty / zeros, freed with the last copy) or borrowed from an
-// Arena (tensor/arena.h), which owns one big allocation per category of memory.
+// Storage is either owned (Tensor::empty / zeros, freed with the last tensor that refers to it,
+// views included: rows(), view(), an Arena's pieces) or borrowed (Tensor::borrow: memory someone
+// else keeps alive, e.g. a memory-mapped file).
 #pragma once
 #include <cstdint>
 #include <initializer_list>
@@ -73,6 +74,9 @@ class Tensor {
   // Rows start .. start+n-1 of the first dimension: a view sharing this tensor's storage (it keeps
   // an owned buffer alive), e.g. the slots of a KV cache that new keys are written into.
   Tensor rows(int64_t start, int64_t n) const;
+  // `shape` elements of this tensor's dtype from element `offset` of its (flat) storage: a view
+  // sharing the storage, as an Arena hands out its pieces.
+  Tensor view(int64_t offset, const Shape& shape) const;
   // A deep copy on the same device (converting nothing).
   Tensor clone() const;
   // A copy on `device` in `dtype` (f32 <-> bf16 round to nearest even), or this tensor itself when
