@@ -31,8 +31,9 @@ void adamw_step(float* params, float* m, float* v, const float* grads, int64_t n
                 float lr, const AdamWConfig& cfg);
 // Tensor-level (tensor/device.h): all four f32 of one shape, on the CPU or the cuda device
 // (cuda/adamw.h, the same update in the same order of operations).
+// params_bf16 (cuda only): receives the updated parameters rounded to bf16.
 void adamw_step(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads, int64_t step, float lr,
-                const AdamWConfig& cfg);
+                const AdamWConfig& cfg, Tensor* params_bf16 = nullptr);
 
 // Optimiser over a list of parameter Vars. It takes charge of their memory, one arena per
 // category (tensor/arena.h): the values move into "parameters", their gradients arrive in
@@ -40,7 +41,9 @@ void adamw_step(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads, int64
 // one memset and step() one flat update over all parameters at once (one loop, or one CUDA kernel;
 // alignment padding between tensors stays 0 under it). As in PyTorch, a parameter that backward
 // did not reach since zero_grad() has no gradient and is skipped (then the step goes parameter by
-// parameter).
+// parameter). Mixed precision: bf16 parameters on the cuda device get f32 master copies in the
+// "parameters" arena; the update writes the masters and, in the same pass, the bf16 values the
+// forward reads (their gradients are f32, as every trainable leaf's).
 class AdamW {
  public:
   AdamW(std::vector<Var> params, AdamWConfig cfg);
@@ -51,7 +54,8 @@ class AdamW {
   void set_lr(float lr) { cfg_.lr = lr; }
   float lr() const { return cfg_.lr; }
   int64_t steps() const { return t_; }
-  // Moments, for checkpoints: m and v of parameter i.
+  // Moments and f32 master values, for checkpoints: of parameter i.
+  Tensor& master(size_t i) { return masters_[i]; }
   Tensor& m(size_t i) { return m_[i]; }
   Tensor& v(size_t i) { return v_[i]; }
   void set_steps(int64_t t) { t_ = t; }
@@ -59,7 +63,8 @@ class AdamW {
  private:
   std::vector<Var> params_;
   std::unique_ptr<Arena> values_, grads_, m_arena_, v_arena_;
-  std::vector<Tensor> m_, v_;  // views into the moment arenas, per parameter
+  Tensor working_;                      // bf16 working copies (bf16 parameters only)
+  std::vector<Tensor> masters_, m_, v_;  // views into the arenas, per parameter
   AdamWConfig cfg_;
   int64_t t_ = 0;
 };
