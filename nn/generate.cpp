@@ -1,5 +1,7 @@
 #include "nn/generate.h"
 
+#include "nn/decode.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -36,7 +38,7 @@ std::vector<int32_t> generate_with(const StepFn& step, int V, const std::vector<
   // Prefill: the whole prompt at once; only the last position's logits matter.
   // Logits come back to the host (from any device) for sampling.
   Tensor logits = step(Tensor::from_i32(prompt, {1, int64_t(prompt.size())}))->value.to(Device::cpu, DType::f32);
-  const float* last = logits.f32() + (prompt.size() - 1) * size_t(V);
+  const float* last = logits.f32() + (logits.numel() / V - 1) * size_t(V);  // the last row returned
   for (int n = 0; n < cfg.max_new_tokens; n++) {
     int32_t next = sample_token(last, V, cfg.temperature, cfg.top_p, rng);
     out.push_back(next);
@@ -66,9 +68,16 @@ std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& pr
         },
         model.cfg.vocab, prompt, cfg, on_token);
   }
-  KVCache cache(model.cfg, int(prompt.size()) + cfg.max_new_tokens);
-  return generate_with([&](const Tensor& ids) { return model.forward(ids, &cache); }, model.cfg.vocab,
-                       prompt, cfg, on_token);
+  // The CPU: the plain-code decode step (nn/decode.h), prefill in one chunk, then a token a step.
+  LlamaDecodeState state(model.cfg, 1, int(prompt.size()) + cfg.max_new_tokens);
+  Tensor last = Tensor::empty({1, model.cfg.vocab});
+  return generate_with(
+      [&](const Tensor& ids) {
+        int n = int(ids.numel());
+        llama_decode_step(model, state, ids.i32(), &n, last.f32());
+        return leaf(last);
+      },
+      model.cfg.vocab, prompt, cfg, on_token);
 }
 
 }  // namespace lolcats

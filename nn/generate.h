@@ -1,4 +1,4 @@
-// Autoregressive generation with a KV cache: prefill the prompt in one forward pass, then one token
+// Autoregressive generation: prefill the prompt in one step, then one token
 // per step. Sampling: greedy (temperature 0), or softmax(logits / temperature) restricted to the
 // smallest set of tokens whose probability reaches top_p (nucleus sampling), with a seeded RNG so a
 // run can be reproduced.
@@ -24,7 +24,7 @@ struct SamplingConfig {
 int32_t sample_token(const float* logits, int V, float temperature, float top_p, std::mt19937_64& rng);
 
 // The sampling loop for any model that advances a state of its own: step(ids (1, n)) feeds n new
-// tokens and returns their logits (n, V). The prompt goes in as one step (prefill), then one token
+// tokens and returns their logits (n, V), or just the last one's (1, V). The prompt goes in as one step (prefill), then one token
 // per step. Returns the generated ids (prompt excluded). on_token is called for each new id as it
 // is made; returning false stops early.
 using StepFn = std::function<Var(const Tensor& ids)>;
@@ -32,7 +32,8 @@ std::vector<int32_t> generate_with(const StepFn& step, int vocab, const std::vec
                                    const SamplingConfig& cfg,
                                    const std::function<bool(int32_t)>& on_token = {});
 
-// A Llama with a KV cache.
+// A Llama: on the CPU through the plain-code decode step (nn/decode.h, a KV cache), on the cuda
+// device by running the whole sequence each step (no device KV cache yet).
 std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt,
                               const SamplingConfig& cfg,
                               const std::function<bool(int32_t)>& on_token = {});

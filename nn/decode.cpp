@@ -1,0 +1,173 @@
+#include "nn/decode.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <Eigen/Core>
+
+#include "tensor/elementwise.h"
+#include "tensor/embedding.h"
+#include "tensor/matmul.h"
+#include "tensor/rmsnorm.h"
+#include "tensor/rope.h"
+
+namespace lolcats {
+
+LlamaDecodeState::LlamaDecodeState(const LlamaConfig& c, int batch_, int max_len_)
+    : batch(batch_), max_len(max_len_), length(size_t(batch_), 0) {
+  ENSURE(batch > 0 && max_len > 0, "decode state: batch %d and max_len %d must be positive", batch, max_len);
+  size_t n = size_t(c.n_layers) * size_t(batch) * size_t(max_len) * size_t(c.n_kv_heads) * size_t(c.head_dim);
+  k.assign(n, 0.0f);
+  v.assign(n, 0.0f);
+}
+
+namespace {
+
+// Grows a scratch buffer to at least n values (never shrinks: the steady state allocates nothing).
+void grow(std::vector<float>& b, size_t n) {
+  if (b.size() < n) b.resize(n);
+}
+
+// The weights of a Llama as CPU f32 pointers (the decode reads them directly).
+const float* w(const Var& v) { return v->value.f32(); }
+
+// y (R, N) = x (R, K) @ W (N, K)^T. With few rows (decode) the product is a matrix-vector one and
+// Eigen runs it on one thread, leaving memory bandwidth unused: split W's rows over the threads
+// instead (each reads its slice of W once). Otherwise the threaded GEMM of matmul_forward.
+void linear(float* y, const float* x, const float* W, int R, int N, int K) {
+  if (R > 8) return matmul_forward(y, x, W, 1, R, N, K, false, true, false);
+  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<const RowMat> X(x, R, K);
+  const int block = 256;
+#pragma omp parallel for schedule(static)
+  for (int n0 = 0; n0 < N; n0 += block) {
+    int nb = std::min(block, N - n0);
+    Eigen::Map<const RowMat> Wb(W + size_t(n0) * K, nb, K);
+    Eigen::Map<RowMat, 0, Eigen::OuterStride<>> Y(y + n0, R, nb, Eigen::OuterStride<>(N));
+    Y.noalias() = X * Wb.transpose();
+  }
+}
+
+// y_r = softmax(q_r . k_j / sqrt(D), j <= pos_r) . v_j for every row r and head h, over row r's
+// sequence's cache. probs: (threads, max_len) scratch.
+void cached_attention(float* y, const float* q, const float* kc, const float* vc, const int32_t* row_seq,
+                      const int32_t* row_pos, int R, int H, int Hkv, int D, int max_len, float* probs) {
+  const int G = H / Hkv;
+  const float scale = 1.0f / std::sqrt(float(D));
+  const size_t seq_stride = size_t(max_len) * Hkv * D;
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int r = 0; r < R; r++)
+    for (int h = 0; h < H; h++) {
+      float* p = probs + size_t(omp_get_thread_num()) * max_len;
+      const int keys = row_pos[r] + 1, hk = h / G;
+      const float* qr = q + (size_t(r) * H + h) * D;
+      const float* kb = kc + size_t(row_seq[r]) * seq_stride + size_t(hk) * D;
+      const float* vb = vc + size_t(row_seq[r]) * seq_stride + size_t(hk) * D;
+      float mx = -INFINITY;
+      for (int j = 0; j < keys; j++) {
+        const float* kj = kb + size_t(j) * Hkv * D;
+        float s = 0.0f;
+        for (int d = 0; d < D; d++) s += qr[d] * kj[d];
+        p[j] = s * scale;
+        mx = std::max(mx, p[j]);
+      }
+      float sum = 0.0f;
+      for (int j = 0; j < keys; j++) sum += (p[j] = std::exp(p[j] - mx));
+      float* yr = y + (size_t(r) * H + h) * D;
+      std::fill(yr, yr + D, 0.0f);
+      for (int j = 0; j < keys; j++) {
+        const float pj = p[j] / sum, *vj = vb + size_t(j) * Hkv * D;
+        for (int d = 0; d < D; d++) yr[d] += pj * vj[d];
+      }
+    }
+}
+
+}  // namespace
+
+void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* tokens, const int* n,
+                       float* logits) {
+  const LlamaConfig& c = m.cfg;
+  ENSURE(m.device() == Device::cpu && m.dtype() == DType::f32, "llama_decode_step runs f32 weights on the CPU");
+  const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, FF = c.ffn, V = c.vocab;
+  const int HD = H * D, KD = Hkv * D;
+  int R = 0;
+  for (int b = 0; b < s.batch; b++) {
+    ENSURE(n[b] >= 0 && s.length[size_t(b)] + n[b] <= s.max_len,
+           "decode: sequence %d holds %d tokens, %d more do not fit in %d", b, s.length[size_t(b)], n[b], s.max_len);
+    R += n[b];
+  }
+  if (R == 0) return;
+  // Which sequence and position each row of this step is.
+  s.row_seq.resize(size_t(R));
+  s.row_pos.resize(size_t(R));
+  for (int b = 0, r = 0; b < s.batch; b++)
+    for (int i = 0; i < n[b]; i++, r++) s.row_seq[size_t(r)] = b, s.row_pos[size_t(r)] = s.length[size_t(b)] + i;
+  grow(s.x, size_t(R) * C);
+  grow(s.a, size_t(R) * std::max(C, HD));
+  grow(s.q, size_t(R) * HD);
+  grow(s.kn, size_t(R) * KD);
+  grow(s.vn, size_t(R) * KD);
+  grow(s.y, size_t(R) * HD);
+  grow(s.g, size_t(R) * FF);
+  grow(s.u, size_t(R) * FF);
+  grow(s.cos_t, size_t(R) * (D / 2));
+  grow(s.sin_t, size_t(R) * (D / 2));
+  grow(s.probs, size_t(omp_get_max_threads()) * s.max_len + size_t(R));  // + R: the rstd of rmsnorm
+  float* rstd = s.probs.data() + size_t(omp_get_max_threads()) * s.max_len;
+
+  embedding_forward(s.x.data(), tokens, w(m.wte), R, V, C);
+  std::vector<double> inv_freq(size_t(D / 2));  // D/2 numbers: not worth caching
+  rope_inv_freq(inv_freq.data(), D, c.rope);
+  rope_tables(s.cos_t.data(), s.sin_t.data(), s.row_pos.data(), R, D, inv_freq.data());
+
+  float *x = s.x.data(), *a = s.a.data(), *q = s.q.data(), *kn = s.kn.data(), *vn = s.vn.data();
+  for (int l = 0; l < c.n_layers; l++) {
+    const LlamaLayer& L = m.layers[size_t(l)];
+    ENSURE(!L.lora_q.active() && !L.lora_k.active() && !L.lora_v.active() && !L.lora_o.active(),
+           "decode: merge the LoRA into the weights first (merge_lora)");
+    // PyTorch: q, k, v = q_proj(norm(x)), k_proj(...), v_proj(...); rope(q, k)
+    rmsnorm_forward(a, rstd, x, w(L.attn_norm), R, C, c.norm_eps);
+    linear(q, a, w(L.wq), R, HD, C);
+    linear(kn, a, w(L.wk), R, KD, C);
+    linear(vn, a, w(L.wv), R, KD, C);
+    rope_forward(q, q, s.cos_t.data(), s.sin_t.data(), 1, R, H, D, RopeLayout::half_split);  // row r: its position
+    rope_forward(kn, kn, s.cos_t.data(), s.sin_t.data(), 1, R, Hkv, D, RopeLayout::half_split);
+    float* kc = s.k.data() + size_t(l) * s.batch * s.max_len * KD;
+    float* vc = s.v.data() + size_t(l) * s.batch * s.max_len * KD;
+    for (int r = 0; r < R; r++) {
+      size_t slot = (size_t(s.row_seq[size_t(r)]) * s.max_len + size_t(s.row_pos[size_t(r)])) * KD;
+      std::copy(kn + size_t(r) * KD, kn + size_t(r + 1) * KD, kc + slot);
+      std::copy(vn + size_t(r) * KD, vn + size_t(r + 1) * KD, vc + slot);
+    }
+    cached_attention(s.y.data(), q, kc, vc, s.row_seq.data(), s.row_pos.data(), R, H, Hkv, D, s.max_len,
+                     s.probs.data());
+    // x = x + o_proj(y)
+    linear(a, s.y.data(), w(L.wo), R, C, HD);
+    add_forward(x, x, a, int64_t(R) * C);
+    // x = x + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = norm(x)
+    rmsnorm_forward(a, rstd, x, w(L.mlp_norm), R, C, c.norm_eps);
+    linear(s.g.data(), a, w(L.w_gate), R, FF, C);
+    linear(s.u.data(), a, w(L.w_up), R, FF, C);
+    swiglu_forward(s.g.data(), s.g.data(), s.u.data(), int64_t(R) * FF);
+    linear(a, s.g.data(), w(L.w_down), R, C, FF);
+    add_forward(x, x, a, int64_t(R) * C);
+  }
+  // Logits of each sequence's last new row: gather, norm, one product with the LM head.
+  int B1 = 0;
+  grow(s.last, size_t(s.batch) * C);
+  for (int b = 0, r = 0; b < s.batch; r += n[b], b++)
+    if (n[b] > 0) std::copy(x + size_t(r + n[b] - 1) * C, x + size_t(r + n[b]) * C, s.last.data() + size_t(B1++) * C);
+  grow(s.logits_rows, size_t(B1) * V);
+  rmsnorm_forward(a, rstd, s.last.data(), w(m.norm), B1, C, c.norm_eps);
+  linear(s.logits_rows.data(), a, w(m.lm_head), B1, V, C);
+  for (int b = 0, i = 0; b < s.batch; b++) {
+    if (n[b] == 0) continue;
+    std::copy(s.logits_rows.data() + size_t(i) * V, s.logits_rows.data() + size_t(i + 1) * V, logits + size_t(b) * V);
+    i++;
+    s.length[size_t(b)] += n[b];
+  }
+}
+
+}  // namespace lolcats
