@@ -49,14 +49,16 @@ int main(int argc, char** argv) {
   app.add_option("--top-p", sc.top_p, "nucleus sampling mass (with temperature > 0)")->capture_default_str();
   app.add_option("--seed", sc.seed, "random seed for sampling")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
-  std::string device_flag = "auto", dtype_flag = "bf16";
+  std::string device_flag = "auto", dtype_flag = "auto";
   app.add_option("--device", device_flag,
                  "cpu, cuda (bf16 weights), or auto: cuda when a GPU is visible. On cuda each token "
                  "runs the whole sequence again (no KV cache there yet); linearized models run on "
                  "the CPU so far")
       ->capture_default_str();
-  app.add_option("--dtype", dtype_flag, "weights and activations on the cuda device: bf16 or f32")
-      ->check(CLI::IsMember({"bf16", "f32"}))
+  app.add_option("--dtype", dtype_flag,
+                 "weight storage: f32, bf16, or auto (bf16 on cuda, f32 on the CPU). On the CPU, bf16 "
+                 "halves the bytes each decoded token reads (arithmetic stays f32)")
+      ->check(CLI::IsMember({"auto", "bf16", "f32"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
@@ -65,10 +67,14 @@ int main(int argc, char** argv) {
     ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
     // A linearized model brings its base (for weights, tokenizer and template) along.
     LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0);
-    if (parse_device(device_flag) == Device::cuda) {
-      ENSURE(!m.model, "--device cuda: linearized models run on the CPU until the LoLCATs kernels "
-             "are on the GPU; use --device cpu");
-      m.base->to(Device::cuda, dtype_flag == "f32" ? DType::f32 : DType::bf16);
+    Device device = parse_device(device_flag);
+    DType dtype = dtype_flag == "f32" ? DType::f32
+                  : dtype_flag == "bf16" ? DType::bf16
+                  : device == Device::cuda ? DType::bf16 : DType::f32;
+    if (device == Device::cuda || dtype != DType::f32) {
+      ENSURE(!m.model, "linearized models run on the CPU in f32 so far (the LoLCATs kernels are not on "
+             "the GPU yet); use --device cpu --dtype f32");
+      m.base->to(device, dtype);
     }
     const Llama& model = *m.base;
     Tokenizer tok = Tokenizer::from_model(m.base_model);

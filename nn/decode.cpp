@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 
+#include "tensor/bf16.h"
 #include "tensor/elementwise.h"
 #include "tensor/embedding.h"
 #include "tensor/matmul.h"
@@ -30,13 +31,19 @@ void grow(std::vector<float>& b, size_t n) {
   if (b.size() < n) b.resize(n);
 }
 
-// The weights of a Llama as CPU f32 pointers (the decode reads them directly).
-const float* w(const Var& v) { return v->value.f32(); }
+// A norm's weight (C) as f32: itself, or widened from bf16 into `scratch`.
+const float* norm_weight(const Var& v, std::vector<float>& scratch) {
+  const Tensor& t = v->value;
+  if (t.dtype() == DType::f32) return t.f32();
+  grow(scratch, size_t(t.numel()));
+  for (int64_t i = 0; i < t.numel(); i++) scratch[size_t(i)] = bf16_to_f32(t.bf16()[i]);
+  return scratch.data();
+}
 
 // y (R, N) = x (R, K) @ W (N, K)^T. With few rows (decode) the product is a matrix-vector one and
 // Eigen runs it on one thread, leaving memory bandwidth unused: split W's rows over the threads
 // instead (each reads its slice of W once). Otherwise the threaded GEMM of matmul_forward.
-void linear(float* y, const float* x, const float* W, int R, int N, int K) {
+void linear_f32(float* y, const float* x, const float* W, int R, int N, int K) {
   if (R > 8) return matmul_forward(y, x, W, 1, R, N, K, false, true, false);
   using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   Eigen::Map<const RowMat> X(x, R, K);
@@ -48,6 +55,49 @@ void linear(float* y, const float* x, const float* W, int R, int N, int K) {
     Eigen::Map<RowMat, 0, Eigen::OuterStride<>> Y(y + n0, R, nb, Eigen::OuterStride<>(N));
     Y.noalias() = X * Wb.transpose();
   }
+}
+
+// The same with W stored in bf16 (half the bytes to read, the point of it in decode): each thread
+// widens a block of W's rows to f32 in a buffer that stays in its cache, then multiplies.
+void linear_bf16(float* y, const float* x, const uint16_t* W, int R, int N, int K) {
+  if (R <= 8) {  // decode: one pass over W, each row widened in registers (SIMD reductions)
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+      const uint16_t* wn = W + size_t(n) * K;
+      for (int r = 0; r < R; r++) {
+        const float* xr = x + size_t(r) * K;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int k = 0; k < K; k++) acc += xr[k] * bf16_to_f32(wn[k]);
+        y[size_t(r) * N + size_t(n)] = acc;
+      }
+    }
+    return;
+  }
+  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<const RowMat> X(x, R, K);
+  const int block = 64;
+#pragma omp parallel
+  {
+    static thread_local std::vector<float> wide;  // grows once per thread: no allocation per token
+    grow(wide, size_t(block) * K);
+#pragma omp for schedule(static)
+    for (int n0 = 0; n0 < N; n0 += block) {
+      int nb = std::min(block, N - n0);
+      const uint16_t* src = W + size_t(n0) * K;
+      for (size_t i = 0; i < size_t(nb) * K; i++) wide[i] = bf16_to_f32(src[i]);
+      Eigen::Map<const RowMat> Wb(wide.data(), nb, K);
+      Eigen::Map<RowMat, 0, Eigen::OuterStride<>> Y(y + n0, R, nb, Eigen::OuterStride<>(N));
+      Y.noalias() = X * Wb.transpose();
+    }
+  }
+}
+
+// y (R, N) = x (R, K) @ W^T for a weight stored in f32 or bf16.
+void linear(float* y, const float* x, const Var& W, int R, int N, int K) {
+  const Tensor& t = W->value;
+  if (t.dtype() == DType::f32) linear_f32(y, x, t.f32(), R, N, K);
+  else linear_bf16(y, x, t.bf16(), R, N, K);
 }
 
 // y_r = softmax(q_r . k_j / sqrt(D), j <= pos_r) . v_j for every row r and head h, over row r's
@@ -89,7 +139,7 @@ void cached_attention(float* y, const float* q, const float* kc, const float* vc
 void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* tokens, const int* n,
                        float* logits) {
   const LlamaConfig& c = m.cfg;
-  ENSURE(m.device() == Device::cpu && m.dtype() == DType::f32, "llama_decode_step runs f32 weights on the CPU");
+  ENSURE(m.device() == Device::cpu, "llama_decode_step runs on the CPU (weights in f32 or bf16)");
   const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, FF = c.ffn, V = c.vocab;
   const int HD = H * D, KD = Hkv * D;
   int R = 0;
@@ -117,7 +167,15 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
   grow(s.probs, size_t(omp_get_max_threads()) * s.max_len + size_t(R));  // + R: the rstd of rmsnorm
   float* rstd = s.probs.data() + size_t(omp_get_max_threads()) * s.max_len;
 
-  embedding_forward(s.x.data(), tokens, w(m.wte), R, V, C);
+  if (m.dtype() == DType::f32) {
+    embedding_forward(s.x.data(), tokens, m.wte->value.f32(), R, V, C);
+  } else {
+    for (int r = 0; r < R; r++) {
+      ENSURE(tokens[r] >= 0 && tokens[r] < V, "decode: token id %d is outside [0, %d)", tokens[r], V);
+      const uint16_t* row = m.wte->value.bf16() + size_t(tokens[r]) * C;
+      for (int i = 0; i < C; i++) s.x[size_t(r) * C + size_t(i)] = bf16_to_f32(row[i]);
+    }
+  }
   std::vector<double> inv_freq(size_t(D / 2));  // D/2 numbers: not worth caching
   rope_inv_freq(inv_freq.data(), D, c.rope);
   rope_tables(s.cos_t.data(), s.sin_t.data(), s.row_pos.data(), R, D, inv_freq.data());
@@ -128,10 +186,10 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
     ENSURE(!L.lora_q.active() && !L.lora_k.active() && !L.lora_v.active() && !L.lora_o.active(),
            "decode: merge the LoRA into the weights first (merge_lora)");
     // PyTorch: q, k, v = q_proj(norm(x)), k_proj(...), v_proj(...); rope(q, k)
-    rmsnorm_forward(a, rstd, x, w(L.attn_norm), R, C, c.norm_eps);
-    linear(q, a, w(L.wq), R, HD, C);
-    linear(kn, a, w(L.wk), R, KD, C);
-    linear(vn, a, w(L.wv), R, KD, C);
+    rmsnorm_forward(a, rstd, x, norm_weight(L.attn_norm, s.wnorm), R, C, c.norm_eps);
+    linear(q, a, L.wq, R, HD, C);
+    linear(kn, a, L.wk, R, KD, C);
+    linear(vn, a, L.wv, R, KD, C);
     rope_forward(q, q, s.cos_t.data(), s.sin_t.data(), 1, R, H, D, RopeLayout::half_split);  // row r: its position
     rope_forward(kn, kn, s.cos_t.data(), s.sin_t.data(), 1, R, Hkv, D, RopeLayout::half_split);
     float* kc = s.k.data() + size_t(l) * s.batch * s.max_len * KD;
@@ -144,14 +202,14 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
     cached_attention(s.y.data(), q, kc, vc, s.row_seq.data(), s.row_pos.data(), R, H, Hkv, D, s.max_len,
                      s.probs.data());
     // x = x + o_proj(y)
-    linear(a, s.y.data(), w(L.wo), R, C, HD);
+    linear(a, s.y.data(), L.wo, R, C, HD);
     add_forward(x, x, a, int64_t(R) * C);
     // x = x + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = norm(x)
-    rmsnorm_forward(a, rstd, x, w(L.mlp_norm), R, C, c.norm_eps);
-    linear(s.g.data(), a, w(L.w_gate), R, FF, C);
-    linear(s.u.data(), a, w(L.w_up), R, FF, C);
+    rmsnorm_forward(a, rstd, x, norm_weight(L.mlp_norm, s.wnorm), R, C, c.norm_eps);
+    linear(s.g.data(), a, L.w_gate, R, FF, C);
+    linear(s.u.data(), a, L.w_up, R, FF, C);
     swiglu_forward(s.g.data(), s.g.data(), s.u.data(), int64_t(R) * FF);
-    linear(a, s.g.data(), w(L.w_down), R, C, FF);
+    linear(a, s.g.data(), L.w_down, R, C, FF);
     add_forward(x, x, a, int64_t(R) * C);
   }
   // Logits of each sequence's last new row: gather, norm, one product with the LM head.
@@ -160,8 +218,8 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
   for (int b = 0, r = 0; b < s.batch; r += n[b], b++)
     if (n[b] > 0) std::copy(x + size_t(r + n[b] - 1) * C, x + size_t(r + n[b]) * C, s.last.data() + size_t(B1++) * C);
   grow(s.logits_rows, size_t(B1) * V);
-  rmsnorm_forward(a, rstd, s.last.data(), w(m.norm), B1, C, c.norm_eps);
-  linear(s.logits_rows.data(), a, w(m.lm_head), B1, V, C);
+  rmsnorm_forward(a, rstd, s.last.data(), norm_weight(m.norm, s.wnorm), B1, C, c.norm_eps);
+  linear(s.logits_rows.data(), a, m.lm_head, B1, V, C);
   for (int b = 0, i = 0; b < s.batch; b++) {
     if (n[b] == 0) continue;
     std::copy(s.logits_rows.data() + size_t(i) * V, s.logits_rows.data() + size_t(i + 1) * V, logits + size_t(b) * V);

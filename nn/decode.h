@@ -25,14 +25,15 @@ struct LlamaDecodeState {
   std::vector<int> length;  // (batch) tokens already in each sequence's cache
   std::vector<float> k, v;  // (L, batch, max_len, Hkv, D): post-RoPE keys, values
   // Scratch, grown to the largest step seen.
-  std::vector<float> x, a, q, kn, vn, y, g, u, cos_t, sin_t, probs, last, logits_rows;
+  std::vector<float> x, a, q, kn, vn, y, g, u, cos_t, sin_t, probs, last, logits_rows, wnorm;
   std::vector<int32_t> row_seq, row_pos;
   void reset(int b) { length[size_t(b)] = 0; }  // sequence b starts over
 };
 
 // Feeds tokens (sum n[b] ids, sequence after sequence) to the batch; for every sequence with
 // n[b] > 0 writes the logits of its last new token to logits + b * V (other rows are untouched).
-// CPU, f32 weights.
+// CPU; the weights in f32, or in bf16 (Llama::to(Device::cpu, DType::bf16): half the bytes to read
+// per token, widened to f32 block by block; all arithmetic stays f32).
 void llama_decode_step(const Llama& model, LlamaDecodeState& state, const int32_t* tokens,
                        const int* n, float* logits);
 

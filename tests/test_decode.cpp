@@ -53,3 +53,24 @@ TEST_CASE("decode: batched chunked prefill and decode equal the parallel forward
   REQUIRE_THROWS_WITH(llama_decode_step(*model, state, &tok, n1.data(), logits.data()),
                       Catch::Contains("sequence 1 holds 40 tokens, 1 more do not fit in 40"));
 }
+
+TEST_CASE("decode: bf16 weights give the f32 decode of the same (bf16-rounded) weights", "[decode][llama]") {
+  auto f32 = Llama::load(fixture_dir() + "/tiny_llama");
+  auto bf16 = Llama::load(fixture_dir() + "/tiny_llama");
+  bf16->to(Device::cpu, DType::bf16);
+  REQUIRE(bf16->dtype() == DType::bf16);
+  // The oracle: the already-tested f32 decode, on weights rounded to exactly the bf16 values.
+  for (auto& [name, v] : f32->named_parameters()) v->value.copy_from(v->value.to(Device::cpu, DType::bf16).to(Device::cpu, DType::f32), name);
+  const int V = f32->cfg.vocab;
+  LlamaDecodeState s1(f32->cfg, 2, 30), s2(bf16->cfg, 2, 30);
+  std::vector<float> l1(size_t(2) * V), l2(size_t(2) * V);
+  std::mt19937 rng(9);
+  for (const std::vector<int>& n : std::vector<std::vector<int>>{{12, 3}, {1, 9}, {1, 1}, {0, 1}, {16, 0}}) {
+    std::vector<int32_t> tokens(size_t(n[0] + n[1]));
+    for (int32_t& t : tokens) t = int32_t(rng() % uint32_t(V));
+    llama_decode_step(*f32, s1, tokens.data(), n.data(), l1.data());
+    llama_decode_step(*bf16, s2, tokens.data(), n.data(), l2.data());
+    // The same f32 arithmetic on the same weight values, in the same order: to rounding.
+    CHECK_CLOSE("bf16-stored weights", l2, std::vector<double>(l1.begin(), l1.end()), 1e-6, 1e-6);
+  }
+}
