@@ -3,6 +3,8 @@
 //   ./bench llama    SmolLM2-135M forward and forward+backward, batch 1, T = 1024, f32, vs PyTorch
 //   ./bench attention  one attention layer forward+backward, LoLCATs hybrid vs softmax, T = 1k..64k
 //   ./bench linearize  one LoLCATs stage-1 and stage-2 training step, SmolLM2-135M, T = 1024, vs PyTorch
+//   ./bench generate  decode tokens/s of the plain-code step against context length and batch, f32
+//                    and bf16 weights (CPU; --contexts, --batches, --steps)
 //   ./bench gpu-ops  every CUDA kernel and cuBLASLt on Llama 3 8B shapes, against the device's
 //                    measured copy and GEMM ceilings (--smoke: toy sizes, e.g. under the emulator)
 // Where a comparison is claimed, both sides run in this one invocation with the same shapes and
@@ -207,7 +209,8 @@ int bench_llama(int threads, int T, const std::string& model_path, Device device
 
 }  // namespace
 
-#include "apps/bench_linearize.h"  // after the helpers above, which it uses
+#include "apps/bench_generate.h"   // after the helpers above, which these use
+#include "apps/bench_linearize.h"
 #ifdef LOLCATS_CUDA
 #include "apps/bench_gpu.h"
 #endif
@@ -221,8 +224,8 @@ int main(int argc, char** argv) {
   bool smoke = false;
   std::string device_flag = "cpu";
   app.add_option("what", what,
-                 "which benchmark: matmul, llama, attention, linearize, all (these four), or gpu-ops")
-      ->check(CLI::IsMember({"matmul", "llama", "attention", "linearize", "all", "gpu-ops"}))
+                 "which benchmark: matmul, llama, attention, linearize, all (these four), generate, or gpu-ops")
+      ->check(CLI::IsMember({"matmul", "llama", "attention", "linearize", "all", "gpu-ops", "generate"}))
       ->capture_default_str();
   app.add_option("--device", device_flag, "`llama`: cpu, cuda or auto (cuda when a GPU is visible)")
       ->capture_default_str();
@@ -232,6 +235,11 @@ int main(int argc, char** argv) {
                  "model for `llama` and `linearize` (random SmolLM2-shaped weights if absent)")
       ->capture_default_str();
   app.add_option("--seqs", seqs, "sequence lengths for `attention`")->capture_default_str();
+  std::vector<int> contexts = {512, 1024, 2048, 4096}, batches = {1, 8};
+  int steps = 32;
+  app.add_option("--contexts", contexts, "`generate`: context lengths")->capture_default_str();
+  app.add_option("--batches", batches, "`generate`: batch sizes")->capture_default_str();
+  app.add_option("--steps", steps, "`generate`: decode steps timed per case")->capture_default_str();
   app.add_option("--max-seconds", max_seconds, "`attention`: skip runs estimated to take longer")
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
@@ -244,6 +252,7 @@ int main(int argc, char** argv) {
     if (what == "matmul" || what == "all") bench_matmul(threads);
     if (what == "llama" || what == "all") bench_llama(threads, seq, model, parse_device(device_flag));
     if (what == "linearize" || what == "all") bench_linearize(threads, seq, model);
+    if (what == "generate") bench_generate(threads, model, contexts, batches, steps);
     if (what == "gpu-ops") {
 #ifdef LOLCATS_CUDA
       return bench_gpu_ops(smoke);

@@ -119,6 +119,7 @@ void cached_attention(float* y, const float* q, const float* kc, const float* vc
       for (int j = 0; j < keys; j++) {
         const float* kj = kb + size_t(j) * Hkv * D;
         float s = 0.0f;
+#pragma omp simd reduction(+ : s)
         for (int d = 0; d < D; d++) s += qr[d] * kj[d];
         p[j] = s * scale;
         mx = std::max(mx, p[j]);
@@ -129,6 +130,7 @@ void cached_attention(float* y, const float* q, const float* kc, const float* vc
       std::fill(yr, yr + D, 0.0f);
       for (int j = 0; j < keys; j++) {
         const float pj = p[j] / sum, *vj = vb + size_t(j) * Hkv * D;
+#pragma omp simd
         for (int d = 0; d < D; d++) yr[d] += pj * vj[d];
       }
     }
