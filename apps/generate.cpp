@@ -3,12 +3,15 @@
 //   ./generate --prompt "What is the capital of France?"            (default model, chat template)
 //   ./generate --model DIR_OR_GGUF --prompt "Once upon" --raw --temperature 0.8 --top-p 0.9
 //   ./generate --linearized runs/default/lolcats_params.safetensors --prompt "..."
+//   ./generate --prompts prompts.jsonl --batch 8     many prompts, batched; results as JSONL lines
 // Instruct models get their chat template (read from the checkpoint) unless --raw is given.
 // Statistics (prompt tokens, generated tokens, tokens/s) go to stderr.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "data/chat_template.h"
 #include "data/tokenizer.h"
@@ -24,6 +27,73 @@ namespace {
 
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The chat-templated (unless raw) token ids of one prompt.
+std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& tmpl, const std::string& prompt,
+                                   const std::string& system, bool raw) {
+  std::string text = prompt;
+  if (!raw && !tmpl.empty()) {
+    std::vector<ChatMessage> msgs;
+    if (!system.empty()) msgs.push_back({"system", system});
+    msgs.push_back({"user", prompt});
+    text = apply_chat_template(chat_format_for(tmpl), msgs, true);
+  }
+  // A chat template writes its own BOS where the model wants one.
+  return tok.encode(text, raw && tok.adds_bos());
+}
+
+void add_stop_ids(const Tokenizer& tok, SamplingConfig& sc) {
+  for (const char* stop : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"})
+    if (tok.id_of(stop) >= 0) sc.stop_ids.push_back(tok.id_of(stop));
+  if (tok.eos_id() >= 0) sc.stop_ids.push_back(tok.eos_id());
+}
+
+// --prompts: every prompt of a JSONL file, batched (nn/generate.h generate_batch).
+int serve_prompts(const std::string& path, int batch, const std::string& model_path, const std::string& linearized,
+                  bool raw, const std::string& system, SamplingConfig sc, bool model_given,
+                  const std::string& device_flag, const std::string& dtype_flag) {
+  ENSURE(linearized.empty(), "--prompts serves Llama models so far (linearized models: one --prompt at a time)");
+  ENSURE(parse_device(device_flag) == Device::cpu, "--prompts runs on the CPU so far");
+  std::ifstream in(path);
+  ENSURE(in, "cannot read %s", path.c_str());
+  std::vector<std::string> texts;
+  std::vector<nlohmann::json> ids;
+  std::string line;
+  for (int lineno = 1; std::getline(in, line); lineno++) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      fail(__FILE__, __LINE__, strfmt("%s:%d: not a JSON line", path.c_str(), lineno));
+    }
+    ENSURE(j.is_string() || (j.is_object() && j.contains("prompt") && j["prompt"].is_string()),
+           "%s:%d: expected a string or an object with a \"prompt\" string", path.c_str(), lineno);
+    texts.push_back(j.is_string() ? j.get<std::string>() : j["prompt"].get<std::string>());
+    ids.push_back(j.is_object() && j.contains("id") ? j["id"] : nlohmann::json(texts.size() - 1));
+  }
+  ENSURE(!texts.empty(), "%s holds no prompts", path.c_str());
+  LinearizedModel m = load_for_inference("", model_path, model_given);
+  if (dtype_flag == "bf16") m.base->to(Device::cpu, DType::bf16);
+  Tokenizer tok = Tokenizer::from_model(m.base_model);
+  std::string tmpl = load_chat_template(m.base_model);
+  std::vector<std::vector<int32_t>> prompts;
+  for (const std::string& t : texts) prompts.push_back(encode_prompt(tok, tmpl, t, system, raw));
+  add_stop_ids(tok, sc);
+  size_t new_tokens = 0;
+  double t0 = now();
+  generate_batch(*m.base, prompts, batch, sc, [&](size_t i, const std::vector<int32_t>& out) {
+    new_tokens += out.size();
+    nlohmann::json j = {{"id", ids[i]}, {"completion", tok.decode(out, true)}, {"new_tokens", out.size()}};
+    // A completion cut at --max-new-tokens may end inside a UTF-8 character: replace, not throw.
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    std::fflush(stdout);
+  });
+  double sec = now() - t0;
+  std::fprintf(stderr, "[%zu prompts, %zu new tokens in %.2f s: %.1f tokens/s, batch %d]\n", prompts.size(),
+               new_tokens, sec, new_tokens / sec, batch);
+  return 0;
 }
 
 }  // namespace
@@ -42,6 +112,12 @@ int main(int argc, char** argv) {
   app.add_option("--decode", decode, "recurrent decoding of a linearized model: exact or reference")
       ->check(CLI::IsMember({"exact", "reference"}))->capture_default_str();
   app.add_option("--prompt", prompt, "the prompt (read from stdin when absent)");
+  std::string prompts_file;
+  int batch = 8;
+  app.add_option("--prompts", prompts_file,
+                 "a JSONL file of prompts (each line a string or {\"prompt\": ..., \"id\": ...}): "
+                 "generated in batches, one JSON line out per prompt as it finishes (CPU, Llama models)");
+  app.add_option("--batch", batch, "with --prompts: sequences decoded together")->capture_default_str();
   app.add_option("--system", system, "system message for chat models");
   app.add_flag("--raw", raw, "feed the prompt as is, without the chat template");
   app.add_option("--max-new-tokens", sc.max_new_tokens, "tokens to generate at most")->capture_default_str();
@@ -63,6 +139,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   try {
+    if (!prompts_file.empty()) return serve_prompts(prompts_file, batch, model_path, linearized, raw, system, sc,
+                                                    app.count("--model") > 0, device_flag, dtype_flag);
     if (prompt.empty()) prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
     ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
     // A linearized model brings its base (for weights, tokenizer and template) along.
@@ -81,18 +159,8 @@ int main(int argc, char** argv) {
     std::string tmpl = load_chat_template(m.base_model);
     ENSURE(tok.vocab_size() <= model.cfg.vocab, "tokenizer has %d tokens but the model only %d",
            tok.vocab_size(), model.cfg.vocab);
-    std::string text = prompt;
-    if (!raw && !tmpl.empty()) {
-      std::vector<ChatMessage> msgs;
-      if (!system.empty()) msgs.push_back({"system", system});
-      msgs.push_back({"user", prompt});
-      text = apply_chat_template(chat_format_for(tmpl), msgs, true);
-    }
-    // A chat template writes its own BOS where the model wants one.
-    std::vector<int32_t> ids = tok.encode(text, raw && tok.adds_bos());
-    for (const char* stop : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"})
-      if (tok.id_of(stop) >= 0) sc.stop_ids.push_back(tok.id_of(stop));
-    if (tok.eos_id() >= 0) sc.stop_ids.push_back(tok.eos_id());
+    std::vector<int32_t> ids = encode_prompt(tok, tmpl, prompt, system, raw);
+    add_stop_ids(tok, sc);
 
     std::vector<int32_t> out;
     size_t printed = 0;

@@ -80,4 +80,64 @@ std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& pr
       model.cfg.vocab, prompt, cfg, on_token);
 }
 
+void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>& prompts, int batch,
+                    const SamplingConfig& cfg,
+                    const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
+  ENSURE(batch > 0, "generate_batch: batch must be positive, got %d", batch);
+  const int V = model.cfg.vocab;
+  size_t longest = 0;
+  for (size_t i = 0; i < prompts.size(); i++) {
+    ENSURE(!prompts[i].empty(), "generate_batch: prompt %zu is empty", i);
+    longest = std::max(longest, prompts[i].size());
+  }
+  const int B = int(std::min<size_t>(size_t(batch), std::max<size_t>(prompts.size(), 1)));
+  LlamaDecodeState state(model.cfg, B, int(longest) + cfg.max_new_tokens);
+  struct Slot {
+    long prompt = -1;           // which prompt it serves, -1: idle
+    std::vector<int32_t> out;   // tokens made so far
+    bool prefilled = false;
+    std::mt19937_64 rng;
+  };
+  std::vector<Slot> slots(static_cast<size_t>(B));
+  size_t next = 0, done = 0;
+  std::vector<float> logits(size_t(B) * V);
+  std::vector<int32_t> tokens;
+  std::vector<int> n(static_cast<size_t>(B));
+  while (done < prompts.size()) {
+    tokens.clear();
+    for (int b = 0; b < B; b++) {  // refill idle slots; gather this step's tokens
+      Slot& sl = slots[size_t(b)];
+      if (sl.prompt < 0 && next < prompts.size()) {
+        sl = Slot{long(next), {}, false, std::mt19937_64(cfg.seed + next)};
+        state.reset(b);
+        next++;
+      }
+      n[size_t(b)] = 0;
+      if (sl.prompt < 0) continue;
+      if (!sl.prefilled) {
+        const std::vector<int32_t>& p = prompts[size_t(sl.prompt)];
+        tokens.insert(tokens.end(), p.begin(), p.end());
+        n[size_t(b)] = int(p.size());
+      } else {
+        tokens.push_back(sl.out.back());
+        n[size_t(b)] = 1;
+      }
+    }
+    llama_decode_step(model, state, tokens.data(), n.data(), logits.data());
+    for (int b = 0; b < B; b++) {  // sample; finish what is finished
+      Slot& sl = slots[size_t(b)];
+      if (sl.prompt < 0 || n[size_t(b)] == 0) continue;
+      sl.prefilled = true;
+      int32_t id = sample_token(logits.data() + size_t(b) * V, V, cfg.temperature, cfg.top_p, sl.rng);
+      sl.out.push_back(id);
+      bool stop = std::find(cfg.stop_ids.begin(), cfg.stop_ids.end(), id) != cfg.stop_ids.end();
+      if (stop || int(sl.out.size()) >= cfg.max_new_tokens) {
+        on_done(size_t(sl.prompt), sl.out);
+        sl.prompt = -1;
+        done++;
+      }
+    }
+  }
+}
+
 }  // namespace lolcats

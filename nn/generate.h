@@ -38,4 +38,13 @@ std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& pr
                               const SamplingConfig& cfg,
                               const std::function<bool(int32_t)>& on_token = {});
 
+// Many prompts at once (CPU, nn/decode.h): up to `batch` sequences decode together, each new token
+// of every sequence in one step that reads the weights once; a finished sequence's slot takes the
+// next prompt (prefilled in the same steps as the others' decoding). Prompt i samples with the seed
+// cfg.seed + i, so its text does not depend on what it was batched with. on_done(i, ids) is called
+// as each prompt finishes (in finishing order).
+void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>& prompts, int batch,
+                    const SamplingConfig& cfg,
+                    const std::function<void(size_t, const std::vector<int32_t>&)>& on_done);
+
 }  // namespace lolcats

@@ -7,8 +7,9 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
+#include <nlohmann/json.hpp>
 
 #include "data/safetensors.h"
 #include "tests/helpers.h"
@@ -187,6 +188,36 @@ TEST_CASE("apps: ./generate continues a prompt as transformers does", "[apps]") 
                                  " --prompt \"" + prompt + "\"");
   REQUIRE(g.rc == 0);
   CHECK(g.out == want + "\n");
+}
+
+TEST_CASE("apps: ./generate --prompts serves a JSONL file in batches, each as transformers continues it",
+          "[apps]") {
+  REQUIRE_APPS();
+  const SafeTensorsFile& f = lolcats_test::fixture("ref_apps");
+  std::string prompt, want;
+  for (double c : f.load_f64("prompt_utf8")) prompt += char(int(c));
+  for (double c : f.load_f64("greedy_text_utf8")) want += char(int(c));
+  const int n = int(f.load_f64("greedy_ids").size());
+  // The transformers prompt three times (with ids), batched two at a time: every completion is
+  // transformers' greedy text; a malformed line is one error naming the file and line.
+  std::string jsonl;
+  for (const char* id : {"a", "b", "c"}) jsonl += json{{"prompt", prompt}, {"id", id}}.dump() + "\n";
+  write_text(kWork + "/prompts.jsonl", jsonl);
+  Result g = run("generate", "--model " + model_dir() + " --raw --max-new-tokens " + std::to_string(n) +
+                                 " --batch 2 --prompts " + kWork + "/prompts.jsonl");
+  REQUIRE(g.rc == 0);
+  std::istringstream lines(g.out);
+  std::set<std::string> seen;
+  for (std::string line; std::getline(lines, line);) {
+    json j = json::parse(line);
+    CHECK(j["completion"] == want);
+    seen.insert(j["id"].get<std::string>());
+  }
+  CHECK(seen == std::set<std::string>{"a", "b", "c"});
+  write_text(kWork + "/bad.jsonl", jsonl + "{oops\n");
+  Result bad = run("generate", "--model " + model_dir() + " --raw --prompts " + kWork + "/bad.jsonl");
+  CHECK(bad.rc != 0);
+  CHECK(bad.err.find("bad.jsonl:4: not a JSON line") != std::string::npos);
 }
 
 TEST_CASE("apps: ./linearize killed mid-stage resumes to the same losses; more steps extend a finished stage",
