@@ -10,7 +10,7 @@
 //     up across backward() calls (gradient accumulation) until zero_grad();
 //   * activation gradients are WRITTEN (=): the first consumer's backward writes the buffer; if a
 //     value feeds several ops (fan-out, e.g. the residual stream), later contributions go through a
-//     scratch buffer and are added (see GradSink).
+//     scratch buffer and are added (see Grad below).
 //   * frozen weights (requires_grad = false) have no gradient buffer at all.
 // Inside a NoGrad scope no graph is recorded (teachers, evaluation, generation).
 #pragma once

@@ -391,13 +391,7 @@ void forward_d(T* y, float* lse, const T* q, const T* k, const T* v, int B, int 
 template <typename T, int D>
 void backward_d(T* dq, T* dk, T* dv, const T* dy, const T* y, const float* lse, const T* q,
                 const T* k, const T* v, int B, int T_, int H, int Hkv, Stream stream) {
-  // delta (B, H, T_) f32 scratch. A cudaMalloc per call for now (cudaFree below waits for the
-  // device): it moves to the activation arena when the op layer hands one in.
-  struct Scratch {
-    float* p = nullptr;
-    ~Scratch() { cudaFree(p); }
-  } delta;
-  cudaCheck(cudaMalloc(&delta.p, sizeof(float) * size_t(B) * H * T_));
+  DeviceScratch<float> delta(size_t(B) * H * T_);  // (B, H, T_)
   const int64_t rows = int64_t(B) * T_ * H;
   auto* delta_kernel = attention_delta_kernel<T, D>;
   launch_kernel(delta_kernel, unsigned(ceil_div(int(rows), kThreads / 32)), kThreads, 0, stream,

@@ -11,6 +11,7 @@
 #include <cublasLt.h>
 
 #include "tensor/check.h"
+#include "tensor/tensor.h"  // device_malloc / device_free
 
 // Each runtime or cuBLASLt call is wrapped: a failure throws lolcats::Error with the file, line and
 // the library's own message (never a silent status).
@@ -53,6 +54,20 @@
 #endif
 
 typedef __nv_bfloat16 bf16;
+
+// Scratch device memory for one launcher call, from the tensors' caching allocator
+// (lolcats::device_malloc, cuda/memory.cu): after the first call no cudaMalloc, and no cudaFree
+// that would wait for the device. Freed at the end of the call, possibly before the kernels that
+// use it have run: safe because all work goes to one stream in order, so whoever gets the block
+// next runs after them.
+template <typename T>
+struct DeviceScratch {
+  T* p;
+  explicit DeviceScratch(size_t count) : p(static_cast<T*>(lolcats::device_malloc(count * sizeof(T)))) {}
+  ~DeviceScratch() { lolcats::device_free(p); }
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+};
 
 // Storage type <-> f32 (all arithmetic is f32): kernels are templates over the storage type T,
 // float or bf16, and convert at each load and store.

@@ -84,18 +84,16 @@ void embedding_backward(float* dwte, const T* dy, const int32_t* idx, int N, int
     }
   starts.push_back(N);
   const int U = int(tokens.size());
-  // One upload: tokens, starts, positions. cudaMalloc/cudaFree per call for now (cudaFree waits for
-  // the device); the activation arena will hand out this buffer instead.
+  // One upload: tokens, starts, positions.
   std::vector<int32_t> packed(tokens);
   packed.insert(packed.end(), starts.begin(), starts.end());
   packed.insert(packed.end(), order.begin(), order.end());
   // (A copy from pageable memory returns once `packed` has been staged, so it may go out of scope.)
-  int32_t* d = nullptr;
-  cudaCheck(cudaMalloc(&d, sizeof(int32_t) * packed.size()));
+  DeviceScratch<int32_t> scratch(packed.size());
+  int32_t* d = scratch.p;
   cudaCheck(cudaMemcpyAsync(d, packed.data(), sizeof(int32_t) * packed.size(), cudaMemcpyHostToDevice, stream));
   launch_kernel(embedding_backward_kernel<T>, U, threads_for(C), 0, stream, dwte, dy, d, d + U,
                 d + 2 * U + 1, C);
-  cudaCheck(cudaFree(d));
 }
 
 #define INSTANTIATE(T)                                                                             \

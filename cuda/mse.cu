@@ -77,13 +77,9 @@ void mse_forward(float* loss, const T* a, const T* b, int64_t n, Stream stream) 
     return;
   }
   const int blocks = blocks_for(n);
-  // Scratch for the partial sums (blocks). cudaMalloc/cudaFree per call for now (cudaFree waits
-  // for the device); the activation arena will hand out this buffer instead.
-  float* partial = nullptr;
-  cudaCheck(cudaMalloc(&partial, sizeof(float) * size_t(blocks)));
-  launch_kernel(mse_partial_kernel<T>, blocks, kThreads, 0, stream, partial, a, b, n);
-  launch_kernel(mse_finish_kernel, 1, kThreads, 0, stream, loss, partial, blocks, n);
-  cudaCheck(cudaFree(partial));
+  DeviceScratch<float> partial(static_cast<size_t>(blocks));  // the per-block partial sums
+  launch_kernel(mse_partial_kernel<T>, blocks, kThreads, 0, stream, partial.p, a, b, n);
+  launch_kernel(mse_finish_kernel, 1, kThreads, 0, stream, loss, partial.p, blocks, n);
 }
 
 template <typename T>

@@ -8,13 +8,6 @@
 
 namespace lolcats {
 
-KVCache::KVCache(const LlamaConfig& cfg, int max_len_) : max_len(max_len_) {
-  for (int l = 0; l < cfg.n_layers; l++) {
-    k.push_back(Tensor::empty({max_len, cfg.n_kv_heads, cfg.head_dim}));
-    v.push_back(Tensor::empty({max_len, cfg.n_kv_heads, cfg.head_dim}));
-  }
-}
-
 Llama::Llama(const LlamaConfig& c, Device device, DType dtype) : cfg(c) {
   cfg.validate("model config");
   const int64_t V = cfg.vocab, C = cfg.d_model, H = cfg.n_heads, Hkv = cfg.n_kv_heads,
@@ -115,7 +108,7 @@ void Llama::set_requires_grad(bool on) {
 
 // Attention sub-block of one layer: a (B, T, C) normalised input -> (B, T, C), before the residual.
 Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int start,
-                           KVCache* cache, const AttentionFn* attention, int layer) const {
+                           const AttentionFn* attention, int layer) const {
   const int H = cfg.n_heads, Hkv = cfg.n_kv_heads, D = cfg.head_dim;
   // RoPE tables for positions start .. start+T-1, on the weights' device.
   Tensor cos_t = Tensor::empty({0}, DType::f32, device()), sin_t = cos_t;
@@ -126,37 +119,19 @@ Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int 
   Var k = rope(reshape(linear_lora(a, L.wk, L.lora_k), {B, T, Hkv, D}), cos_t, sin_t,
                RopeLayout::half_split);
   Var v = reshape(linear_lora(a, L.wv, L.lora_v), {B, T, Hkv, D});
-  Var y;
-  if (attention) {
-    y = (*attention)(layer, q, k, v);
-  } else if (!cache) {
-    y = lolcats::attention(q, k, v);  // (B, T, H, D)
-  } else {
-    // Append this chunk's keys/values, then attend over everything cached so far.
-    ENSURE(B == 1, "generation with a KV cache runs one sequence at a time, got batch %d", B);
-    ENSURE(start + T <= cache->max_len, "KV cache full: %d + %d positions > %d", start, T,
-           cache->max_len);
-    cache->k[layer].rows(start, T).copy_from(k->value.reshape({T, Hkv, D}), "new keys");
-    cache->v[layer].rows(start, T).copy_from(v->value.reshape({T, Hkv, D}), "new values");
-    Tensor out = Tensor::empty({1, T, H, D});
-    attention_forward_cached(out, q->value, cache->k[layer], cache->v[layer], start);
-    y = leaf(out);
-  }
+  Var y = attention ? (*attention)(layer, q, k, v) : lolcats::attention(q, k, v);  // (B, T, H, D)
   return linear_lora(reshape(y, {B, T, H * D}), L.wo, L.lora_o);
 }
 
-Var Llama::forward(const Tensor& ids, KVCache* cache) const {
-  return forward_impl(ids, cache, nullptr, cache ? cache->length : 0, true);
-}
+Var Llama::forward(const Tensor& ids) const { return forward_impl(ids, nullptr, 0, true); }
 
 Var Llama::forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos,
                         bool logits) const {
-  return forward_impl(ids, nullptr, &attention, start_pos, logits);
+  return forward_impl(ids, &attention, start_pos, logits);
 }
 
-Var Llama::forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start,
-                        bool want_logits) const {
-  Var x = trunk(ids, cache, attention, start);
+Var Llama::forward_impl(const Tensor& ids, const AttentionFn* attention, int start, bool want_logits) const {
+  Var x = trunk(ids, attention, start);
   if (!want_logits) return x;
   const int B = int(ids.size(0)), T = int(ids.size(1));
   Var logits = linear(rmsnorm(x, norm, cfg.norm_eps), lm_head);  // (B, T, V)
@@ -164,29 +139,24 @@ Var Llama::forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* at
 }
 
 Var Llama::forward_loss(const Tensor& ids, const Tensor& targets) const {
-  Var x = rmsnorm(trunk(ids, nullptr, nullptr, 0), norm, cfg.norm_eps);  // (B, T, C)
+  Var x = rmsnorm(trunk(ids, nullptr, 0), norm, cfg.norm_eps);  // (B, T, C)
   return lm_head_cross_entropy(x, lm_head, targets.to(device()));
 }
 
 // Embedding and every layer: ids (B, T) -> hidden states (B, T, C), before the final norm.
-Var Llama::trunk(const Tensor& ids_in, KVCache* cache, const AttentionFn* attention, int start) const {
+Var Llama::trunk(const Tensor& ids_in, const AttentionFn* attention, int start) const {
   ENSURE(ids_in.ndim() == 2 && ids_in.dtype() == DType::i32, "forward: ids must be (B, T) i32, got %s",
          ids_in.str().c_str());
-  ENSURE(!cache || device() == Device::cpu, "generation with a KV cache runs on the CPU so far");
   const Tensor ids = ids_in.to(device());
   const int B = int(ids.size(0)), T = int(ids.size(1));
-  std::unique_ptr<NoGrad> no_grad;
-  if (cache) no_grad = std::make_unique<NoGrad>();  // generation: values only
   Var x = embedding(ids, wte);  // (B, T, C)
   for (int l = 0; l < cfg.n_layers; l++) {
     const LlamaLayer& L = layers[l];
-    x = add(x, attention_block(L, rmsnorm(x, L.attn_norm, cfg.norm_eps), B, T, start, cache,
-                               attention, l));
+    x = add(x, attention_block(L, rmsnorm(x, L.attn_norm, cfg.norm_eps), B, T, start, attention, l));
     Var m = rmsnorm(x, L.mlp_norm, cfg.norm_eps);
     // PyTorch: self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
     x = add(x, linear(swiglu(linear(m, L.w_gate), linear(m, L.w_up)), L.w_down));
   }
-  if (cache) cache->length += T;
   return x;
 }
 

@@ -38,15 +38,6 @@ struct LlamaLayer {
   Lora lora_q, lora_k, lora_v, lora_o;  // inactive unless add_lora() was called
 };
 
-// Keys and values of past positions for fast generation (one sequence).
-struct KVCache {
-  int max_len = 0;
-  int length = 0;          // positions already in the cache
-  std::vector<Tensor> k;   // per layer (max_len, Hkv, D), post-RoPE
-  std::vector<Tensor> v;   // per layer (max_len, Hkv, D)
-  KVCache(const LlamaConfig& cfg, int max_len);
-};
-
 // Stands in for softmax attention inside every layer (LoLCATs does this):
 // q (B, T, H, D) post-RoPE, k and v (B, T, Hkv, D) -> y (B, T, H, D).
 using AttentionFn = std::function<Var(int layer, const Var& q, const Var& k, const Var& v)>;
@@ -62,9 +53,8 @@ class Llama {
   static std::unique_ptr<Llama> load(const std::string& path, Device device = Device::cpu,
                                      DType dtype = DType::f32);
 
-  // ids (B, T) i32 -> logits (B*T, V). With a cache: B = 1, positions start at cache->length,
-  // the new keys/values are appended, and no graph is recorded.
-  Var forward(const Tensor& ids, KVCache* cache = nullptr) const;
+  // ids (B, T) i32 -> logits (B*T, V). (Generation with a KV cache: nn/decode.h.)
+  Var forward(const Tensor& ids) const;
   // The same with `attention` in place of softmax attention; token positions start at start_pos.
   // Without `logits`, stops after the last layer and returns its hidden states (B, T, C): attention
   // transfer needs no language-model head.
@@ -103,10 +93,9 @@ class Llama {
  private:
   std::unique_ptr<Arena> arena_;
   // The logits (B*T, V), or (!logits) the last layer's hidden states (B, T, C).
-  Var forward_impl(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start,
-                   bool logits) const;
-  Var trunk(const Tensor& ids, KVCache* cache, const AttentionFn* attention, int start) const;
-  Var attention_block(const LlamaLayer& l, const Var& a, int B, int T, int start, KVCache* cache,
+  Var forward_impl(const Tensor& ids, const AttentionFn* attention, int start, bool logits) const;
+  Var trunk(const Tensor& ids, const AttentionFn* attention, int start) const;
+  Var attention_block(const LlamaLayer& l, const Var& a, int B, int T, int start,
                       const AttentionFn* attention, int layer) const;
 };
 

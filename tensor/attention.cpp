@@ -173,17 +173,5 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dy, co
 }
 
 
-void attention_forward_cached(Tensor& y, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, int start) {
-  ENSURE(check_operands("attention (cached)", {&y, &q, &k_cache, &v_cache}),
-         "attention with a KV cache has no cuda kernel yet");
-  int D = int(q.size(-1)), H = int(q.size(-2)), Tq = int(q.numel() / (int64_t(H) * D));
-  int Hkv = int(k_cache.size(1));
-  check_same_shape("attention (cached)", y, q);
-  check_same_shape("attention (cached)", k_cache, v_cache);
-  ENSURE(k_cache.ndim() == 3 && k_cache.size(2) == D && start + Tq <= k_cache.size(0),
-         "attention (cached): cache %s for %d + %d positions of %d heads of %d", k_cache.shape().str().c_str(),
-         start, Tq, Hkv, D);
-  attention_forward_cached(y.f32(), q.f32(), k_cache.f32(), v_cache.f32(), Tq, start, H, Hkv, D);
-}
 
 }  // namespace lolcats

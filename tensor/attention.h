@@ -47,7 +47,4 @@ void attention_forward(Tensor& y, Tensor& lse, const Tensor& q, const Tensor& k,
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dy, const Tensor& y,
                         const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
 
-// Tensor-level (CPU): y, q (1, Tq, H, D) or (Tq, H, D); the caches (>= start+Tq, Hkv, D).
-void attention_forward_cached(Tensor& y, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, int start);
-
 }  // namespace lolcats
