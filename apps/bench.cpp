@@ -3,8 +3,9 @@
 //   ./bench llama    SmolLM2-135M forward and forward+backward, batch 1, T = 1024, f32, vs PyTorch
 //   ./bench attention  one attention layer forward+backward, LoLCATs hybrid vs softmax, T = 1k..64k
 //   ./bench linearize  one LoLCATs stage-1 and stage-2 training step, SmolLM2-135M, T = 1024, vs PyTorch
-//   ./bench generate  decode tokens/s of the plain-code step against context length and batch, f32
-//                    and bf16 weights (CPU; --contexts, --batches, --steps)
+//   ./bench generate  decode tokens/s and memory of the softmax and the linearized model against
+//                    context length and batch, f32 and bf16 weights, vs transformers (CPU;
+//                    --contexts, --batches, --steps, --max-cache-gib; charts in runs/bench/)
 //   ./bench gpu-ops  every CUDA kernel and cuBLASLt on Llama 3 8B shapes, against the device's
 //                    measured copy and GEMM ceilings (--smoke: toy sizes, e.g. under the emulator)
 // Where a comparison is claimed, both sides run in this one invocation with the same shapes and
@@ -235,11 +236,15 @@ int main(int argc, char** argv) {
                  "model for `llama` and `linearize` (random SmolLM2-shaped weights if absent)")
       ->capture_default_str();
   app.add_option("--seqs", seqs, "sequence lengths for `attention`")->capture_default_str();
-  std::vector<int> contexts = {512, 1024, 2048, 4096}, batches = {1, 8};
-  int steps = 32;
+  std::vector<int> contexts = {512, 2048, 8192, 32768}, batches = {1, 8, 64};
+  int steps = 16;
+  double max_cache_gib = 8;
   app.add_option("--contexts", contexts, "`generate`: context lengths")->capture_default_str();
   app.add_option("--batches", batches, "`generate`: batch sizes")->capture_default_str();
   app.add_option("--steps", steps, "`generate`: decode steps timed per case")->capture_default_str();
+  app.add_option("--max-cache-gib", max_cache_gib,
+                 "`generate`: skip (as out of memory) softmax cases whose KV cache would be larger")
+      ->capture_default_str();
   app.add_option("--max-seconds", max_seconds, "`attention`: skip runs estimated to take longer")
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
@@ -252,7 +257,7 @@ int main(int argc, char** argv) {
     if (what == "matmul" || what == "all") bench_matmul(threads);
     if (what == "llama" || what == "all") bench_llama(threads, seq, model, parse_device(device_flag));
     if (what == "linearize" || what == "all") bench_linearize(threads, seq, model);
-    if (what == "generate") bench_generate(threads, model, contexts, batches, steps);
+    if (what == "generate") bench_generate(threads, model, contexts, batches, steps, max_cache_gib);
     if (what == "gpu-ops") {
 #ifdef LOLCATS_CUDA
       return bench_gpu_ops(smoke);

@@ -1,57 +1,151 @@
-// ./bench generate: decode speed of the plain-code step (nn/decode.h) against context length and
-// batch, f32 and bf16 weights, on the CPU. Each case prefills every sequence of the batch to the
-// context length (chunks of 512), then times decode steps that add one token to every sequence:
-// tokens/s = batch x steps / seconds. The KV cache's bytes are reported beside (they grow with the
-// context; the weights' do not). SmolLM2-135M (random weights when the GGUF is absent).
+// ./bench generate: decode speed and memory of the softmax model (nn/decode.h, KV cache) and of its
+// linearized version (lolcats/recurrent.h, recurrent state) against context length and batch, f32
+// and bf16 weights, on the CPU; transformers' decode (tests/reference/bench_generate.py) in the
+// same invocation, with the ratio.
+//
+// Each case takes every sequence of the batch to `context` tokens already held, with random keys,
+// values and state in place of a prefill (a step's time depends on the length, not on the values;
+// a real prefill of 32k tokens would take minutes here), then times `steps` greedy decode steps
+// that add one token to every sequence: tokens/s = batch x steps / seconds. The state's memory is
+// reported beside: the KV cache grows with the context, the recurrent state does not. A softmax
+// case whose KV cache would pass --max-cache-gib is reported skipped (out of memory). The
+// linearized model is SmolLM2 with every layer converted (terrace window, Hedgehog maps at their
+// identity init: speed does not depend on training). Charts: runs/bench/generate_b{batch}.svg.
 #pragma once
+#include <filesystem>
+#include <map>
 #include <random>
 
+#include "apps/svg_plot.h"
+#include "lolcats/recurrent.h"
 #include "nn/decode.h"
 
 namespace {
 
+// Random keys and values (or state) everywhere: what the buffers hold stands for a prefill.
+void fill_random(std::vector<float>& v, float lo, float hi, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (float& x : v) x = u(rng);
+}
+
+// Times `steps` greedy decode steps of a batch through step(tokens, n, logits); seconds.
+template <typename Step>
+double time_decode(Step step, int batch, int V, int steps) {
+  std::vector<int> one(size_t(batch), 1);
+  std::vector<int32_t> next(static_cast<size_t>(batch));
+  std::vector<float> logits(size_t(batch) * V);
+  for (int b = 0; b < batch; b++) next[size_t(b)] = int32_t((b * 7919) % V);
+  auto greedy = [&] {
+    for (int b = 0; b < batch; b++)
+      next[size_t(b)] = int32_t(std::max_element(logits.begin() + size_t(b) * V, logits.begin() + size_t(b + 1) * V) -
+                                (logits.begin() + size_t(b) * V));
+  };
+  step(next.data(), one.data(), logits.data());  // warm-up: the scratch buffers grow here
+  double t0 = now();
+  for (int s = 0; s < steps; s++) {
+    greedy();
+    step(next.data(), one.data(), logits.data());
+  }
+  return now() - t0;
+}
+
 int bench_generate(int threads, const std::string& model_path, const std::vector<int>& contexts,
-                   const std::vector<int>& batches, int steps) {
+                   const std::vector<int>& batches, int steps, double max_cache_gib) {
   using namespace lolcats;
+  // transformers first (one process, every case), keyed "dtype/batch/context".
+  std::string args = "bench_generate.py --threads " + std::to_string(threads) + " --steps " + std::to_string(steps) +
+                     " --max-cache-gib " + std::to_string(max_cache_gib) + " --contexts";
+  for (int c : contexts) args += " " + std::to_string(c);
+  args += " --batches";
+  for (int b : batches) args += " " + std::to_string(b);
+  std::map<std::string, json> theirs;
+  for (const json& j : run_torch(args))
+    theirs[j["dtype"].get<std::string>() + "/" + std::to_string(j["batch"].get<int>()) + "/" +
+           std::to_string(j["context"].get<int>())] = j;
+
+  std::map<int, std::vector<Series>> charts;  // per batch: ms per step against context
   for (DType dtype : {DType::f32, DType::bf16}) {
-    std::unique_ptr<Llama> model = smollm2_or_random(model_path);
-    if (dtype == DType::bf16) model->to(Device::cpu, DType::bf16);
-    const int V = model->cfg.vocab;
-    for (int batch : batches)
-      for (int ctx : contexts) {
-        LlamaDecodeState state(model->cfg, batch, ctx + steps);
-        std::vector<float> logits(size_t(batch) * V);
-        std::mt19937 rng(1);
-        double t_prefill = now();
-        for (int done = 0; done < ctx;) {  // prefill: every sequence, 512 tokens a step
-          int chunk = std::min(512, ctx - done);
-          std::vector<int> n(size_t(batch), chunk);
-          std::vector<int32_t> ids(size_t(batch) * chunk);
-          for (int32_t& t : ids) t = int32_t(rng() % uint32_t(V));
-          llama_decode_step(*model, state, ids.data(), n.data(), logits.data());
-          done += chunk;
+    std::unique_ptr<Llama> base = smollm2_or_random(model_path);
+    if (dtype == DType::bf16) base->to(Device::cpu, DType::bf16);
+    LolcatsModel linearized(*base, LolcatsConfig{});
+    const LlamaConfig& c = base->cfg;
+    const int V = c.vocab;
+    for (const char* kind : {"softmax", "linearized"}) {
+      const bool soft = std::string(kind) == "softmax";
+      for (int batch : batches) {
+        Series series{std::string(soft ? "softmax " : "LoLCATs ") + dtype_name(dtype), {}, {}};
+        for (int ctx : contexts) {
+          json j = {{"bench", "generate"}, {"model", std::string("SmolLM2-135M") + (soft ? "" : " linearized")},
+                    {"device", "cpu"}, {"weights", dtype_name(dtype)}, {"threads", threads}, {"batch", batch},
+                    {"context", ctx}, {"steps", steps}};
+          double sec = 0, state_mib = 0;
+          if (soft) {
+            const double cache = 2.0 * c.n_layers * batch * double(ctx + steps + 1) * c.n_kv_heads * c.head_dim * 4;
+            if (cache > max_cache_gib * 1073741824.0) {
+              j["kv_cache_mib"] = cache / 1048576.0;
+              j["skipped"] = "KV cache over --max-cache-gib (out of memory)";
+              std::printf("%s\n", j.dump().c_str());
+              continue;
+            }
+            LlamaDecodeState state(c, batch, ctx + steps + 1);
+            fill_random(state.k, -1, 1, 1), fill_random(state.v, -1, 1, 2);
+            for (int b = 0; b < batch; b++) state.length[size_t(b)] = ctx;
+            sec = time_decode([&](const int32_t* t, const int* n, float* l) { llama_decode_step(*base, state, t, n, l); },
+                              batch, V, steps);
+            state_mib = state.cache_bytes() / 1048576.0;
+            j["kv_cache_mib"] = state_mib;
+          } else {
+            LolcatsDecodeState state(linearized, batch, 1, DecodeMode::exact);
+            for (LolcatsDecodeState::Layer& st : state.layers) {
+              fill_random(st.S, 0, 1, 3), fill_random(st.z, 1, 2, 4);
+              fill_random(st.ring_k, -1, 1, 5), fill_random(st.ring_v, -1, 1, 6);
+            }
+            for (int b = 0; b < batch; b++) state.assume_length(b, ctx);
+            sec = time_decode([&](const int32_t* t, const int* n, float* l) { lolcats_decode_step(linearized, state, t, n, l); },
+                              batch, V, steps);
+            state_mib = state.bytes() / 1048576.0;
+            j["state_mib"] = state_mib;
+          }
+          j["seconds"] = sec;
+          j["tokens_per_s"] = batch * steps / sec;
+          j["ms_per_step"] = 1e3 * sec / steps;
+          j["peak_rss_mib"] = peak_rss_mib();
+          const std::string key = std::string(dtype_name(dtype)) + "/" + std::to_string(batch) + "/" + std::to_string(ctx);
+          if (theirs.count(key) && theirs[key].contains("tokens_per_s")) {
+            j["transformers_tokens_per_s"] = theirs[key]["tokens_per_s"];
+            j["speedup_vs_transformers"] = j["tokens_per_s"].get<double>() / theirs[key]["tokens_per_s"].get<double>();
+          } else if (theirs.count(key)) {
+            j["transformers"] = "out of memory (skipped)";
+          }
+          std::printf("%s\n", j.dump().c_str());
+          std::fflush(stdout);
+          series.x.push_back(ctx);
+          series.y.push_back(1e3 * sec / steps);
         }
-        t_prefill = now() - t_prefill;
-        std::vector<int> one(size_t(batch), 1);
-        std::vector<int32_t> next(static_cast<size_t>(batch));
-        double t0 = now();
-        for (int s = 0; s < steps; s++) {
-          for (int b = 0; b < batch; b++)  // greedy: the argmax of each sequence's logits
-            next[size_t(b)] = int32_t(std::max_element(logits.begin() + size_t(b) * V, logits.begin() + size_t(b + 1) * V) -
-                                      (logits.begin() + size_t(b) * V));
-          llama_decode_step(*model, state, next.data(), one.data(), logits.data());
-        }
-        double sec = now() - t0;
-        double kv_mib = double(state.k.size() + state.v.size()) * 4 / 1048576.0;
-        json j = {{"bench", "generate"}, {"model", "SmolLM2-135M"}, {"device", "cpu"},
-                  {"weights", dtype_name(dtype)}, {"threads", threads}, {"batch", batch},
-                  {"context", ctx}, {"steps", steps}, {"seconds", sec},
-                  {"tokens_per_s", batch * steps / sec}, {"ms_per_step", 1e3 * sec / steps},
-                  {"prefill_tokens_per_s", batch * ctx / t_prefill}, {"kv_cache_mib", kv_mib},
-                  {"peak_rss_mib", peak_rss_mib()}};
-        std::printf("%s\n", j.dump().c_str());
-        std::fflush(stdout);
+        charts[batch].push_back(series);
       }
+    }
+  }
+  for (const char* dt : {"f32", "bf16"})  // transformers' own curves beside ours
+    for (int batch : batches) {
+      Series t{std::string("transformers ") + dt, {}, {}};
+      for (int ctx : contexts) {
+        auto it = theirs.find(std::string(dt) + "/" + std::to_string(batch) + "/" + std::to_string(ctx));
+        if (it == theirs.end() || !it->second.contains("ms_per_step")) continue;
+        t.x.push_back(ctx);
+        t.y.push_back(it->second["ms_per_step"].get<double>());
+      }
+      if (!t.x.empty()) charts[batch].push_back(t);
+    }
+  std::error_code ec;
+  std::filesystem::create_directories("runs/bench", ec);
+  ENSURE(!ec, "cannot create runs/bench: %s", ec.message().c_str());
+  for (auto& [batch, series] : charts) {
+    const std::string path = "runs/bench/generate_b" + std::to_string(batch) + ".svg";
+    write_svg_chart(path, "Decode step, batch " + std::to_string(batch) + " (SmolLM2-135M, CPU)", "context (tokens)",
+                    "ms per step", series);
+    std::fprintf(stderr, "bench generate: chart %s\n", path.c_str());
   }
   return 0;
 }

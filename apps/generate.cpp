@@ -49,12 +49,23 @@ void add_stop_ids(const Tokenizer& tok, SamplingConfig& sc) {
   if (tok.eos_id() >= 0) sc.stop_ids.push_back(tok.eos_id());
 }
 
+// Puts the weights on `device` in `dtype`. A LoRA still attached (a separate export) is merged into
+// its f32 weights first: weights stored in another dtype cannot carry it.
+void place_weights(LinearizedModel& m, Device device, DType dtype) {
+  if (device == Device::cpu && dtype == DType::f32) return;
+  for (LlamaLayer& L : m.base->layers)
+    for (auto [W, lora] : {std::pair{&L.wq, &L.lora_q}, {&L.wk, &L.lora_k}, {&L.wv, &L.lora_v}, {&L.wo, &L.lora_o}}) {
+      merge_lora(*W, *lora);
+      *lora = Lora{};
+    }
+  m.base->to(device, dtype);
+}
+
 // --prompts: every prompt of a JSONL file, batched (nn/generate.h generate_batch).
 int serve_prompts(const std::string& path, int batch, const std::string& model_path, const std::string& linearized,
                   bool raw, const std::string& system, SamplingConfig sc, bool model_given,
-                  const std::string& device_flag, const std::string& dtype_flag) {
-  ENSURE(linearized.empty(), "--prompts serves Llama models so far (linearized models: one --prompt at a time)");
-  ENSURE(parse_device(device_flag) == Device::cpu, "--prompts runs on the CPU so far");
+                  const std::string& device_flag, const std::string& dtype_flag, DecodeMode mode) {
+  ENSURE(device_flag == "auto" || parse_device(device_flag) == Device::cpu, "--prompts runs on the CPU so far");
   std::ifstream in(path);
   ENSURE(in, "cannot read %s", path.c_str());
   std::vector<std::string> texts;
@@ -74,8 +85,8 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
     ids.push_back(j.is_object() && j.contains("id") ? j["id"] : nlohmann::json(texts.size() - 1));
   }
   ENSURE(!texts.empty(), "%s holds no prompts", path.c_str());
-  LinearizedModel m = load_for_inference("", model_path, model_given);
-  if (dtype_flag == "bf16") m.base->to(Device::cpu, DType::bf16);
+  LinearizedModel m = load_for_inference(linearized, model_path, model_given);
+  place_weights(m, Device::cpu, dtype_flag == "bf16" ? DType::bf16 : DType::f32);
   Tokenizer tok = Tokenizer::from_model(m.base_model);
   std::string tmpl = load_chat_template(m.base_model);
   std::vector<std::vector<int32_t>> prompts;
@@ -83,13 +94,17 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
   add_stop_ids(tok, sc);
   size_t new_tokens = 0;
   double t0 = now();
-  generate_batch(*m.base, prompts, batch, sc, [&](size_t i, const std::vector<int32_t>& out) {
+  auto on_done = [&](size_t i, const std::vector<int32_t>& out) {
     new_tokens += out.size();
     nlohmann::json j = {{"id", ids[i]}, {"completion", tok.decode(out, true)}, {"new_tokens", out.size()}};
     // A completion cut at --max-new-tokens may end inside a UTF-8 character: replace, not throw.
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     std::fflush(stdout);
-  });
+  };
+  if (m.model)
+    lolcats_generate_batch(*m.model, prompts, batch, sc, mode, on_done);
+  else
+    generate_batch(*m.base, prompts, batch, sc, on_done);
   double sec = now() - t0;
   std::fprintf(stderr, "[%zu prompts, %zu new tokens in %.2f s: %.1f tokens/s, batch %d]\n", prompts.size(),
                new_tokens, sec, new_tokens / sec, batch);
@@ -116,7 +131,7 @@ int main(int argc, char** argv) {
   int batch = 8;
   app.add_option("--prompts", prompts_file,
                  "a JSONL file of prompts (each line a string or {\"prompt\": ..., \"id\": ...}): "
-                 "generated in batches, one JSON line out per prompt as it finishes (CPU, Llama models)");
+                 "generated in batches, one JSON line out per prompt as it finishes (CPU)");
   app.add_option("--batch", batch, "with --prompts: sequences decoded together")->capture_default_str();
   app.add_option("--system", system, "system message for chat models");
   app.add_flag("--raw", raw, "feed the prompt as is, without the chat template");
@@ -129,7 +144,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_flag,
                  "cpu, cuda (bf16 weights), or auto: cuda when a GPU is visible. On cuda each token "
                  "runs the whole sequence again (no KV cache there yet); linearized models run on "
-                 "the CPU so far")
+                 "the CPU so far (auto picks it for them)")
       ->capture_default_str();
   app.add_option("--dtype", dtype_flag,
                  "weight storage: f32, bf16, or auto (bf16 on cuda, f32 on the CPU). On the CPU, bf16 "
@@ -140,20 +155,19 @@ int main(int argc, char** argv) {
   set_num_threads(threads);
   try {
     if (!prompts_file.empty()) return serve_prompts(prompts_file, batch, model_path, linearized, raw, system, sc,
-                                                    app.count("--model") > 0, device_flag, dtype_flag);
+                                                    app.count("--model") > 0, device_flag, dtype_flag,
+                                                    parse_decode_mode(decode));
     if (prompt.empty()) prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
     ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
     // A linearized model brings its base (for weights, tokenizer and template) along.
     LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0);
-    Device device = parse_device(device_flag);
+    Device device = m.model && device_flag == "auto" ? Device::cpu : parse_device(device_flag);
     DType dtype = dtype_flag == "f32" ? DType::f32
                   : dtype_flag == "bf16" ? DType::bf16
                   : device == Device::cuda ? DType::bf16 : DType::f32;
-    if (device == Device::cuda || dtype != DType::f32) {
-      ENSURE(!m.model, "linearized models run on the CPU in f32 so far (the LoLCATs kernels are not on "
-             "the GPU yet); use --device cpu --dtype f32");
-      m.base->to(device, dtype);
-    }
+    ENSURE(!m.model || device == Device::cpu,
+           "linearized models run on the CPU so far (the LoLCATs kernels are not on the GPU yet); use --device cpu");
+    place_weights(m, device, dtype);
     const Llama& model = *m.base;
     Tokenizer tok = Tokenizer::from_model(m.base_model);
     std::string tmpl = load_chat_template(m.base_model);

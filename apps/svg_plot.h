@@ -3,7 +3,7 @@
 //           the data; a log y axis (when asked for and the data spans at least a factor 10) has
 //           its ticks at decades, with 2 and 5 between them when it spans two decades or fewer
 //   grid    light lines at every tick, under the data
-//   legend  one row between the title and the plot area, so it never covers data
+//   legend  between the title and the plot area (in rows as needed), so it never covers data
 // No dependencies; the file is written atomically like every other output.
 #pragma once
 #include <algorithm>
@@ -72,7 +72,21 @@ inline std::string tick_label(double v, const Axis& a) {
 
 inline void write_svg_chart(const std::string& path, const std::string& title, const std::string& xlabel,
                             const std::string& ylabel, const std::vector<Series>& series, bool log_y = false) {
-  const double W = 640, H = 420, L = 74, R = 24, Tp = 62, B = 52;  // plot area: [L, W-R] x [Tp, H-B]
+  const double W = 640, H = 420, L = 74, R = 24, B = 52;  // plot area: [L, W-R] x [Tp, H-B]
+  // Legend entries left to right above the plot area, wrapping to another row (which moves the
+  // plot area down) when the width is used up: (x, row) of each.
+  std::vector<std::pair<double, int>> spot;
+  {
+    double lx = L;
+    int row = 0;
+    for (const Series& se : series) {
+      const double w = 24 + 7.0 * double(se.name.size()) + 24;  // about 7 px per character at 12 px
+      if (lx > L && lx + w - 24 > W - R) lx = L, row++;
+      spot.push_back({lx, row});
+      lx += w;
+    }
+  }
+  const double Tp = 62 + 18.0 * (spot.empty() ? 0 : spot.back().second);
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   bool integer_x = true;
   for (const Series& s : series)
@@ -93,7 +107,7 @@ inline void write_svg_chart(const std::string& path, const std::string& title, c
   auto px = [&](double x) { return L + pad + (x - ax.lo) / (ax.hi - ax.lo) * (W - L - R - 2 * pad); };
   auto py = [&](double y) { return H - B - pad - (tv(y) - ay.lo) / (ay.hi - ay.lo) * (H - Tp - B - 2 * pad); };
 
-  const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"};
+  const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
   std::string s = strfmt("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
                          "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
   s += strfmt("<rect width=\"%g\" height=\"%g\" fill=\"white\"/>\n", W, H);
@@ -114,22 +128,19 @@ inline void write_svg_chart(const std::string& path, const std::string& title, c
   s += strfmt("<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%s</text>\n", (L + W - R) / 2, H - 12, xlabel.c_str());
   s += strfmt("<text x=\"16\" y=\"%g\" text-anchor=\"middle\" transform=\"rotate(-90 16 %g)\">%s%s</text>\n",
               (Tp + H - B) / 2, (Tp + H - B) / 2, ylabel.c_str(), use_log ? " (log scale)" : "");
-  // Legend: one row above the plot area, entries left to right.
-  double lx = L;
-  for (size_t k = 0; k < series.size(); k++) {
-    const char* c = colors[k % 5];
-    const double ly = Tp - 16;
+  for (size_t k = 0; k < series.size(); k++) {  // the legend
+    const char* c = colors[k % 6];
+    const double lx = spot[k].first, ly = 46 + 18.0 * spot[k].second;
     if (series[k].dots)
       s += strfmt("<circle cx=\"%g\" cy=\"%g\" r=\"3.5\" fill=\"%s\"/>\n", lx + 9, ly, c);
     else
       s += strfmt("<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"%s\" stroke-width=\"2\"/>\n", lx, ly,
                   lx + 18, ly, c);
     s += strfmt("<text x=\"%g\" y=\"%g\">%s</text>\n", lx + 24, ly + 4, series[k].name.c_str());
-    lx += 24 + 7.0 * double(series[k].name.size()) + 24;  // about 7 px per character at 12 px
   }
   for (size_t k = 0; k < series.size(); k++) {
     const Series& se = series[k];
-    const char* c = colors[k % 5];
+    const char* c = colors[k % 6];
     auto shown = [&](size_t i) { return std::isfinite(se.y[i]) && !(log_y && se.y[i] <= 0); };
     if (se.dots) {
       for (size_t i = 0; i < se.x.size(); i++)

@@ -41,6 +41,22 @@ std::vector<T> gather_heads(const T* x, int64_t rows, int Hx, int D) {
   return xg;
 }
 
+// out (2 Fh) = [softmax(z), softmax(-z)] clamped below at 1e-12, each softmax shifted by its own
+// max for stability.
+template <typename T>
+void softmax_pair(T* out, const T* z, int Fh) {
+  T zmax = *std::max_element(z, z + Fh), zmin = *std::min_element(z, z + Fh);
+  T s1 = 0, s2 = 0;
+  for (int f = 0; f < Fh; f++) {
+    s1 += (out[f] = std::exp(z[f] - zmax));
+    s2 += (out[Fh + f] = std::exp(zmin - z[f]));
+  }
+  for (int f = 0; f < Fh; f++) {
+    out[f] = std::max(out[f] / s1, T(kFeatureClamp));
+    out[Fh + f] = std::max(out[Fh + f] / s2, T(kFeatureClamp));
+  }
+}
+
 template <typename T>
 void hedgehog_forward(T* phi, const T* x, const T* W, int B, int T_, int H, int Hx, int D, int Fh) {
   check_heads<T>(H, Hx);
@@ -52,21 +68,21 @@ void hedgehog_forward(T* phi, const T* x, const T* W, int B, int T_, int H, int 
                    1, int(rows), Fh, D, false, false, false);
 #pragma omp parallel for
   for (int64_t r = 0; r < rows; r++)
-    for (int h = 0; h < H; h++) {
-      const T* zr = z.data() + (h * rows + r) * Fh;
-      T* out = phi + (r * H + h) * F;
-      // softmax(z) and softmax(-z), each shifted by its own max for stability
-      T zmax = *std::max_element(zr, zr + Fh), zmin = *std::min_element(zr, zr + Fh);
-      T s1 = 0, s2 = 0;
-      for (int f = 0; f < Fh; f++) {
-        s1 += (out[f] = std::exp(zr[f] - zmax));
-        s2 += (out[Fh + f] = std::exp(zmin - zr[f]));
-      }
-      for (int f = 0; f < Fh; f++) {
-        out[f] = std::max(out[f] / s1, T(kFeatureClamp));
-        out[Fh + f] = std::max(out[Fh + f] / s2, T(kFeatureClamp));
-      }
-    }
+    for (int h = 0; h < H; h++) softmax_pair(phi + (r * H + h) * F, z.data() + (h * rows + r) * Fh, Fh);
+}
+
+template <typename T>
+void hedgehog_row(T* phi, const T* x, const T* W, int H, int Hx, int D, int Fh, T* z) {
+  check_heads<T>(H, Hx);
+  const int G = H / Hx;
+  for (int h = 0; h < H; h++) {
+    const T* xh = x + (h / G) * D;
+    const T* Wh = W + int64_t(h) * D * Fh;
+    std::fill(z, z + Fh, T(0));
+    for (int d = 0; d < D; d++)  // z = x W[h]
+      for (int f = 0; f < Fh; f++) z[f] += xh[d] * Wh[d * Fh + f];
+    softmax_pair(phi + int64_t(h) * 2 * Fh, z, Fh);
+  }
 }
 
 template <typename T>
@@ -185,6 +201,7 @@ void hedgehog_identity_init(T* W, int H, int D, int Fh) {
 
 #define INSTANTIATE(T)                                                                           \
   template void hedgehog_forward<T>(T*, const T*, const T*, int, int, int, int, int, int);       \
+  template void hedgehog_row<T>(T*, const T*, const T*, int, int, int, int, T*);                 \
   template void hedgehog_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int, int,  \
                                      int, int, int, int);                                        \
   template void t2r_forward<T>(T*, const T*, const T*, const T*, int, int, int, int, int, int);  \

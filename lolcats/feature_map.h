@@ -31,6 +31,10 @@ const char* feature_map_name(FeatureMapKind k);
 // phi (B, T, H, 2*Fh); x (B, T, Hx, D) with H % Hx == 0; W (H, D, Fh).
 template <typename T>
 void hedgehog_forward(T* phi, const T* x, const T* W, int B, int T_, int H, int Hx, int D, int Fh);
+// The same for one token, allocating nothing (decode): phi (H, 2*Fh) from x (Hx, D); z: Fh scratch.
+// (T2R's forward allocates nothing already: t2r_forward with B = T = 1.)
+template <typename T>
+void hedgehog_row(T* phi, const T* x, const T* W, int H, int Hx, int D, int Fh, T* z);
 // dx (B, T, Hx, D) written (may be null); dW (H, D, Fh) accumulated (may be null).
 template <typename T>
 void hedgehog_backward(T* dx, T* dW, const T* dphi, const T* phi, const T* x, const T* W, int B,

@@ -50,14 +50,15 @@ Var LolcatsModel::features(int l, const Var& x, bool key) const {
   return hedgehog(x, key ? L.wk_fm : L.wq_fm);
 }
 
-void LolcatsModel::features(float* phi, const float* x, int n, int Hx, int l, bool key) const {
+void LolcatsModel::feature_head(float* phi, const float* x, int l, int h, bool key, float* z) const {
   const LolcatsLayer& L = layers[l];
-  const LlamaConfig& c = base.cfg;
+  const int D = base.cfg.head_dim;
   const float* W = (key ? L.wk_fm : L.wq_fm)->value.f32();
-  if (cfg.feature_map == FeatureMapKind::t2r)
-    t2r_forward(phi, x, W, (key ? L.bk_fm : L.bq_fm)->value.f32(), 1, n, c.n_heads, Hx, c.head_dim, F);
+  if (cfg.feature_map == FeatureMapKind::t2r)  // one head: W[h] (D, F), b[h] (F)
+    t2r_forward(phi, x, W + size_t(h) * D * F, (key ? L.bk_fm : L.bq_fm)->value.f32() + size_t(h) * F, 1, 1, 1,
+                1, D, F);
   else
-    hedgehog_forward(phi, x, W, 1, n, c.n_heads, Hx, c.head_dim, Fh);
+    hedgehog_row(phi, x, W + size_t(h) * D * Fh, 1, 1, D, Fh, z);
 }
 
 Var LolcatsModel::forward(const Tensor& ids) const {

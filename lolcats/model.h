@@ -79,8 +79,9 @@ class LolcatsModel {
   // Feature map of a converted layer on the tape: x (B, T, Hx, D) -> (B, T, H, F), for keys
   // (Hx = Hkv, the key map) or queries (Hx = H).
   Var features(int layer, const Var& x, bool key) const;
-  // The same without the tape, for decoding: phi (n, H, F) from x (n, Hx, D).
-  void features(float* phi, const float* x, int n, int Hx, int layer, bool key) const;
+  // The same without the tape or any allocation, for decoding: query head h's features phi (F)
+  // of x (D) (a query's head h, or the key head it reads); z: Fh scratch.
+  void feature_head(float* phi, const float* x, int layer, int h, bool key, float* z) const;
 };
 
 }  // namespace lolcats

@@ -1,13 +1,11 @@
 #include "lolcats/recurrent.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "autograd/ops.h"
-#include "lolcats/feature_map.h"
-#include "lolcats/ops.h"
-#include "tensor/attention.h"
 
 namespace lolcats {
 
@@ -20,7 +18,7 @@ DecodeMode parse_decode_mode(const std::string& name) {
 namespace {
 
 constexpr int C = kHybridBlock;
-constexpr int R = LolcatsState::kRing;
+constexpr int R = LolcatsDecodeState::kRing;
 
 // The variant whose window rule the decoder follows.
 HybridVariant decode_variant(const LolcatsModel& m, DecodeMode mode) {
@@ -36,143 +34,242 @@ int window_start(int P, HybridVariant v) {
 }
 
 struct Dims {
-  int H, Hkv, D, F;
+  int H, Hkv, D, F, Fh, G;  // G = H / Hkv query heads per key head
 };
 
-// S += phi_k(k_j) v_j^T and z += phi_k(k_j) for every query head, for key j from the ring.
-void fold_key(LolcatsState::Layer& st, const LolcatsModel& m, int l, int j, const Dims& d) {
-  const float* kj = st.ring_k.f32() + size_t(j % R) * d.Hkv * d.D;
-  const float* vj = st.ring_v.f32() + size_t(j % R) * d.Hkv * d.D;
-  std::vector<float> phi(size_t(d.H) * d.F);
-  m.features(phi.data(), kj, 1, d.Hkv, l, true);
-  const int G = d.H / d.Hkv;
-  for (int h = 0; h < d.H; h++) {
-    float* S = st.S.f32() + size_t(h) * d.F * d.D;
-    float* z = st.z.f32() + size_t(h) * d.F;
-    const float* v = vj + size_t(h / G) * d.D;
+// One thread's scratch, grown once: decoding allocates nothing per token.
+struct Scratch {
+  std::vector<float> phi, z, score;
+  std::vector<double> num;
+  void fit(const Dims& d) {
+    if (phi.size() < size_t(d.F)) phi.resize(size_t(d.F));
+    if (z.size() < size_t(d.F)) z.resize(size_t(d.F));
+    if (score.size() < size_t(R)) score.resize(size_t(R));
+    if (num.size() < size_t(d.D)) num.resize(size_t(d.D));
+  }
+};
+
+// The part of one sequence's state (in one converted layer) that key head hk and its G query
+// heads own: they can advance independently of the other key heads, in parallel.
+struct Group {
+  float* S;       // (H, F, D) the sequence's; heads hk*G .. hk*G+G-1 are the group's
+  float* z;       // (H, F)
+  float* ring_k;  // (R, Hkv, D) column hk is the group's
+  float* ring_v;  // (R, Hkv, D)
+  int* folded;    // keys 0 .. *folded-1 are in the group's S, z
+  int hk;
+};
+
+Group group_of(LolcatsDecodeState::Layer& st, int b, int hk, const Dims& d) {
+  return Group{st.S.data() + size_t(b) * d.H * d.F * d.D, st.z.data() + size_t(b) * d.H * d.F,
+               st.ring_k.data() + size_t(b) * R * d.Hkv * d.D, st.ring_v.data() + size_t(b) * R * d.Hkv * d.D,
+               st.folded.data() + size_t(b) * d.Hkv + size_t(hk), hk};
+}
+
+// Key j (from the ring) into the state of the group's query heads:
+//   S_h += phi_k,h(k_j) v_j^T,  z_h += phi_k,h(k_j)
+void fold_key(const Group& g, const LolcatsModel& m, int l, int j, const Dims& d, Scratch& sc) {
+  const float* kj = g.ring_k + (size_t(j % R) * d.Hkv + size_t(g.hk)) * d.D;
+  const float* vj = g.ring_v + (size_t(j % R) * d.Hkv + size_t(g.hk)) * d.D;
+  for (int h = g.hk * d.G; h < (g.hk + 1) * d.G; h++) {
+    m.feature_head(sc.phi.data(), kj, l, h, true, sc.z.data());
+    float* S = g.S + size_t(h) * d.F * d.D;
+    float* z = g.z + size_t(h) * d.F;
     for (int f = 0; f < d.F; f++) {
-      float p = phi[size_t(h) * d.F + f];
+      const float p = sc.phi[size_t(f)];
       z[f] += p;
-      for (int e = 0; e < d.D; e++) S[size_t(f) * d.D + e] += p * v[e];
+      float* Sf = S + size_t(f) * d.D;
+#pragma omp simd
+      for (int e = 0; e < d.D; e++) Sf[e] += p * vj[e];
     }
   }
 }
 
-// One query at position P of a converted layer: y (H, D) from q (H, D), ring and state.
-void attend(float* y, const float* q, const LolcatsState::Layer& st, const LolcatsModel& m, int l, int P,
-            HybridVariant v, const Dims& d) {
-  const LolcatsLayer& L = m.layers[l];
-  std::vector<float> phi(size_t(d.H) * d.F);
-  m.features(phi.data(), q, 1, d.H, l, false);
-  const int G = d.H / d.Hkv, w0 = window_start(P, v);
-  const float scale = 1.0f / std::sqrt(float(d.D));
-  for (int h = 0; h < d.H; h++) {
-    const float* qh = q + size_t(h) * d.D;
-    const float* ph = phi.data() + size_t(h) * d.F;
-    const float* S = st.S.f32() + size_t(h) * d.F * d.D;
-    const float* z = st.z.f32() + size_t(h) * d.F;
-    std::vector<double> num(d.D, 0.0);
-    double den = 0;
-    for (int f = 0; f < d.F; f++) {  // linear part: phi_q S, phi_q . z
-      den += double(ph[f]) * z[f];
-      for (int e = 0; e < d.D; e++) num[e] += double(ph[f]) * S[size_t(f) * d.D + e];
-    }
-    if (w0 <= P) {  // window part: exact softmax scores, shifted by their max
-      const float g = 1.0f / (1.0f + std::exp(-L.wlogit->value.f32()[h]));
-      std::vector<float> s(P - w0 + 1);
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int j = w0; j <= P; j++) {
-        const float* kj = st.ring_k.f32() + (size_t(j % R) * d.Hkv + h / G) * d.D;
-        float dot = 0;
-        for (int e = 0; e < d.D; e++) dot += qh[e] * kj[e];
-        mx = std::max(mx, s[j - w0] = dot * scale);
-      }
-      for (int j = w0; j <= P; j++) {
-        double a = g * std::exp(s[j - w0] - mx);
-        const float* vj = st.ring_v.f32() + (size_t(j % R) * d.Hkv + h / G) * d.D;
-        den += a;
-        for (int e = 0; e < d.D; e++) num[e] += a * vj[e];
-      }
-    }
-    for (int e = 0; e < d.D; e++) y[size_t(h) * d.D + e] = float(num[e] / den);
+// Query head h at position P: y (D) from q (D), the ring and the state.
+void attend(float* y, const float* q, const Group& g, const LolcatsModel& m, int l, int h, int P, HybridVariant v,
+            const Dims& d, Scratch& sc) {
+  m.feature_head(sc.phi.data(), q, l, h, false, sc.z.data());
+  const float* S = g.S + size_t(h) * d.F * d.D;
+  const float* z = g.z + size_t(h) * d.F;
+  double* num = sc.num.data();
+  std::fill(num, num + d.D, 0.0);
+  double den = 0;
+  for (int f = 0; f < d.F; f++) {  // linear part: phi_q S, phi_q . z
+    const double p = sc.phi[size_t(f)];
+    den += p * z[f];
+    for (int e = 0; e < d.D; e++) num[e] += p * S[size_t(f) * d.D + e];
   }
+  const int w0 = window_start(P, v);
+  if (w0 <= P) {  // window part: exact softmax scores, shifted by their max
+    const float gate = 1.0f / (1.0f + std::exp(-m.layers[size_t(l)].wlogit->value.f32()[h]));
+    const float scale = 1.0f / std::sqrt(float(d.D));
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int j = w0; j <= P; j++) {
+      const float* kj = g.ring_k + (size_t(j % R) * d.Hkv + size_t(g.hk)) * d.D;
+      float dot = 0;
+#pragma omp simd reduction(+ : dot)
+      for (int e = 0; e < d.D; e++) dot += q[e] * kj[e];
+      mx = std::max(mx, sc.score[size_t(j - w0)] = dot * scale);
+    }
+    for (int j = w0; j <= P; j++) {
+      const double a = gate * std::exp(sc.score[size_t(j - w0)] - mx);
+      const float* vj = g.ring_v + (size_t(j % R) * d.Hkv + size_t(g.hk)) * d.D;
+      den += a;
+      for (int e = 0; e < d.D; e++) num[e] += a * vj[e];
+    }
+  }
+  for (int e = 0; e < d.D; e++) y[e] = float(num[e] / den);
+}
+
+// n rows of one sequence, positions P0 .. P0+n-1, through the group: each key enters the ring and
+// the keys leaving the window are folded; then (unless the rows were prefilled in parallel) each
+// query head of the group attends. q, y: (n, H, D); k, v: (n, Hkv, D).
+void advance(const Group& g, float* y, const float* q, const float* k, const float* v, int P0, int n, bool answer,
+             const LolcatsModel& m, int l, HybridVariant var, const Dims& d, Scratch& sc) {
+  const size_t kv_row = size_t(d.Hkv) * d.D, hk = size_t(g.hk) * d.D;
+  for (int t = 0; t < n; t++) {
+    const int P = P0 + t, target = std::min(window_start(P, var), P + 1);
+    // Fold the keys leaving the window before k_P takes its ring slot (it may be the slot of the
+    // oldest of them), then k_P itself when the variant has no window.
+    for (; *g.folded < std::min(target, P); ++*g.folded) fold_key(g, m, l, *g.folded, d, sc);
+    std::memcpy(g.ring_k + size_t(P % R) * kv_row + hk, k + size_t(t) * kv_row + hk, size_t(d.D) * sizeof(float));
+    std::memcpy(g.ring_v + size_t(P % R) * kv_row + hk, v + size_t(t) * kv_row + hk, size_t(d.D) * sizeof(float));
+    for (; *g.folded < target; ++*g.folded) fold_key(g, m, l, *g.folded, d, sc);
+    if (!answer) continue;
+    for (int h = g.hk * d.G; h < (g.hk + 1) * d.G; h++) {
+      const size_t at = (size_t(t) * d.H + size_t(h)) * d.D;
+      attend(y + at, q + at, g, m, l, h, P, var, d, sc);
+    }
+  }
+}
+
+// A copy of n rows of width w as a (1, n, heads, D) tensor.
+Tensor rows_tensor(const float* p, int n, int heads, int D) {
+  Tensor t = Tensor::empty({1, n, heads, D});
+  std::memcpy(t.f32(), p, t.nbytes());
+  return t;
+}
+
+std::vector<bool> kept_as_softmax(const LolcatsModel& m) {
+  std::vector<bool> cached;
+  for (const LolcatsLayer& L : m.layers) cached.push_back(!L.converted);
+  return cached;
 }
 
 }  // namespace
 
-LolcatsState::LolcatsState(const LolcatsModel& model, DecodeMode m) : mode(m) {
-  const LlamaConfig& c = model.base.cfg;
-  const int F = model.F;
-  for (const LolcatsLayer& L : model.layers) {
-    Layer st;
-    if (L.converted) {
-      st.S = Tensor::zeros({c.n_heads, F, c.head_dim});
-      st.z = Tensor::zeros({c.n_heads, F});
-      st.ring_k = Tensor::zeros({R, c.n_kv_heads, c.head_dim});
-      st.ring_v = Tensor::zeros({R, c.n_kv_heads, c.head_dim});
-    }
-    layers.push_back(std::move(st));
+LolcatsDecodeState::LolcatsDecodeState(const LolcatsModel& m, int batch, int max_len, DecodeMode mode_)
+    : mode(mode_), window(decode_variant(m, mode_)), trunk(m.base.cfg, batch, max_len, kept_as_softmax(m)),
+      layers(m.layers.size()) {
+  const LlamaConfig& c = m.base.cfg;
+  const size_t B = size_t(batch);
+  for (size_t l = 0; l < m.layers.size(); l++) {
+    if (!m.layers[l].converted) continue;
+    Layer& st = layers[l];
+    st.S.assign(B * c.n_heads * m.F * c.head_dim, 0.0f);
+    st.z.assign(B * c.n_heads * m.F, 0.0f);
+    st.ring_k.assign(B * R * c.n_kv_heads * c.head_dim, 0.0f);
+    st.ring_v.assign(B * R * c.n_kv_heads * c.head_dim, 0.0f);
+    st.folded.assign(B * c.n_kv_heads, 0);
   }
 }
 
-size_t LolcatsState::bytes() const {
+void LolcatsDecodeState::reset(int b) {
+  trunk.reset(b);
+  const size_t B = size_t(trunk.batch);
+  auto clear = [&](auto& v) {
+    const size_t per = v.size() / B;
+    std::fill(v.begin() + ptrdiff_t(size_t(b) * per), v.begin() + ptrdiff_t(size_t(b + 1) * per), 0);
+  };
+  for (Layer& st : layers) {
+    if (st.S.empty()) continue;
+    clear(st.S), clear(st.z), clear(st.ring_k), clear(st.ring_v), clear(st.folded);
+  }
+}
+
+void LolcatsDecodeState::assume_length(int b, int P) {
+  ENSURE(P >= 0 && (trunk.cache_bytes() == 0 || P <= trunk.max_len), "assume_length: %d tokens do not fit", P);
+  trunk.length[size_t(b)] = P;
+  const int folded = P == 0 ? 0 : std::min(window_start(P - 1, window), P);  // as after position P-1
+  for (Layer& st : layers) {
+    if (st.S.empty()) continue;
+    const size_t per = st.folded.size() / size_t(trunk.batch);
+    std::fill(st.folded.begin() + ptrdiff_t(size_t(b) * per), st.folded.begin() + ptrdiff_t(size_t(b + 1) * per),
+              folded);
+  }
+}
+
+size_t LolcatsDecodeState::state_bytes() const {
   size_t n = 0;
   for (const Layer& st : layers)
-    for (const Tensor* t : {&st.S, &st.z, &st.ring_k, &st.ring_v})
-      if (t->defined()) n += t->nbytes();
+    n += (st.S.size() + st.z.size() + st.ring_k.size() + st.ring_v.size()) * sizeof(float) +
+         st.folded.size() * sizeof(int);
   return n;
 }
 
-Var lolcats_step(const LolcatsModel& model, LolcatsState& state, const Tensor& ids) {
-  ENSURE(ids.ndim() == 2 && ids.size(0) == 1, "recurrent decoding runs one sequence, got ids %s",
-         ids.shape().str().c_str());
-  const LlamaConfig& c = model.base.cfg;
-  const Dims d{c.n_heads, c.n_kv_heads, c.head_dim, model.F};
-  const HybridVariant v = decode_variant(model, state.mode);
-  const int start = state.length, T = int(ids.size(1));
-  const size_t kv_row = size_t(d.Hkv) * d.D;
-  NoGrad no_grad;
-  Var logits = model.base.forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& vv) -> Var {
-    const LolcatsLayer& L = model.layers[l];
-    LolcatsState::Layer& st = state.layers[l];
-    const float *qp = q->value.f32(), *kp = k->value.f32(), *vp = vv->value.f32();
-    if (!L.converted) {  // softmax layer: ordinary growing KV cache
-      st.cache_k.insert(st.cache_k.end(), kp, kp + T * kv_row);
-      st.cache_v.insert(st.cache_v.end(), vp, vp + T * kv_row);
-      Tensor y = Tensor::empty({1, T, d.H, d.D});
-      attention_forward_cached(y.f32(), qp, st.cache_k.data(), st.cache_v.data(), T, start, d.H,
-                               d.Hkv, d.D);
-      return leaf(y);
+void lolcats_decode_step(const LolcatsModel& m, LolcatsDecodeState& s, const int32_t* tokens, const int* n,
+                         float* logits) {
+  const LlamaConfig& c = m.base.cfg;
+  const Dims d{c.n_heads, c.n_kv_heads, c.head_dim, m.F, m.Fh, c.n_heads / c.n_kv_heads};
+  const HybridVariant var = s.window;
+  const int batch = s.trunk.batch;
+  // The converted layers' attention, called by the Llama step with this step's rows.
+  auto attention = [&](int l, float* y, const float* q, const float* k, const float* v, int /*rows*/) {
+    LolcatsDecodeState::Layer& st = s.layers[size_t(l)];
+    // A whole prompt on an empty sequence: the parallel (training) form gives its outputs.
+    for (int b = 0, r0 = 0; b < batch; r0 += n[b], b++) {
+      if (!(s.length(b) == 0 && n[b] > 1)) continue;
+      NoGrad no_grad;
+      Tensor yb = m.student_attention(l, leaf(rows_tensor(q + size_t(r0) * d.H * d.D, n[b], d.H, d.D)),
+                                      leaf(rows_tensor(k + size_t(r0) * d.Hkv * d.D, n[b], d.Hkv, d.D)),
+                                      leaf(rows_tensor(v + size_t(r0) * d.Hkv * d.D, n[b], d.Hkv, d.D)))->value;
+      std::memcpy(y + size_t(r0) * d.H * d.D, yb.f32(), yb.nbytes());
     }
-    Tensor y;
-    const bool parallel_prefill = start == 0 && T > 1;
-    if (parallel_prefill) {  // the whole prompt at once (the training form), then the state from its keys
-      y = model.student_attention(l, q, k, vv)->value;
-    } else {
-      y = Tensor::empty({1, T, d.H, d.D});
-    }
-    for (int t = 0; t < T; t++) {
-      const int P = start + t, target = std::min(window_start(P, v), P + 1);
-      // Fold the keys leaving the window before k_P takes its ring slot (it may be the slot of
-      // the oldest of them), then k_P itself when the variant has no window.
-      for (; st.folded < std::min(target, P); st.folded++) fold_key(st, model, l, st.folded, d);
-      std::memcpy(st.ring_k.f32() + size_t(P % R) * kv_row, kp + t * kv_row, kv_row * sizeof(float));
-      std::memcpy(st.ring_v.f32() + size_t(P % R) * kv_row, vp + t * kv_row, kv_row * sizeof(float));
-      for (; st.folded < target; st.folded++) fold_key(st, model, l, st.folded, d);
-      if (!parallel_prefill) attend(y.f32() + size_t(t) * d.H * d.D, qp + size_t(t) * d.H * d.D, st, model, l, P, v, d);
-    }
-    return leaf(y);
-  }, start);
-  state.length += T;
-  return logits;
+    // Every (sequence, key head) group advances on its own: state update, then (decode) attention.
+    s.row0.resize(size_t(batch));
+    for (int b = 0, r0 = 0; b < batch; r0 += n[b], b++) s.row0[size_t(b)] = r0;
+#pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int b = 0; b < batch; b++)
+      for (int hk = 0; hk < d.Hkv; hk++) {
+        if (n[b] == 0) continue;
+        const int r0 = s.row0[size_t(b)];
+        static thread_local Scratch sc;
+        sc.fit(d);
+        const bool parallel_prefill = s.length(b) == 0 && n[b] > 1;
+        advance(group_of(st, b, hk, d), y + size_t(r0) * d.H * d.D, q + size_t(r0) * d.H * d.D,
+                k + size_t(r0) * d.Hkv * d.D, v + size_t(r0) * d.Hkv * d.D, s.length(b), n[b], !parallel_prefill,
+                m, l, var, d, sc);
+      }
+  };
+  llama_decode_step(m.base, s.trunk, tokens, n, logits, attention);
 }
 
 std::vector<int32_t> lolcats_generate(const LolcatsModel& model, const std::vector<int32_t>& prompt,
                                       const SamplingConfig& cfg, DecodeMode mode,
                                       const std::function<bool(int32_t)>& on_token) {
-  LolcatsState state(model, mode);
-  return generate_with([&](const Tensor& ids) { return lolcats_step(model, state, ids); },
-                       model.base.cfg.vocab, prompt, cfg, on_token);
+  LolcatsDecodeState state(model, 1, int(prompt.size()) + cfg.max_new_tokens, mode);
+  Tensor last = Tensor::empty({1, model.base.cfg.vocab});
+  return generate_with(
+      [&](const Tensor& ids) {
+        const int n = int(ids.numel());
+        lolcats_decode_step(model, state, ids.i32(), &n, last.f32());
+        return leaf(last);
+      },
+      model.base.cfg.vocab, prompt, cfg, on_token);
+}
+
+void lolcats_generate_batch(const LolcatsModel& model, const std::vector<std::vector<int32_t>>& prompts,
+                            int batch, const SamplingConfig& cfg, DecodeMode mode,
+                            const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
+  ENSURE(batch > 0, "generate_batch: batch must be positive, got %d", batch);
+  const int B = int(std::min<size_t>(size_t(batch), std::max<size_t>(prompts.size(), 1)));
+  LolcatsDecodeState state(model, B, longest_sequence(prompts, cfg), mode);
+  BatchDecoder dec{B, model.base.cfg.vocab,
+                   [&](const int32_t* tokens, const int* n, float* logits) {
+                     lolcats_decode_step(model, state, tokens, n, logits);
+                   },
+                   [&](int b) { state.reset(b); }};
+  generate_batch(dec, prompts, cfg, on_done);
 }
 
 }  // namespace lolcats

@@ -1,9 +1,10 @@
-// Constant-memory generation with a LoLCATs model: attention as a recurrence (LOLCATS.md 2.3).
+// Constant-memory generation with a LoLCATs model: attention as a recurrence (LOLCATS.md 2.3), as
+// plain code on the Llama decode step (nn/decode.h), for a batch of sequences at once.
 //
-// Per converted layer and query head: the linear-attention state S (F x D) and z (F), both fp32,
-// summarising every key that has left the window; plus a ring of the last 2C = 128 post-RoPE keys
-// and values (per kv head) for the exact softmax window. Memory does not depend on the length.
-// Step at position P:
+// Per converted layer, sequence and query head: the linear-attention state S (F x D) and z (F),
+// both fp32, summarising every key that has left the window; plus a ring of the last 2C = 128
+// post-RoPE keys and values (per kv head) for the exact softmax window. Memory does not depend on
+// the length. Step at position P:
 //   1. write k_P, v_P into the ring;
 //   2. fold every key that no longer belongs to P's window into S += phi_k(k) v^T, z += phi_k(k);
 //   3. y_P = (sum_window A v + phi_q(q_P) S) / (sum_window A + phi_q(q_P) . z).
@@ -12,12 +13,14 @@
 //     every position: terrace = blocks b(P)-1 and b(P); sw = the last 64 keys; linear = none.
 //   reference: the published decoder's 64-key FIFO (current token included) whatever the training
 //     variant: identical to the parallel form for sw, and for terrace up to position 63 only.
-// A prompt on an empty state is prefilled with the parallel kernels (the training variant, as the
-// reference does), then the state is built from its keys. Layers kept as softmax use a growing KV cache.
+// A prompt on an empty sequence is prefilled with the parallel kernels (the training variant, as
+// the reference does), then the state is built from its keys. Layers kept as softmax use the
+// decode step's KV cache.
 #pragma once
 #include <vector>
 
 #include "lolcats/model.h"
+#include "nn/decode.h"
 #include "nn/generate.h"
 
 namespace lolcats {
@@ -25,29 +28,44 @@ namespace lolcats {
 enum class DecodeMode { exact, reference };
 DecodeMode parse_decode_mode(const std::string& name);  // "exact", "reference"
 
-struct LolcatsState {
-  struct Layer {
-    Tensor S;       // (H, F, D)
-    Tensor z;       // (H, F)
-    Tensor ring_k;  // (R, Hkv, D)  key of position j lives in slot j % R
-    Tensor ring_v;  // (R, Hkv, D)
-    int folded = 0;                   // keys 0 .. folded-1 are in S, z
-    std::vector<float> cache_k, cache_v;  // softmax layers only: (length, Hkv, D), growing
+struct LolcatsDecodeState {
+  static constexpr int kRing = 2 * kHybridBlock;  // R: key j lives in ring slot j % R
+  // max_len bounds only the sequences' KV caches of layers kept as softmax (if there are any).
+  LolcatsDecodeState(const LolcatsModel& model, int batch, int max_len, DecodeMode mode);
+  struct Layer {                       // a converted layer (empty for a softmax one)
+    std::vector<float> S;              // (batch, H, F, D)
+    std::vector<float> z;              // (batch, H, F)
+    std::vector<float> ring_k, ring_v; // (batch, R, Hkv, D)
+    std::vector<int> folded;           // (batch) keys 0 .. folded-1 are in S, z
   };
-  static constexpr int kRing = 2 * kHybridBlock;
-  LolcatsState(const LolcatsModel& model, DecodeMode mode);
-  size_t bytes() const;  // memory held by the recurrent state (excluding softmax layers' caches)
   DecodeMode mode;
-  int length = 0;        // positions processed so far
-  std::vector<Layer> layers;
+  HybridVariant window;       // whose window rule decoding follows (reference mode: sw's)
+  LlamaDecodeState trunk;     // positions, the kept layers' KV caches, the step's scratch
+  std::vector<Layer> layers;  // (L)
+  std::vector<int> row0;      // (batch) scratch: each sequence's first row in the step
+  int length(int b) const { return trunk.length[size_t(b)]; }
+  void reset(int b);           // sequence b starts over
+  // Takes sequence b to hold P tokens whose keys, values and state are whatever the buffers hold:
+  // for benchmarks, where a step's time depends on the length and not on the values.
+  void assume_length(int b, int P);
+  size_t state_bytes() const;  // S, z and rings of every sequence: fixed at construction
+  size_t bytes() const { return state_bytes() + trunk.cache_bytes(); }
 };
 
-// Runs ids (1, T) through the model at positions state.length ..; returns logits (T, V).
-Var lolcats_step(const LolcatsModel& model, LolcatsState& state, const Tensor& ids);
+// Feeds tokens (sum n[b] ids, sequence after sequence) to the batch; for every sequence with
+// n[b] > 0 writes the logits of its last new token to logits + b * V. CPU; base weights in f32 or
+// bf16, an active LoRA applied (nn/decode.h).
+void lolcats_decode_step(const LolcatsModel& model, LolcatsDecodeState& state, const int32_t* tokens,
+                         const int* n, float* logits);
 
 // Generation with the recurrent state (same sampling as nn/generate.h).
 std::vector<int32_t> lolcats_generate(const LolcatsModel& model, const std::vector<int32_t>& prompt,
                                       const SamplingConfig& cfg, DecodeMode mode,
                                       const std::function<bool(int32_t)>& on_token = {});
+
+// Many prompts, `batch` at a time (nn/generate.h generate_batch).
+void lolcats_generate_batch(const LolcatsModel& model, const std::vector<std::vector<int32_t>>& prompts,
+                            int batch, const SamplingConfig& cfg, DecodeMode mode,
+                            const std::function<void(size_t, const std::vector<int32_t>&)>& on_done);
 
 }  // namespace lolcats

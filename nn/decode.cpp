@@ -16,12 +16,18 @@
 
 namespace lolcats {
 
-LlamaDecodeState::LlamaDecodeState(const LlamaConfig& c, int batch_, int max_len_)
+LlamaDecodeState::LlamaDecodeState(const LlamaConfig& c, int batch_, int max_len_, std::vector<bool> cached)
     : batch(batch_), max_len(max_len_), length(size_t(batch_), 0) {
   ENSURE(batch > 0 && max_len > 0, "decode state: batch %d and max_len %d must be positive", batch, max_len);
-  size_t n = size_t(c.n_layers) * size_t(batch) * size_t(max_len) * size_t(c.n_kv_heads) * size_t(c.head_dim);
+  if (cached.empty()) cached.assign(size_t(c.n_layers), true);
+  ENSURE(int(cached.size()) == c.n_layers, "decode state: %zu cache flags for %d layers", cached.size(), c.n_layers);
+  int slots = 0;
+  for (bool on : cached) cache_slot.push_back(on ? slots++ : -1);
+  size_t n = size_t(slots) * size_t(batch) * size_t(max_len) * size_t(c.n_kv_heads) * size_t(c.head_dim);
   k.assign(n, 0.0f);
   v.assign(n, 0.0f);
+  inv_freq.resize(size_t(c.head_dim / 2));
+  rope_inv_freq(inv_freq.data(), c.head_dim, c.rope);
 }
 
 namespace {
@@ -93,11 +99,27 @@ void linear_bf16(float* y, const float* x, const uint16_t* W, int R, int N, int 
   }
 }
 
-// y (R, N) = x (R, K) @ W^T for a weight stored in f32 or bf16.
-void linear(float* y, const float* x, const Var& W, int R, int N, int K) {
+// y (R, N) = x (R, K) @ W^T for a weight stored in f32 or bf16, plus an active LoRA's
+// (alpha / r) (x A^T) B^T, through `low` (R, r) scratch.
+void linear(float* y, const float* x, const Var& W, const Lora& lora, int R, int N, int K,
+            std::vector<float>& low) {
   const Tensor& t = W->value;
   if (t.dtype() == DType::f32) linear_f32(y, x, t.f32(), R, N, K);
   else linear_bf16(y, x, t.bf16(), R, N, K);
+  if (!lora.active()) return;
+  ENSURE(lora.A->value.dtype() == DType::f32 && lora.A->value.device() == Device::cpu,
+         "decode: LoRA weights must be f32 on the CPU");
+  const int r = int(lora.A->value.size(0));
+  grow(low, size_t(R) * r);
+  matmul_forward(low.data(), x, lora.A->value.f32(), 1, R, r, K, false, true, false);  // (R, r) = x A^T
+  scale_forward(low.data(), low.data(), lora.scale, int64_t(R) * r);
+  matmul_forward(y, low.data(), lora.B->value.f32(), 1, R, N, r, false, true, true);   // y += low B^T
+}
+
+void linear(float* y, const float* x, const Var& W, int R, int N, int K) {
+  static const Lora none;
+  std::vector<float> unused;
+  linear(y, x, W, none, R, N, K, unused);
 }
 
 // y_r = softmax(q_r . k_j / sqrt(D), j <= pos_r) . v_j for every row r and head h, over row r's
@@ -139,14 +161,15 @@ void cached_attention(float* y, const float* q, const float* kc, const float* vc
 }  // namespace
 
 void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* tokens, const int* n,
-                       float* logits) {
+                       float* logits, const DecodeAttention& attention) {
   const LlamaConfig& c = m.cfg;
   ENSURE(m.device() == Device::cpu, "llama_decode_step runs on the CPU (weights in f32 or bf16)");
   const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, FF = c.ffn, V = c.vocab;
   const int HD = H * D, KD = Hkv * D;
   int R = 0;
+  const bool any_cache = std::any_of(s.cache_slot.begin(), s.cache_slot.end(), [](int i) { return i >= 0; });
   for (int b = 0; b < s.batch; b++) {
-    ENSURE(n[b] >= 0 && s.length[size_t(b)] + n[b] <= s.max_len,
+    ENSURE(n[b] >= 0 && (!any_cache || s.length[size_t(b)] + n[b] <= s.max_len),
            "decode: sequence %d holds %d tokens, %d more do not fit in %d", b, s.length[size_t(b)], n[b], s.max_len);
     R += n[b];
   }
@@ -166,8 +189,9 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
   grow(s.u, size_t(R) * FF);
   grow(s.cos_t, size_t(R) * (D / 2));
   grow(s.sin_t, size_t(R) * (D / 2));
-  grow(s.probs, size_t(omp_get_max_threads()) * s.max_len + size_t(R));  // + R: the rstd of rmsnorm
-  float* rstd = s.probs.data() + size_t(omp_get_max_threads()) * s.max_len;
+  const size_t probs = any_cache ? size_t(omp_get_max_threads()) * s.max_len : 0;
+  grow(s.probs, probs + size_t(R));  // + R: the rstd of rmsnorm
+  float* rstd = s.probs.data() + probs;
 
   if (m.dtype() == DType::f32) {
     embedding_forward(s.x.data(), tokens, m.wte->value.f32(), R, V, C);
@@ -178,33 +202,35 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
       for (int i = 0; i < C; i++) s.x[size_t(r) * C + size_t(i)] = bf16_to_f32(row[i]);
     }
   }
-  std::vector<double> inv_freq(size_t(D / 2));  // D/2 numbers: not worth caching
-  rope_inv_freq(inv_freq.data(), D, c.rope);
-  rope_tables(s.cos_t.data(), s.sin_t.data(), s.row_pos.data(), R, D, inv_freq.data());
+  rope_tables(s.cos_t.data(), s.sin_t.data(), s.row_pos.data(), R, D, s.inv_freq.data());
 
   float *x = s.x.data(), *a = s.a.data(), *q = s.q.data(), *kn = s.kn.data(), *vn = s.vn.data();
   for (int l = 0; l < c.n_layers; l++) {
     const LlamaLayer& L = m.layers[size_t(l)];
-    ENSURE(!L.lora_q.active() && !L.lora_k.active() && !L.lora_v.active() && !L.lora_o.active(),
-           "decode: merge the LoRA into the weights first (merge_lora)");
     // PyTorch: q, k, v = q_proj(norm(x)), k_proj(...), v_proj(...); rope(q, k)
     rmsnorm_forward(a, rstd, x, norm_weight(L.attn_norm, s.wnorm), R, C, c.norm_eps);
-    linear(q, a, L.wq, R, HD, C);
-    linear(kn, a, L.wk, R, KD, C);
-    linear(vn, a, L.wv, R, KD, C);
+    linear(q, a, L.wq, L.lora_q, R, HD, C, s.low);
+    linear(kn, a, L.wk, L.lora_k, R, KD, C, s.low);
+    linear(vn, a, L.wv, L.lora_v, R, KD, C, s.low);
     rope_forward(q, q, s.cos_t.data(), s.sin_t.data(), 1, R, H, D, RopeLayout::half_split);  // row r: its position
     rope_forward(kn, kn, s.cos_t.data(), s.sin_t.data(), 1, R, Hkv, D, RopeLayout::half_split);
-    float* kc = s.k.data() + size_t(l) * s.batch * s.max_len * KD;
-    float* vc = s.v.data() + size_t(l) * s.batch * s.max_len * KD;
-    for (int r = 0; r < R; r++) {
-      size_t slot = (size_t(s.row_seq[size_t(r)]) * s.max_len + size_t(s.row_pos[size_t(r)])) * KD;
-      std::copy(kn + size_t(r) * KD, kn + size_t(r + 1) * KD, kc + slot);
-      std::copy(vn + size_t(r) * KD, vn + size_t(r + 1) * KD, vc + slot);
+    const int slot = s.cache_slot[size_t(l)];
+    if (slot < 0) {  // no cache: the caller's attention (a linearized layer)
+      ENSURE(bool(attention), "decode: layer %d has no KV cache and no attention was given for it", l);
+      attention(l, s.y.data(), q, kn, vn, R);
+    } else {
+      float* kc = s.k.data() + size_t(slot) * s.batch * s.max_len * KD;
+      float* vc = s.v.data() + size_t(slot) * s.batch * s.max_len * KD;
+      for (int r = 0; r < R; r++) {
+        size_t at = (size_t(s.row_seq[size_t(r)]) * s.max_len + size_t(s.row_pos[size_t(r)])) * KD;
+        std::copy(kn + size_t(r) * KD, kn + size_t(r + 1) * KD, kc + at);
+        std::copy(vn + size_t(r) * KD, vn + size_t(r + 1) * KD, vc + at);
+      }
+      cached_attention(s.y.data(), q, kc, vc, s.row_seq.data(), s.row_pos.data(), R, H, Hkv, D, s.max_len,
+                       s.probs.data());
     }
-    cached_attention(s.y.data(), q, kc, vc, s.row_seq.data(), s.row_pos.data(), R, H, Hkv, D, s.max_len,
-                     s.probs.data());
     // x = x + o_proj(y)
-    linear(a, s.y.data(), L.wo, R, C, HD);
+    linear(a, s.y.data(), L.wo, L.lora_o, R, C, HD, s.low);
     add_forward(x, x, a, int64_t(R) * C);
     // x = x + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = norm(x)
     rmsnorm_forward(a, rstd, x, norm_weight(L.mlp_norm, s.wnorm), R, C, c.norm_eps);

@@ -11,8 +11,11 @@
 //     X += Y Wo^T;  M = rmsnorm(X);  X += (silu(M Wg^T) * (M Wu^T)) Wd^T
 //   logits of each sequence's last new row = rmsnorm(x) Wlm^T
 // The same math as Llama::forward (nn/llama.h), which the tests hold it to, position by position.
+// A layer may leave the KV cache to a caller-given attention (DecodeAttention): a linearized
+// layer keeps a recurrent state instead (lolcats/recurrent.h), and reuses everything else here.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "nn/llama.h"
@@ -20,21 +23,34 @@
 namespace lolcats {
 
 struct LlamaDecodeState {
-  LlamaDecodeState(const LlamaConfig& cfg, int batch, int max_len);
+  // cached[l]: layer l attends by softmax over a KV cache kept here (default: every layer); the
+  // others are computed by the DecodeAttention given to the step. max_len bounds a cached
+  // sequence; with no cached layer it is no bound at all.
+  LlamaDecodeState(const LlamaConfig& cfg, int batch, int max_len, std::vector<bool> cached = {});
   int batch, max_len;
-  std::vector<int> length;  // (batch) tokens already in each sequence's cache
-  std::vector<float> k, v;  // (L, batch, max_len, Hkv, D): post-RoPE keys, values
+  std::vector<int> length;  // (batch) tokens already in each sequence
+  std::vector<int> cache_slot;  // (L) layer l's index into k and v, -1: no cache
+  std::vector<float> k, v;  // (cached layers, batch, max_len, Hkv, D): post-RoPE keys, values
   // Scratch, grown to the largest step seen.
-  std::vector<float> x, a, q, kn, vn, y, g, u, cos_t, sin_t, probs, last, logits_rows, wnorm;
+  std::vector<float> x, a, q, kn, vn, y, g, u, cos_t, sin_t, probs, last, logits_rows, wnorm, low;
   std::vector<int32_t> row_seq, row_pos;
+  std::vector<double> inv_freq;  // (D/2) RoPE speeds of the model's config
   void reset(int b) { length[size_t(b)] = 0; }  // sequence b starts over
+  size_t cache_bytes() const { return (k.size() + v.size()) * sizeof(float); }
 };
+
+// A layer's attention when it has no KV cache: y (R, H, D) from the step's post-RoPE q (R, H, D),
+// k, v (R, Hkv, D). Row r is position state.row_pos[r] of sequence state.row_seq[r]; rows of one
+// sequence are consecutive and in order.
+using DecodeAttention =
+    std::function<void(int layer, float* y, const float* q, const float* k, const float* v, int R)>;
 
 // Feeds tokens (sum n[b] ids, sequence after sequence) to the batch; for every sequence with
 // n[b] > 0 writes the logits of its last new token to logits + b * V (other rows are untouched).
 // CPU; the weights in f32, or in bf16 (Llama::to(Device::cpu, DType::bf16): half the bytes to read
-// per token, widened to f32 block by block; all arithmetic stays f32).
+// per token, widened to f32 block by block; all arithmetic stays f32). An active LoRA adds its
+// low-rank term, (alpha / r) (x A^T) B^T, to its projection (or merge it first: merge_lora).
 void llama_decode_step(const Llama& model, LlamaDecodeState& state, const int32_t* tokens,
-                       const int* n, float* logits);
+                       const int* n, float* logits, const DecodeAttention& attention = {});
 
 }  // namespace lolcats

@@ -80,18 +80,35 @@ std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& pr
       model.cfg.vocab, prompt, cfg, on_token);
 }
 
-void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>& prompts, int batch,
-                    const SamplingConfig& cfg,
-                    const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
-  ENSURE(batch > 0, "generate_batch: batch must be positive, got %d", batch);
-  const int V = model.cfg.vocab;
+int longest_sequence(const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& cfg) {
   size_t longest = 0;
   for (size_t i = 0; i < prompts.size(); i++) {
     ENSURE(!prompts[i].empty(), "generate_batch: prompt %zu is empty", i);
     longest = std::max(longest, prompts[i].size());
   }
+  return int(longest) + cfg.max_new_tokens;
+}
+
+void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>& prompts, int batch,
+                    const SamplingConfig& cfg,
+                    const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
+  ENSURE(batch > 0, "generate_batch: batch must be positive, got %d", batch);
   const int B = int(std::min<size_t>(size_t(batch), std::max<size_t>(prompts.size(), 1)));
-  LlamaDecodeState state(model.cfg, B, int(longest) + cfg.max_new_tokens);
+  LlamaDecodeState state(model.cfg, B, longest_sequence(prompts, cfg));
+  BatchDecoder dec{B, model.cfg.vocab,
+                   [&](const int32_t* tokens, const int* n, float* logits) {
+                     llama_decode_step(model, state, tokens, n, logits);
+                   },
+                   [&](int b) { state.reset(b); }};
+  generate_batch(dec, prompts, cfg, on_done);
+}
+
+void generate_batch(const BatchDecoder& dec, const std::vector<std::vector<int32_t>>& prompts,
+                    const SamplingConfig& cfg,
+                    const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
+  const int B = dec.batch, V = dec.vocab;
+  ENSURE(B > 0, "generate_batch: batch must be positive, got %d", B);
+  longest_sequence(prompts, cfg);  // checks that no prompt is empty
   struct Slot {
     long prompt = -1;           // which prompt it serves, -1: idle
     std::vector<int32_t> out;   // tokens made so far
@@ -109,7 +126,7 @@ void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>&
       Slot& sl = slots[size_t(b)];
       if (sl.prompt < 0 && next < prompts.size()) {
         sl = Slot{long(next), {}, false, std::mt19937_64(cfg.seed + next)};
-        state.reset(b);
+        dec.reset(b);
         next++;
       }
       n[size_t(b)] = 0;
@@ -123,7 +140,7 @@ void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>&
         n[size_t(b)] = 1;
       }
     }
-    llama_decode_step(model, state, tokens.data(), n.data(), logits.data());
+    dec.step(tokens.data(), n.data(), logits.data());
     for (int b = 0; b < B; b++) {  // sample; finish what is finished
       Slot& sl = slots[size_t(b)];
       if (sl.prompt < 0 || n[size_t(b)] == 0) continue;

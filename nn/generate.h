@@ -38,13 +38,32 @@ std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& pr
                               const SamplingConfig& cfg,
                               const std::function<bool(int32_t)>& on_token = {});
 
-// Many prompts at once (CPU, nn/decode.h): up to `batch` sequences decode together, each new token
-// of every sequence in one step that reads the weights once; a finished sequence's slot takes the
-// next prompt (prefilled in the same steps as the others' decoding). Prompt i samples with the seed
+// What generate_batch drives: `batch` sequences advanced together. step(tokens, n, logits) feeds
+// n[b] >= 0 tokens to sequence b (sum n[b] ids, sequence after sequence) and writes the logits of
+// the last new token of every sequence with n[b] > 0 to logits + b * vocab; reset(b) empties
+// sequence b. (A Llama's: nn/decode.h; a linearized model's: lolcats/recurrent.h.)
+struct BatchDecoder {
+  int batch = 0, vocab = 0;
+  std::function<void(const int32_t* tokens, const int* n, float* logits)> step;
+  std::function<void(int b)> reset;
+};
+
+// Many prompts at once: up to decoder.batch sequences decode together, each new token of every
+// sequence in one step that reads the weights once; a finished sequence's slot takes the next
+// prompt (prefilled in the same steps as the others' decoding). Prompt i samples with the seed
 // cfg.seed + i, so its text does not depend on what it was batched with. on_done(i, ids) is called
 // as each prompt finishes (in finishing order).
+void generate_batch(const BatchDecoder& decoder, const std::vector<std::vector<int32_t>>& prompts,
+                    const SamplingConfig& cfg,
+                    const std::function<void(size_t, const std::vector<int32_t>&)>& on_done);
+
+// The same for a Llama on the CPU (nn/decode.h), `batch` sequences at a time.
 void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>& prompts, int batch,
                     const SamplingConfig& cfg,
                     const std::function<void(size_t, const std::vector<int32_t>&)>& on_done);
+
+// The longest sequence generate_batch can make of these prompts (prompt + new tokens): what a
+// decoder's KV cache must hold.
+int longest_sequence(const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& cfg);
 
 }  // namespace lolcats

@@ -175,6 +175,21 @@ TEST_CASE("apps: ./linearize runs both stages end to end; ./generate and ./eval 
   REQUIRE(g.rc == 0);
   CHECK(g.out == s["sample_linearized"].get<std::string>() + "\n");
   CHECK(g.err.find("8 new tokens") != std::string::npos);
+  // Batched, beside another prompt (recurrent states of sequences at different positions in one
+  // step): the same text.
+  std::string jsonl = json{{"prompt", "Hi"}, {"id", "other"}}.dump() + "\n";
+  for (const char* id : {"a", "b"}) jsonl += json{{"prompt", s["sample_prompt"]}, {"id", id}}.dump() + "\n";
+  write_text(kWork + "/lin_prompts.jsonl", jsonl);
+  Result gb = run("generate", "--linearized " + exported + " --raw --max-new-tokens 8 --batch 2 --prompts " + kWork +
+                                  "/lin_prompts.jsonl");
+  REQUIRE(gb.rc == 0);
+  std::istringstream out_lines(gb.out);
+  int same = 0;
+  for (std::string line; std::getline(out_lines, line);) {
+    json j = json::parse(line);
+    if (j["id"] != "other") same += j["completion"] == s["sample_linearized"];
+  }
+  CHECK(same == 2);
 }
 
 TEST_CASE("apps: ./generate continues a prompt as transformers does", "[apps]") {

@@ -35,20 +35,25 @@ void perturb(LolcatsModel& m, uint64_t seed) {
   }
 }
 
-// Logits of every position: prefill `prefill` tokens, then decode one at a time.
+// Logits of positions prefill-1 .. T-1: the prompt's first `prefill` tokens in one step, then one
+// token per step.
 std::vector<float> recurrent_logits(const LolcatsModel& m, const std::vector<int32_t>& ids, int prefill,
-                                    DecodeMode mode, LolcatsState* keep = nullptr) {
-  LolcatsState state(m, mode);
-  std::vector<float> out;
-  Var l = lolcats_step(m, state, Tensor::from_i32(std::vector<int32_t>(ids.begin(), ids.begin() + prefill),
-                                                  {1, prefill}));
-  out.insert(out.end(), l->value.f32(), l->value.f32() + l->value.numel());
-  for (size_t t = prefill; t < ids.size(); t++) {
-    l = lolcats_step(m, state, Tensor::from_i32({ids[t]}, {1, 1}));
-    out.insert(out.end(), l->value.f32(), l->value.f32() + l->value.numel());
+                                    DecodeMode mode) {
+  const size_t V = size_t(m.base.cfg.vocab);
+  LolcatsDecodeState state(m, 1, int(ids.size()), mode);
+  std::vector<float> out((ids.size() - size_t(prefill) + 1) * V);
+  lolcats_decode_step(m, state, ids.data(), &prefill, out.data());
+  for (size_t t = size_t(prefill), i = 1; t < ids.size(); t++, i++) {
+    const int one = 1;
+    lolcats_decode_step(m, state, ids.data() + t, &one, out.data() + i * V);
   }
-  if (keep) *keep = state;
   return out;
+}
+
+// Rows first .. of a (T, V) logits tensor.
+std::vector<double> rows_from(const Var& logits, int first) {
+  const Tensor& t = logits->value;
+  return std::vector<double>(t.f32() + size_t(first) * size_t(t.size(1)), t.f32() + t.numel());
 }
 
 }  // namespace
@@ -67,12 +72,12 @@ TEST_CASE("lolcats decode: exact mode equals the parallel forward at every posit
     LolcatsModel m(*base, cfg);
     perturb(m, 1);
     Var full = m.forward(Tensor::from_i32(ids, {1, T}));
-    std::vector<double> want(full->value.f32(), full->value.f32() + size_t(T) * V);
     for (int prefill : {1, 70, 130}) {
       INFO(variant_name(var) << " " << feature_map_name(fm) << " prefill " << prefill);
       // float32, different summation order (one query vs a tile; state built key by key vs per
       // block): logits are O(1), 1e-4 absolute.
-      CHECK_CLOSE("recurrent logits", recurrent_logits(m, ids, prefill, DecodeMode::exact), want, 1e-4, 1e-4);
+      CHECK_CLOSE("recurrent logits", recurrent_logits(m, ids, prefill, DecodeMode::exact),
+                  rows_from(full, prefill - 1), 1e-4, 1e-4);
     }
   }
 }
@@ -84,7 +89,7 @@ TEST_CASE("lolcats decode: reference mode differs from terrace only from positio
   LolcatsModel m(*base, LolcatsConfig{});
   perturb(m, 2);
   Var full = m.forward(Tensor::from_i32(ids, {1, T}));
-  std::vector<float> ref = recurrent_logits(m, ids, 1, DecodeMode::reference);
+  std::vector<float> ref = recurrent_logits(m, ids, 1, DecodeMode::reference);  // positions 0 .. T-1
   double before = 0, after = 0;
   for (int t = 0; t < T; t++)
     for (int v = 0; v < V; v++) {
@@ -100,25 +105,90 @@ TEST_CASE("lolcats decode: reference mode differs from terrace only from positio
   for (size_t i = 0; i < m.parameters().size(); i++)
     std::memcpy(msw.parameters()[i]->value.data(), m.parameters()[i]->value.data(), m.parameters()[i]->value.nbytes());
   Var sw_full = msw.forward(Tensor::from_i32(ids, {1, T}));
-  CHECK_CLOSE("reference decode = sw parallel", ref,
-              std::vector<double>(sw_full->value.f32(), sw_full->value.f32() + size_t(T) * V), 1e-4, 1e-4);
+  CHECK_CLOSE("reference decode = sw parallel", ref, rows_from(sw_full, 0), 1e-4, 1e-4);
+}
+
+TEST_CASE("lolcats decode: a batch of sequences at different positions equals each one's parallel forward",
+          "[lolcats][decode]") {
+  auto base = Llama::load(tiny_path());
+  const int V = base->cfg.vocab;
+  // Layer 1 kept as softmax: its KV cache and the converted layers' states advance in one step.
+  for (auto [var, fm] : {std::pair{HybridVariant::terrace, FeatureMapKind::hedgehog},
+                         {HybridVariant::sw, FeatureMapKind::t2r}}) {
+    LolcatsConfig cfg;
+    cfg.variant = var;
+    cfg.feature_map = fm;
+    cfg.softmax_layers = {1};
+    LolcatsModel m(*base, cfg);
+    perturb(m, 3);
+    // Three sequences of different lengths and prompts; the third joins at step 5.
+    const std::vector<int> len = {200, 150, 180}, prefill = {1, 70, 130}, joins = {0, 0, 5};
+    std::vector<std::vector<int32_t>> ids;
+    for (int b = 0; b < 3; b++) {
+      std::vector<int32_t> x = token_ids(len[b] + 11 * b, V);
+      ids.emplace_back(x.begin() + 11 * b, x.end());
+    }
+    LolcatsDecodeState state(m, 3, 200, DecodeMode::exact);
+    std::vector<std::vector<float>> got(3);
+    std::vector<float> logits(size_t(3) * V);
+    for (int step = 0; state.length(0) < len[0] || state.length(1) < len[1] || state.length(2) < len[2]; step++) {
+      std::vector<int32_t> tokens;
+      std::vector<int> n(3, 0);
+      for (int b = 0; b < 3; b++) {
+        const int at = state.length(b);
+        if (step < joins[b] || at == len[b]) continue;
+        n[b] = at == 0 ? prefill[b] : 1;
+        tokens.insert(tokens.end(), ids[b].begin() + at, ids[b].begin() + at + n[b]);
+      }
+      lolcats_decode_step(m, state, tokens.data(), n.data(), logits.data());
+      for (int b = 0; b < 3; b++)
+        if (n[b] > 0) got[b].insert(got[b].end(), logits.begin() + b * V, logits.begin() + (b + 1) * V);
+    }
+    for (int b = 0; b < 3; b++) {
+      INFO(variant_name(var) << " sequence " << b);
+      Var full = m.forward(Tensor::from_i32(ids[b], {1, len[b]}));
+      CHECK_CLOSE("batched recurrent logits", got[b], rows_from(full, prefill[b] - 1), 1e-4, 1e-4);
+    }
+  }
+}
+
+TEST_CASE("lolcats decode: batched generation gives each prompt the text it gets alone", "[lolcats][decode]") {
+  auto base = Llama::load(tiny_path());
+  LolcatsModel m(*base, LolcatsConfig{});
+  perturb(m, 4);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 5; i++) {
+    std::vector<int32_t> p = token_ids(3 + 40 * i, base->cfg.vocab);
+    prompts.emplace_back(p.begin() + i, p.end());
+  }
+  SamplingConfig sc;
+  sc.max_new_tokens = 90;  // past the first 64-block boundary of every prompt
+  std::vector<std::vector<int32_t>> batched(prompts.size());
+  lolcats_generate_batch(m, prompts, 2, sc, DecodeMode::exact,
+                         [&](size_t i, const std::vector<int32_t>& out) { batched[i] = out; });
+  for (size_t i = 0; i < prompts.size(); i++) {
+    INFO("prompt " << i);
+    CHECK(batched[i] == lolcats_generate(m, prompts[i], sc, DecodeMode::exact));
+  }
 }
 
 TEST_CASE("lolcats decode: state size is independent of length", "[lolcats][decode]") {
   auto base = Llama::load(tiny_path());
   LolcatsModel m(*base, LolcatsConfig{});
-  LolcatsState state(m, DecodeMode::exact);
+  LolcatsDecodeState state(m, 1, 1, DecodeMode::exact);  // no layer keeps a KV cache: no bound
   const size_t initial = state.bytes();
   CHECK(initial > 0);
-  size_t at_100 = 0;
+  CHECK(state.trunk.cache_bytes() == 0);
+  std::vector<float> logits(size_t(base->cfg.vocab));
   for (int t = 0; t < 10000; t++) {
-    Var l = lolcats_step(m, state, Tensor::from_i32({int32_t(t % base->cfg.vocab)}, {1, 1}));
-    if (t + 1 == 100) at_100 = state.bytes();
-    if (t + 1 == 10000) CHECK(std::isfinite(l->value.f32()[0]));
+    const int32_t id = int32_t(t % base->cfg.vocab);
+    const int one = 1;
+    lolcats_decode_step(m, state, &id, &one, logits.data());
+    if (t + 1 == 100) CHECK(state.bytes() == initial);
   }
-  CHECK(at_100 == initial);
+  CHECK(std::isfinite(logits[0]));
   CHECK(state.bytes() == initial);
-  CHECK(state.length == 10000);
+  CHECK(state.length(0) == 10000);
 }
 
 TEST_CASE("lolcats transfer: teacher forcing, and per-layer backward equals one backward", "[lolcats]") {

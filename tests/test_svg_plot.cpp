@@ -74,3 +74,43 @@ TEST_CASE("charts: the SVG has gridlines, round tick labels and the legend above
   CHECK(svg.find("y=\"50\"", at) == at + 13);
   std::remove(path.c_str());
 }
+
+TEST_CASE("charts: a legend too wide for one row wraps, and the plot area moves below it", "[plot]") {
+  const std::string path = "build/test_tmp_chart_legend.svg";
+  std::vector<Series> series;
+  for (const char* name : {"softmax f32", "LoLCATs f32", "softmax bf16", "LoLCATs bf16", "transformers f32",
+                           "transformers bf16"})
+    series.push_back(Series{name, {512, 2048}, {10, 20}});
+  write_svg_chart(path, "t", "context", "ms", series, false);
+  std::string svg;
+  {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    REQUIRE(f);
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) svg.append(buf, n);
+    std::fclose(f);
+  }
+  std::remove(path.c_str());
+  // The frame of the plot area is the rect with stroke="black"; its y is the plot's top edge.
+  size_t frame = svg.find("fill=\"none\" stroke=\"black\"");
+  REQUIRE(frame != std::string::npos);
+  size_t ry = svg.rfind(" y=\"", frame);
+  const double top = std::stod(svg.substr(ry + 4));
+  CHECK(top > 62);  // moved down for a second legend row
+  // Every legend label lies within the width and above the plot area; every entry is present.
+  int labels = 0;
+  for (size_t at = 0; (at = svg.find("<text x=\"", at)) != std::string::npos; at++) {
+    const double x = std::stod(svg.substr(at + 9));
+    const size_t yq = svg.find("y=\"", at);
+    const double y = std::stod(svg.substr(yq + 3));
+    const size_t open = svg.find('>', at), close = svg.find("</text>", open);
+    const std::string text = svg.substr(open + 1, close - open - 1);
+    for (const Series& s : series)
+      if (text == s.name) {
+        labels++;
+        CHECK(y < top);
+        CHECK(x + 7.0 * double(text.size()) <= 640 - 24 + 1e-9);
+      }
+  }
+  CHECK(labels == 6);
+}
