@@ -228,7 +228,12 @@ int main(int argc, char** argv) {
                  "which benchmark: matmul, llama, attention, linearize, all (these four), generate, or gpu-ops")
       ->check(CLI::IsMember({"matmul", "llama", "attention", "linearize", "all", "gpu-ops", "generate"}))
       ->capture_default_str();
-  app.add_option("--device", device_flag, "`llama`: cpu, cuda or auto (cuda when a GPU is visible)")
+  app.add_option("--device", device_flag, "`llama`, `generate`: cpu, cuda or auto (cuda when a GPU is visible)")
+      ->capture_default_str();
+  std::string config = "llama3-8b";
+  app.add_option("--config", config,
+                 "`generate --device cuda`: the model shape (zero bf16 weights): smollm2-135m, llama3.2-1b, "
+                 "llama3-8b, llama3.1-8b, mistral-7b, llama3-70b")
       ->capture_default_str();
   app.add_flag("--smoke", smoke, "`gpu-ops`: toy sizes (a check that it runs, e.g. under the emulator)");
   app.add_option("--seq", seq, "sequence length for `llama` and `linearize`")->capture_default_str();
@@ -257,7 +262,10 @@ int main(int argc, char** argv) {
     if (what == "matmul" || what == "all") bench_matmul(threads);
     if (what == "llama" || what == "all") bench_llama(threads, seq, model, parse_device(device_flag));
     if (what == "linearize" || what == "all") bench_linearize(threads, seq, model);
-    if (what == "generate") bench_generate(threads, model, contexts, batches, steps, max_cache_gib);
+    if (what == "generate") {
+      if (parse_device(device_flag) == Device::cuda) return bench_generate_device(config, contexts, batches, steps, max_cache_gib);
+      bench_generate(threads, model, contexts, batches, steps, max_cache_gib);
+    }
     if (what == "gpu-ops") {
 #ifdef LOLCATS_CUDA
       return bench_gpu_ops(smoke);

@@ -11,6 +11,7 @@
 // case whose KV cache would pass --max-cache-gib is reported skipped (out of memory). The
 // linearized model is SmolLM2 with every layer converted (terrace window, Hedgehog maps at their
 // identity init: speed does not depend on training). Charts: runs/bench/generate_b{batch}.svg.
+// With --device cuda: a published shape on the GPU instead (bench_generate_device below).
 #pragma once
 #include <filesystem>
 #include <map>
@@ -18,7 +19,9 @@
 
 #include "apps/svg_plot.h"
 #include "lolcats/recurrent.h"
+#include "lolcats/recurrent_device.h"
 #include "nn/decode.h"
+#include "nn/decode_device.h"
 
 namespace {
 
@@ -48,6 +51,63 @@ double time_decode(Step step, int batch, int V, int steps) {
     step(next.data(), one.data(), logits.data());
   }
   return now() - t0;
+}
+
+// --device cuda: the published shape `config` (default llama3-8b) with zero bf16 weights on the
+// device (a step's time does not depend on them), softmax (KV cache) and linearized (recurrent
+// state), every batch and context; a case whose KV cache or recurrent state would pass
+// --max-cache-gib is reported skipped. Tokens/s include the step's uploads and the logits'
+// download: what ./generate gets.
+int bench_generate_device(const std::string& config, const std::vector<int>& contexts,
+                          const std::vector<int>& batches, int steps, double max_cache_gib) {
+  using namespace lolcats;
+  const LlamaConfig c = named_config(config);
+  Llama base(c, Device::cuda, DType::bf16);
+  for (const Var& p : base.parameters()) p->value.zero_();
+  LolcatsModel linearized(base, LolcatsConfig{});
+  const double cap = max_cache_gib * 1073741824.0;
+  for (const char* kind : {"softmax", "linearized"}) {
+    const bool soft = std::string(kind) == "softmax";
+    for (int batch : batches)
+      for (int ctx : contexts) {
+        json j = {{"bench", "generate"}, {"model", config + (soft ? "" : " linearized")}, {"device", "cuda"},
+                  {"gpu", gpu_summary()}, {"weights", "bf16"}, {"batch", batch}, {"context", ctx}, {"steps", steps}};
+        const double kv = 2.0 * c.n_layers * batch * double(ctx + steps + 1) * c.n_kv_heads * c.head_dim * 2;
+        const double rec = double(c.n_layers) * batch *
+                           (double(c.n_heads) * linearized.F * (c.head_dim + 1) * 4 +
+                            2.0 * LolcatsDecodeState::kRing * c.n_kv_heads * c.head_dim * 2);
+        if ((soft ? kv : rec) > cap) {
+          j[soft ? "kv_cache_mib" : "state_mib"] = (soft ? kv : rec) / 1048576.0;
+          j["skipped"] = "over --max-cache-gib (out of memory)";
+          std::printf("%s\n", j.dump().c_str());
+          std::fflush(stdout);
+          continue;
+        }
+        device_memory_reset_peak();
+        double sec = 0;
+        if (soft) {
+          DeviceDecodeState state(base, batch, ctx + steps + 1);
+          for (int b = 0; b < batch; b++) state.length[size_t(b)] = ctx;
+          sec = time_decode([&](const int32_t* t, const int* n, float* l) { llama_decode_step_device(base, state, t, n, l); },
+                            batch, c.vocab, steps);
+          j["kv_cache_mib"] = state.cache_bytes() / 1048576.0;
+        } else {
+          LolcatsDeviceState state(linearized, batch, 1, DecodeMode::exact);
+          for (int b = 0; b < batch; b++) state.assume_length(b, ctx);
+          sec = time_decode([&](const int32_t* t, const int* n, float* l) {
+                              lolcats_decode_step_device(linearized, state, t, n, l);
+                            }, batch, c.vocab, steps);
+          j["state_mib"] = state.state_bytes() / 1048576.0;
+        }
+        j["seconds"] = sec;
+        j["tokens_per_s"] = batch * steps / sec;
+        j["ms_per_step"] = 1e3 * sec / steps;
+        j["peak_device_mib"] = device_memory_stats().peak / 1048576.0;
+        std::printf("%s\n", j.dump().c_str());
+        std::fflush(stdout);
+      }
+  }
+  return 0;
 }
 
 int bench_generate(int threads, const std::string& model_path, const std::vector<int>& contexts,

@@ -16,7 +16,7 @@
 #include "data/chat_template.h"
 #include "data/tokenizer.h"
 #include "lolcats/export.h"
-#include "lolcats/recurrent.h"
+#include "lolcats/recurrent_device.h"
 #include "nn/generate.h"
 #include "tensor/device.h"
 #include "tensor/parallel.h"
@@ -61,11 +61,18 @@ void place_weights(LinearizedModel& m, Device device, DType dtype) {
   m.base->to(device, dtype);
 }
 
+// --dtype: f32, bf16, or auto (bf16 on cuda, f32 on the CPU).
+DType weight_dtype(const std::string& flag, Device device) {
+  if (flag == "f32") return DType::f32;
+  if (flag == "bf16") return DType::bf16;
+  return device == Device::cuda ? DType::bf16 : DType::f32;
+}
+
 // --prompts: every prompt of a JSONL file, batched (nn/generate.h generate_batch).
 int serve_prompts(const std::string& path, int batch, const std::string& model_path, const std::string& linearized,
                   bool raw, const std::string& system, SamplingConfig sc, bool model_given,
                   const std::string& device_flag, const std::string& dtype_flag, DecodeMode mode) {
-  ENSURE(device_flag == "auto" || parse_device(device_flag) == Device::cpu, "--prompts runs on the CPU so far");
+  ENSURE(batch > 0, "--batch must be positive, got %d", batch);
   std::ifstream in(path);
   ENSURE(in, "cannot read %s", path.c_str());
   std::vector<std::string> texts;
@@ -86,7 +93,8 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
   }
   ENSURE(!texts.empty(), "%s holds no prompts", path.c_str());
   LinearizedModel m = load_for_inference(linearized, model_path, model_given);
-  place_weights(m, Device::cpu, dtype_flag == "bf16" ? DType::bf16 : DType::f32);
+  const Device device = parse_device(device_flag);
+  place_weights(m, device, weight_dtype(dtype_flag, device));
   Tokenizer tok = Tokenizer::from_model(m.base_model);
   std::string tmpl = load_chat_template(m.base_model);
   std::vector<std::vector<int32_t>> prompts;
@@ -101,10 +109,10 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     std::fflush(stdout);
   };
-  if (m.model)
-    lolcats_generate_batch(*m.model, prompts, batch, sc, mode, on_done);
-  else
-    generate_batch(*m.base, prompts, batch, sc, on_done);
+  const int B = std::max(1, std::min(batch, int(prompts.size())));
+  const int max_len = longest_sequence(prompts, sc);
+  generate_batch(m.model ? lolcats_decoder(*m.model, B, max_len, mode) : llama_decoder(*m.base, B, max_len), prompts,
+                 sc, on_done);
   double sec = now() - t0;
   std::fprintf(stderr, "[%zu prompts, %zu new tokens in %.2f s: %.1f tokens/s, batch %d]\n", prompts.size(),
                new_tokens, sec, new_tokens / sec, batch);
@@ -124,14 +132,14 @@ int main(int argc, char** argv) {
   app.add_option("--linearized", linearized,
                  "a model exported by ./linearize (lolcats_params.safetensors); its base model is the "
                  "one it records unless --model is given");
-  app.add_option("--decode", decode, "recurrent decoding of a linearized model: exact or reference")
+  app.add_option("--decode", decode, "recurrent decoding of a linearized model: exact or reference (the CPU only)")
       ->check(CLI::IsMember({"exact", "reference"}))->capture_default_str();
   app.add_option("--prompt", prompt, "the prompt (read from stdin when absent)");
   std::string prompts_file;
   int batch = 8;
   app.add_option("--prompts", prompts_file,
                  "a JSONL file of prompts (each line a string or {\"prompt\": ..., \"id\": ...}): "
-                 "generated in batches, one JSON line out per prompt as it finishes (CPU)");
+                 "generated in batches, one JSON line out per prompt as it finishes");
   app.add_option("--batch", batch, "with --prompts: sequences decoded together")->capture_default_str();
   app.add_option("--system", system, "system message for chat models");
   app.add_flag("--raw", raw, "feed the prompt as is, without the chat template");
@@ -142,9 +150,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   std::string device_flag = "auto", dtype_flag = "auto";
   app.add_option("--device", device_flag,
-                 "cpu, cuda (bf16 weights), or auto: cuda when a GPU is visible. On cuda each token "
-                 "runs the whole sequence again (no KV cache there yet); linearized models run on "
-                 "the CPU so far (auto picks it for them)")
+                 "cpu, cuda (bf16 weights; KV cache, or the recurrent state of a linearized model, on the "
+                 "device), or auto: cuda when a GPU is visible")
       ->capture_default_str();
   app.add_option("--dtype", dtype_flag,
                  "weight storage: f32, bf16, or auto (bf16 on cuda, f32 on the CPU). On the CPU, bf16 "
@@ -161,13 +168,8 @@ int main(int argc, char** argv) {
     ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
     // A linearized model brings its base (for weights, tokenizer and template) along.
     LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0);
-    Device device = m.model && device_flag == "auto" ? Device::cpu : parse_device(device_flag);
-    DType dtype = dtype_flag == "f32" ? DType::f32
-                  : dtype_flag == "bf16" ? DType::bf16
-                  : device == Device::cuda ? DType::bf16 : DType::f32;
-    ENSURE(!m.model || device == Device::cpu,
-           "linearized models run on the CPU so far (the LoLCATs kernels are not on the GPU yet); use --device cpu");
-    place_weights(m, device, dtype);
+    const Device device = parse_device(device_flag);
+    place_weights(m, device, weight_dtype(dtype_flag, device));
     const Llama& model = *m.base;
     Tokenizer tok = Tokenizer::from_model(m.base_model);
     std::string tmpl = load_chat_template(m.base_model);
@@ -188,10 +190,10 @@ int main(int argc, char** argv) {
       printed = s.size();
       return true;
     };
-    if (m.model)
-      lolcats_generate(*m.model, ids, sc, parse_decode_mode(decode), on_token);
-    else
-      generate(model, ids, sc, on_token);
+    const int max_len = int(ids.size()) + sc.max_new_tokens;
+    generate_one(m.model ? lolcats_decoder(*m.model, 1, max_len, parse_decode_mode(decode))
+                         : llama_decoder(model, 1, max_len),
+                 ids, sc, on_token);
     double t1 = now();
     std::printf("\n");
     std::fflush(stdout);

@@ -86,6 +86,10 @@ class BlockCache {
     std::lock_guard<std::mutex> lock(mu_);
     return {in_use_, peak_, cached_};
   }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    peak_ = in_use_;
+  }
  private:
   void* note_use(void* p, size_t sz) {  // mu_ held
     size_[p] = sz;
@@ -112,12 +116,14 @@ void device_free(void* p) {
   if (p) cudaFree(p);  // no check: called from destructors, possibly during error unwinding
 }
 DeviceMemoryStats device_memory_stats() { return {}; }
+void device_memory_reset_peak() {}
 #else
 void* device_malloc(size_t bytes) { return cache().alloc(bytes); }
 void device_free(void* p) {
   if (p) cache().free(p);
 }
 DeviceMemoryStats device_memory_stats() { return cache().stats(); }
+void device_memory_reset_peak() { cache().reset_peak(); }
 #endif
 
 void device_synchronize() { cudaCheck(cudaDeviceSynchronize()); }

@@ -1,9 +1,11 @@
 #include "nn/generate.h"
 
 #include "nn/decode.h"
+#include "nn/decode_device.h"
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <numeric>
 
 namespace lolcats {
@@ -50,34 +52,38 @@ std::vector<int32_t> generate_with(const StepFn& step, int V, const std::vector<
   return out;
 }
 
-std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt,
-                              const SamplingConfig& cfg,
-                              const std::function<bool(int32_t)>& on_token) {
-  if (model.device() != Device::cpu) {
-    // No KV cache on the device yet: each step runs the whole sequence again (O(T^2) work; the
-    // constant-memory recurrent decode is the linearized model's) and returns the new positions.
-    std::vector<int32_t> seq;
-    return generate_with(
-        [&](const Tensor& ids) {
-          const int32_t* p = ids.i32();
-          seq.insert(seq.end(), p, p + ids.numel());
-          NoGrad ng;
-          Var all = model.forward(Tensor::from_i32(seq, {1, int64_t(seq.size())}));
-          int64_t n = ids.numel(), total = int64_t(seq.size());
-          return leaf(all->value.rows(total - n, n));
-        },
-        model.cfg.vocab, prompt, cfg, on_token);
+BatchDecoder llama_decoder(const Llama& model, int batch, int max_len) {
+  if (model.device() == Device::cpu) {
+    auto state = std::make_shared<LlamaDecodeState>(model.cfg, batch, max_len);
+    return BatchDecoder{batch, model.cfg.vocab,
+                        [&model, state](const int32_t* t, const int* n, float* l) { llama_decode_step(model, *state, t, n, l); },
+                        [state](int b) { state->reset(b); }};
   }
-  // The CPU: the plain-code decode step (nn/decode.h), prefill in one chunk, then a token a step.
-  LlamaDecodeState state(model.cfg, 1, int(prompt.size()) + cfg.max_new_tokens);
-  Tensor last = Tensor::empty({1, model.cfg.vocab});
+  auto state = std::make_shared<DeviceDecodeState>(model, batch, max_len);
+  return BatchDecoder{batch, model.cfg.vocab,
+                      [&model, state](const int32_t* t, const int* n, float* l) {
+                        llama_decode_step_device(model, *state, t, n, l);
+                      },
+                      [state](int b) { state->reset(b); }};
+}
+
+std::vector<int32_t> generate_one(const BatchDecoder& dec, const std::vector<int32_t>& prompt,
+                                  const SamplingConfig& cfg, const std::function<bool(int32_t)>& on_token) {
+  ENSURE(dec.batch >= 1, "generate: a decoder of at least one sequence is needed");
+  Tensor last = Tensor::empty({dec.batch, dec.vocab});
+  std::vector<int> n(size_t(dec.batch), 0);
   return generate_with(
       [&](const Tensor& ids) {
-        int n = int(ids.numel());
-        llama_decode_step(model, state, ids.i32(), &n, last.f32());
-        return leaf(last);
+        n[0] = int(ids.numel());
+        dec.step(ids.i32(), n.data(), last.f32());
+        return leaf(last.rows(0, 1));
       },
-      model.cfg.vocab, prompt, cfg, on_token);
+      dec.vocab, prompt, cfg, on_token);
+}
+
+std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt, const SamplingConfig& cfg,
+                              const std::function<bool(int32_t)>& on_token) {
+  return generate_one(llama_decoder(model, 1, int(prompt.size()) + cfg.max_new_tokens), prompt, cfg, on_token);
 }
 
 int longest_sequence(const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& cfg) {
@@ -94,13 +100,7 @@ void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>&
                     const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
   ENSURE(batch > 0, "generate_batch: batch must be positive, got %d", batch);
   const int B = int(std::min<size_t>(size_t(batch), std::max<size_t>(prompts.size(), 1)));
-  LlamaDecodeState state(model.cfg, B, longest_sequence(prompts, cfg));
-  BatchDecoder dec{B, model.cfg.vocab,
-                   [&](const int32_t* tokens, const int* n, float* logits) {
-                     llama_decode_step(model, state, tokens, n, logits);
-                   },
-                   [&](int b) { state.reset(b); }};
-  generate_batch(dec, prompts, cfg, on_done);
+  generate_batch(llama_decoder(model, B, longest_sequence(prompts, cfg)), prompts, cfg, on_done);
 }
 
 void generate_batch(const BatchDecoder& dec, const std::vector<std::vector<int32_t>>& prompts,

@@ -32,8 +32,7 @@ std::vector<int32_t> generate_with(const StepFn& step, int vocab, const std::vec
                                    const SamplingConfig& cfg,
                                    const std::function<bool(int32_t)>& on_token = {});
 
-// A Llama: on the CPU through the plain-code decode step (nn/decode.h, a KV cache), on the cuda
-// device by running the whole sequence each step (no device KV cache yet).
+// A Llama, through its decoder (llama_decoder: a KV cache, on the CPU or the cuda device).
 std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt,
                               const SamplingConfig& cfg,
                               const std::function<bool(int32_t)>& on_token = {});
@@ -57,10 +56,19 @@ void generate_batch(const BatchDecoder& decoder, const std::vector<std::vector<i
                     const SamplingConfig& cfg,
                     const std::function<void(size_t, const std::vector<int32_t>&)>& on_done);
 
-// The same for a Llama on the CPU (nn/decode.h), `batch` sequences at a time.
+// The same for a Llama (llama_decoder), `batch` sequences at a time.
 void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>& prompts, int batch,
                     const SamplingConfig& cfg,
                     const std::function<void(size_t, const std::vector<int32_t>&)>& on_done);
+
+// A Llama's decoder for `batch` sequences of up to max_len tokens (the state is the decoder's own):
+// the plain-code step of nn/decode.h on the CPU, its op-layer twin (nn/decode_device.h) on the
+// cuda device.
+BatchDecoder llama_decoder(const Llama& model, int batch, int max_len);
+
+// One prompt through a decoder of batch 1: prefill, then a token per step (as generate_with).
+std::vector<int32_t> generate_one(const BatchDecoder& decoder, const std::vector<int32_t>& prompt,
+                                  const SamplingConfig& cfg, const std::function<bool(int32_t)>& on_token = {});
 
 // The longest sequence generate_batch can make of these prompts (prompt + new tokens): what a
 // decoder's KV cache must hold.

@@ -44,6 +44,50 @@ static int int_field(const json& j, const char* key, const std::string& path) {
   return int(v.get<int64_t>());
 }
 
+LlamaConfig named_config(const std::string& name) {
+  LlamaConfig c;
+  // vocab, d_model, layers, heads, kv heads, head dim, ffn (from each model's config.json)
+  auto shape = [&](int V, int C, int L, int H, int Hkv, int D, int FF) {
+    c.vocab = V, c.d_model = C, c.n_layers = L, c.n_heads = H, c.n_kv_heads = Hkv, c.head_dim = D, c.ffn = FF;
+  };
+  auto llama3_rope = [&](double factor) {
+    c.rope.theta = 500000.0, c.rope.llama3_scaling = true, c.rope.factor = factor;
+    c.rope.low_freq_factor = 1.0, c.rope.high_freq_factor = 4.0, c.rope.original_max_position = 8192.0;
+    c.max_position = 131072;
+  };
+  if (name == "smollm2-135m") {
+    shape(49152, 576, 30, 9, 3, 64, 1536);
+    c.rope.theta = 100000.0, c.tied_embeddings = true, c.max_position = 8192;
+  } else if (name == "llama3.2-1b") {
+    shape(128256, 2048, 16, 32, 8, 64, 8192);
+    llama3_rope(32.0);
+    c.tied_embeddings = true;
+  } else if (name == "llama3-8b") {
+    shape(128256, 4096, 32, 32, 8, 128, 14336);
+    c.rope.theta = 500000.0, c.max_position = 8192;
+  } else if (name == "llama3.1-8b") {
+    shape(128256, 4096, 32, 32, 8, 128, 14336);
+    llama3_rope(8.0);
+  } else if (name == "mistral-7b") {
+    shape(32000, 4096, 32, 32, 8, 128, 14336);
+    c.arch = "mistral", c.rope.theta = 10000.0, c.max_position = 32768;
+  } else if (name == "llama3-70b") {
+    shape(128256, 8192, 80, 64, 8, 128, 28672);
+    c.rope.theta = 500000.0, c.max_position = 8192;
+  } else {
+    fail(__FILE__, __LINE__, "unknown model config \"" + name +
+                                 "\" (smollm2-135m, llama3.2-1b, llama3-8b, llama3.1-8b, mistral-7b, llama3-70b)");
+  }
+  c.validate(name);
+  return c;
+}
+
+int64_t parameter_count(const LlamaConfig& c) {
+  const int64_t C = c.d_model, HD = int64_t(c.n_heads) * c.head_dim, KD = int64_t(c.n_kv_heads) * c.head_dim;
+  const int64_t per_layer = 2 * C * HD + 2 * C * KD + 3 * C * c.ffn + 2 * C;  // q, o; k, v; MLP; norms
+  return int64_t(c.vocab) * C * (c.tied_embeddings ? 1 : 2) + c.n_layers * per_layer + C;
+}
+
 LlamaConfig config_from_hf_json(const std::string& path) {
   std::ifstream in(path);
   ENSURE(in.good(), "cannot open %s", path.c_str());

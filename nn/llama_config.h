@@ -1,6 +1,7 @@
 // The shape of a Llama-family model, read from a Hugging Face config.json or from GGUF metadata.
 // One struct for Llama 2/3/3.1, Mistral and SmolLM2: they differ only in these numbers.
 #pragma once
+#include <cstdint>
 #include <string>
 
 #include "tensor/rope.h"
@@ -30,6 +31,13 @@ struct LlamaConfig {
 };
 
 LlamaConfig config_from_hf_json(const std::string& config_json_path);
+// The published shapes, by name, for benchmarks and memory plans without a checkpoint: smollm2-135m,
+// llama3.2-1b, llama3-8b, llama3.1-8b, mistral-7b (v0.1), llama3-70b. An unknown name is an
+// error listing these.
+LlamaConfig named_config(const std::string& name);
+// Weights of a model of this shape: embeddings (twice unless tied), per layer the four attention
+// projections, three MLP matrices and two norms, and the final norm.
+int64_t parameter_count(const LlamaConfig& c);
 LlamaConfig config_from_gguf(const GGUFFile& f);
 
 }  // namespace lolcats

@@ -3,6 +3,7 @@
 #include "tensor/device.h"
 #ifdef LOLCATS_CUDA
 #include "cuda/attention.h"
+#include "cuda/decode.h"
 #endif
 
 #include <Eigen/Core>
@@ -95,28 +96,46 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dy, const T* y, const T* l
 }
 
 template <typename T>
-void attention_forward_cached(T* y, const T* q, const T* k_cache, const T* v_cache, int Tq,
-                              int start, int H, int Hkv, int D) {
+void decode_attention(T* y, const T* q, const T* kc, const T* vc, const int32_t* row_seq, const int32_t* row_pos,
+                      int R, int H, int Hkv, int D, int max_len) {
   ENSURE(Hkv > 0 && H % Hkv == 0, "attention: %d query heads not divisible by %d kv heads", H, Hkv);
   const int G = H / Hkv;
   const T scale = T(1) / std::sqrt(T(D));
+  const size_t seq_stride = size_t(max_len) * Hkv * D;
 #pragma omp parallel for collapse(2) schedule(dynamic)
-  for (int i = 0; i < Tq; i++)
+  for (int r = 0; r < R; r++)
     for (int h = 0; h < H; h++) {
-      const int keys = start + i + 1;  // causal: everything up to and including this position
-      Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>> qi(q + (int64_t(i) * H + h) * D, D);
-      Strided<T> kall = head(k_cache, 0, 0, keys, h / G, keys, Hkv, D);
-      Strided<T> vall = head(v_cache, 0, 0, keys, h / G, keys, Hkv, D);
-      Eigen::Matrix<T, Eigen::Dynamic, 1> p = (kall * qi) * scale;  // (keys)
-      p = (p.array() - p.maxCoeff()).exp();
-      p /= p.sum();
-      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(y + (int64_t(i) * H + h) * D, D).noalias() =
-          p.transpose() * vall;
+      static thread_local std::vector<T> p;  // scores, then probabilities: grows once per thread
+      const int keys = row_pos[r] + 1, hk = h / G;
+      if (p.size() < size_t(keys)) p.resize(size_t(keys));
+      const T* qr = q + (size_t(r) * H + h) * D;
+      const T* kb = kc + size_t(row_seq[r]) * seq_stride + size_t(hk) * D;
+      const T* vb = vc + size_t(row_seq[r]) * seq_stride + size_t(hk) * D;
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int j = 0; j < keys; j++) {
+        const T* kj = kb + size_t(j) * Hkv * D;
+        T s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int d = 0; d < D; d++) s += qr[d] * kj[d];
+        p[size_t(j)] = s * scale;
+        mx = std::max(mx, p[size_t(j)]);
+      }
+      T sum = 0;
+      for (int j = 0; j < keys; j++) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - mx));
+      T* yr = y + (size_t(r) * H + h) * D;
+      std::fill(yr, yr + D, T(0));
+      for (int j = 0; j < keys; j++) {
+        const T pj = p[size_t(j)] / sum, *vj = vb + size_t(j) * Hkv * D;
+#pragma omp simd
+        for (int d = 0; d < D; d++) yr[d] += pj * vj[d];
+      }
     }
 }
 
-template void attention_forward_cached<float>(float*, const float*, const float*, const float*,
-                                              int, int, int, int, int);
+template void decode_attention<float>(float*, const float*, const float*, const float*, const int32_t*,
+                                      const int32_t*, int, int, int, int, int);
+template void decode_attention<double>(double*, const double*, const double*, const double*, const int32_t*,
+                                       const int32_t*, int, int, int, int, int);
 
 template void attention_forward<float>(float*, float*, const float*, const float*, const float*,
                                        int, int, int, int, int);
@@ -173,5 +192,42 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dy, co
 }
 
 
+void decode_attention(Tensor& y, Tensor& k_cache, Tensor& v_cache, const Tensor& q, const Tensor& k,
+                      const Tensor& v, const Tensor& row_seq, const Tensor& row_pos) {
+  ENSURE(q.ndim() == 3 && k.ndim() == 3 && v.shape() == k.shape() && k_cache.ndim() == 4 &&
+             v_cache.shape() == k_cache.shape(),
+         "decode attention: q %s, k %s, v %s and the caches %s must be (R, H, D), (R, Hkv, D) twice and "
+         "(batch, max_len, Hkv, D)", q.shape().str().c_str(), k.shape().str().c_str(), v.shape().str().c_str(),
+         k_cache.shape().str().c_str());
+  const int R = int(q.size(0)), H = int(q.size(1)), D = int(q.size(2)), Hkv = int(k.size(1));
+  const int batch = int(k_cache.size(0)), max_len = int(k_cache.size(1));
+  ENSURE(k.size(0) == R && k.size(2) == D && k_cache.size(2) == Hkv && k_cache.size(3) == D,
+         "decode attention: q %s, k %s and the caches %s disagree", q.shape().str().c_str(), k.shape().str().c_str(),
+         k_cache.shape().str().c_str());
+  check_same_shape("decode attention", y, q);
+  ENSURE(row_seq.dtype() == DType::i32 && row_pos.dtype() == DType::i32 && row_seq.numel() == R &&
+             row_pos.numel() == R,
+         "decode attention: row_seq and row_pos must be %d i32 values", R);
+  const bool cpu = check_operands("decode attention", {&y, &q, &k, &v, &k_cache, &v_cache});
+  check_devices("decode attention", {&q, &row_seq, &row_pos});
+  const size_t KD = size_t(Hkv) * D;
+  if (cpu) {
+    for (int r = 0; r < R; r++) {
+      const int b = row_seq.i32()[r], p = row_pos.i32()[r];
+      ENSURE(b >= 0 && b < batch && p >= 0 && p < max_len, "decode attention: row %d (sequence %d, position %d) is "
+             "outside the caches (%d sequences of %d)", r, b, p, batch, max_len);
+      const size_t at = (size_t(b) * max_len + size_t(p)) * KD;
+      std::copy(k.f32() + r * KD, k.f32() + (r + 1) * KD, k_cache.f32() + at);
+      std::copy(v.f32() + r * KD, v.f32() + (r + 1) * KD, v_cache.f32() + at);
+    }
+    return decode_attention(y.f32(), q.f32(), k_cache.f32(), v_cache.f32(), row_seq.i32(), row_pos.i32(), R, H,
+                            Hkv, D, max_len);
+  }
+  ON_CUDA(q.dtype(), T,
+          cuda::kv_cache_write(k_cache.dev<T>(), v_cache.dev<T>(), k.dev<T>(), v.dev<T>(), row_seq.dev<int32_t>(),
+                               row_pos.dev<int32_t>(), R, Hkv, D, max_len, nullptr);
+          cuda::decode_attention(y.dev<T>(), q.dev<T>(), k_cache.dev<T>(), v_cache.dev<T>(), row_seq.dev<int32_t>(),
+                                 row_pos.dev<int32_t>(), R, H, Hkv, D, max_len, nullptr));
+}
 
 }  // namespace lolcats

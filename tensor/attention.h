@@ -31,14 +31,14 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dy, const T* y, const T* l
 
 namespace lolcats {
 
-// Inference with a key/value cache (one sequence): Tq new queries at absolute positions
-// start .. start+Tq-1 attend causally to cached keys 0 .. start+Tq-1 (the new keys already
-// written into the cache). Same math as attention_forward; with start = 0 it is the same op.
-//   y (Tq, H, D), q (Tq, H, D), k_cache / v_cache (>= start+Tq, Hkv, D)
+// Decoding with a key/value cache, for a batch of sequences: row r is position row_pos[r] of
+// sequence row_seq[r] and attends causally to that sequence's cached keys 0 .. row_pos[r] (its own
+// key already written into the cache). Same math as attention_forward, one query at a time:
+//   y_r = softmax(q_r . k_j / sqrt(D), j <= row_pos[r]) . v_j     per head (GQA: key head h / (H/Hkv))
+//   y, q (R, H, D); k_cache, v_cache (batch, max_len, Hkv, D)
 template <typename T>
-void attention_forward_cached(T* y, const T* q, const T* k_cache, const T* v_cache, int Tq,
-                              int start, int H, int Hkv, int D);
-
+void decode_attention(T* y, const T* q, const T* k_cache, const T* v_cache, const int32_t* row_seq,
+                      const int32_t* row_pos, int R, int H, int Hkv, int D, int max_len);
 
 // Tensor-level entry points (tensor/device.h). q, y (B, T, H, D); k, v (B, T, Hkv, D); lse
 // (B, H, T) f32. The backward writes all three gradients.
@@ -46,5 +46,10 @@ class Tensor;
 void attention_forward(Tensor& y, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dy, const Tensor& y,
                         const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
+// Writes k, v (R, Hkv, D) into the caches (batch, max_len, Hkv, D) at each row's sequence and
+// position, then y (R, H, D) = decode_attention of q (R, H, D). row_seq, row_pos: (R) i32 on the
+// caches' device.
+void decode_attention(Tensor& y, Tensor& k_cache, Tensor& v_cache, const Tensor& q, const Tensor& k,
+                      const Tensor& v, const Tensor& row_seq, const Tensor& row_pos);
 
 }  // namespace lolcats

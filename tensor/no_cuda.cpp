@@ -16,5 +16,6 @@ bool cuda_available() { return false; }
 bool gpu_visible() { return false; }
 void device_synchronize() {}
 DeviceMemoryStats device_memory_stats() { return {}; }
+void device_memory_reset_peak() {}
 
 }  // namespace lolcats

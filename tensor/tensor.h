@@ -125,5 +125,6 @@ struct DeviceMemoryStats {
   size_t in_use = 0, peak = 0, cached = 0;
 };
 DeviceMemoryStats device_memory_stats();
+void device_memory_reset_peak();  // the peak starts again from what is in use now
 
 }  // namespace lolcats

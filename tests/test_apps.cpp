@@ -190,6 +190,11 @@ TEST_CASE("apps: ./linearize runs both stages end to end; ./generate and ./eval 
     if (j["id"] != "other") same += j["completion"] == s["sample_linearized"];
   }
   CHECK(same == 2);
+  // On the (emulated) cuda device, f32: the fused recurrent kernel gives the same text.
+  Result gd = run("generate", "--linearized " + exported + " --raw --max-new-tokens 8 --device cuda --dtype f32",
+                  s["sample_prompt"].get<std::string>());
+  REQUIRE(gd.rc == 0);
+  CHECK(gd.out == s["sample_linearized"].get<std::string>() + "\n");
 }
 
 TEST_CASE("apps: ./generate continues a prompt as transformers does", "[apps]") {
@@ -199,10 +204,13 @@ TEST_CASE("apps: ./generate continues a prompt as transformers does", "[apps]") 
   for (double c : f.load_f64("prompt_utf8")) prompt += char(int(c));
   for (double c : f.load_f64("greedy_text_utf8")) want += char(int(c));
   const int n = int(f.load_f64("greedy_ids").size());
-  Result g = run("generate", "--model " + model_dir() + " --raw --max-new-tokens " + std::to_string(n) +
-                                 " --prompt \"" + prompt + "\"");
-  REQUIRE(g.rc == 0);
-  CHECK(g.out == want + "\n");
+  for (const char* device : {"cpu", "cuda"}) {  // cuda: the emulated device, f32, its KV cache
+    INFO(device);
+    Result g = run("generate", "--model " + model_dir() + " --raw --max-new-tokens " + std::to_string(n) +
+                                   " --device " + device + " --dtype f32 --prompt \"" + prompt + "\"");
+    REQUIRE(g.rc == 0);
+    CHECK(g.out == want + "\n");
+  }
 }
 
 TEST_CASE("apps: ./generate --prompts serves a JSONL file in batches, each as transformers continues it",

@@ -99,6 +99,22 @@ TEST_CASE("llama: SmolLM2-135M GGUF matches transformers loading the same file",
   }
 }
 
+TEST_CASE("llama: named configs have the published parameter counts; smollm2-135m is the GGUF's", "[llama]") {
+  // Parameter counts as the model cards and checkpoints state them.
+  CHECK(parameter_count(named_config("llama3-8b")) == 8030261248);
+  CHECK(parameter_count(named_config("llama3.1-8b")) == 8030261248);
+  CHECK(parameter_count(named_config("llama3.2-1b")) == 1235814400);
+  CHECK(parameter_count(named_config("mistral-7b")) == 7241732096);
+  CHECK(parameter_count(named_config("llama3-70b")) == 70553706496);
+  CHECK(named_config("llama3.1-8b").rope.llama3_scaling);
+  const Llama& m = smollm2();
+  CHECK(named_config("smollm2-135m").summary() == m.cfg.summary());
+  int64_t weights = 0;
+  for (const Var& p : m.parameters()) weights += p->value.numel();
+  CHECK(parameter_count(m.cfg) == weights);
+  CHECK_THROWS_WITH(named_config("llama9"), Catch::Contains("unknown model config") && Catch::Contains("llama3-8b"));
+}
+
 TEST_CASE("llama: bad checkpoints give one clear error", "[llama]") {
   std::string src = fixture_dir() + "/tiny_llama_tied", dir = "build/test_tmp_bad_llama";
   std::system(("rm -rf " + dir + " && mkdir -p " + dir + " && cp " + src + "/* " + dir).c_str());

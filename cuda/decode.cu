@@ -1,0 +1,282 @@
+// Decode kernels, then their launchers (what each computes: cuda/decode.h).
+#include "cuda/decode.h"
+
+#include "cuda/common.cuh"
+
+#include <algorithm>
+#include <cmath>
+
+namespace lolcats::cuda {
+namespace {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kRing = 128;     // the window ring: 2 x the 64-token block (LolcatsDecodeState::kRing)
+constexpr int kHybrid = 64;    // C: terrace block, sw window
+constexpr int kMaxD = 128;     // head dims up to this (per lane: D / 32 <= 4 elements)
+constexpr int kMaxF = 256;     // features per head (Hedgehog: 2 Fh)
+constexpr int kThreads = 128;  // per block: one thread per head-vector element, per window key
+
+struct Sum {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct Max {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct Min {
+  __device__ float operator()(float a, float b) const { return fminf(a, b); }
+};
+
+// The whole block's reduction of v by op; every thread gets the result. red: 32 floats of shared
+// memory, free again on return.
+template <typename Op>
+__device__ float block_reduce(float v, Op op, float* red) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int o = 16; o > 0; o /= 2) v = op(v, __shfl_xor_sync(kFullMask, v, o));
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float r = red[0];
+  for (int w = 1; w < warps; w++) r = op(r, red[w]);
+  __syncthreads();
+  return r;
+}
+
+// ---- KV cache -------------------------------------------------------------------------------------
+
+template <typename T>
+__global__ void kv_cache_write_kernel(T* kc, T* vc, const T* k, const T* v, const int32_t* row_seq,
+                                      const int32_t* row_pos, int KD, int max_len, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / KD, e = i % KD;
+    const int64_t at = (int64_t(row_seq[r]) * max_len + row_pos[r]) * KD + e;
+    kc[at] = k[i];
+    vc[at] = v[i];
+  }
+}
+
+// One block per (row, head); warp w takes keys w, w + 4, ...; lane l holds elements l, l + 32, ...
+// of the query and of its running output. Each warp keeps an online softmax (running max m, sum l,
+// output acc rescaled whenever m grows); the four partial results are merged through shared memory.
+template <typename T>
+__global__ void decode_attention_kernel(T* y, const T* q, const T* kc, const T* vc, const int32_t* row_seq,
+                                        const int32_t* row_pos, int H, int Hkv, int D, int max_len, float scale) {
+  __shared__ float part_m[kThreads / 32], part_l[kThreads / 32], part_acc[kThreads / 32][kMaxD];
+  const int r = blockIdx.x / H, h = blockIdx.x % H, hk = h / (H / Hkv);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int keys = row_pos[r] + 1;
+  const T* kb = kc + int64_t(row_seq[r]) * max_len * Hkv * D + int64_t(hk) * D;
+  const T* vb = vc + int64_t(row_seq[r]) * max_len * Hkv * D + int64_t(hk) * D;
+  float qv[kMaxD / 32], acc[kMaxD / 32];
+  for (int i = 0; i < kMaxD / 32; i++) {
+    const int e = lane + 32 * i;
+    qv[i] = e < D ? to_f32(q[(int64_t(r) * H + h) * D + e]) : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  for (int j = warp; j < keys; j += warps) {
+    const T* kj = kb + int64_t(j) * Hkv * D;
+    const T* vj = vb + int64_t(j) * Hkv * D;
+    float s = 0.0f;
+    for (int i = 0; i < kMaxD / 32; i++)
+      if (lane + 32 * i < D) s += qv[i] * to_f32(kj[lane + 32 * i]);
+    for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(kFullMask, s, o);
+    s *= scale;
+    const float m_new = fmaxf(m, s), c = expf(m - m_new), p = expf(s - m_new);
+    l = l * c + p;
+    for (int i = 0; i < kMaxD / 32; i++)
+      if (lane + 32 * i < D) acc[i] = acc[i] * c + p * to_f32(vj[lane + 32 * i]);
+    m = m_new;
+  }
+  if (lane == 0) part_m[warp] = m, part_l[warp] = l;
+  for (int i = 0; i < kMaxD / 32; i++)
+    if (lane + 32 * i < D) part_acc[warp][lane + 32 * i] = acc[i];
+  __syncthreads();
+  float M = part_m[0];  // warp 0 always has key 0
+  for (int w = 1; w < warps; w++) M = fmaxf(M, part_m[w]);
+  float L = 0.0f;
+  for (int w = 0; w < warps; w++) L += part_l[w] * expf(part_m[w] - M);  // a warp with no key: m = -inf, adds 0
+  for (int e = threadIdx.x; e < D; e += blockDim.x) {
+    float out = 0.0f;
+    for (int w = 0; w < warps; w++) out += part_acc[w][e] * expf(part_m[w] - M);
+    y[(int64_t(r) * H + h) * D + e] = from_f32<T>(out / L);
+  }
+}
+
+// ---- LoLCATs recurrent step -----------------------------------------------------------------------
+
+// First key of position P's window (0 terrace, 1 sw, 2 linear), as lolcats/recurrent.cpp.
+__device__ int window_start(int P, int window) {
+  const int w = window == 0 ? (P / kHybrid - 1) * kHybrid : window == 1 ? P - kHybrid + 1 : P + 1;
+  return w < 0 ? 0 : w;
+}
+
+// phi (F) = one head's feature map of x (D) (lolcats/feature_map.h), by the whole block.
+// Hedgehog: z = x W (W: (D, Fh)); phi = [softmax(z), softmax(-z)] clamped at 1e-12.
+// T2R: phi = relu(x W + b) (W: (D, F)). zbuf: Fh floats, red: 32 floats of shared memory.
+template <typename T>
+__device__ void feature_map(float* phi, const T* x, const float* W, const float* bias, int D, int Fh, int F,
+                            bool t2r, float* zbuf, float* red) {
+  if (t2r) {
+    for (int f = threadIdx.x; f < F; f += blockDim.x) {
+      float a = bias[f];
+      for (int d = 0; d < D; d++) a += to_f32(x[d]) * W[d * F + f];
+      phi[f] = fmaxf(a, 0.0f);
+    }
+    __syncthreads();
+    return;
+  }
+  float zmax = -INFINITY, zmin = INFINITY;
+  for (int f = threadIdx.x; f < Fh; f += blockDim.x) {
+    float a = 0.0f;
+    for (int d = 0; d < D; d++) a += to_f32(x[d]) * W[d * Fh + f];
+    zbuf[f] = a;
+    zmax = fmaxf(zmax, a), zmin = fminf(zmin, a);
+  }
+  zmax = block_reduce(zmax, Max(), red);
+  zmin = block_reduce(zmin, Min(), red);
+  float s1 = 0.0f, s2 = 0.0f;
+  for (int f = threadIdx.x; f < Fh; f += blockDim.x) {
+    s1 += (phi[f] = expf(zbuf[f] - zmax));
+    s2 += (phi[Fh + f] = expf(zmin - zbuf[f]));
+  }
+  s1 = block_reduce(s1, Sum(), red);
+  s2 = block_reduce(s2, Sum(), red);
+  for (int f = threadIdx.x; f < Fh; f += blockDim.x) {
+    phi[f] = fmaxf(phi[f] / s1, 1e-12f);
+    phi[Fh + f] = fmaxf(phi[Fh + f] / s2, 1e-12f);
+  }
+  __syncthreads();
+}
+
+// One block per (sequence b, query head h): its rows in order. Key j of the sequence is row
+// j - P0 of this step's k, v when j >= P0 (the step's first position), else ring slot j % 128
+// (the ring holds the 128 keys before P0; a window never reaches further back).
+template <typename T>
+__global__ void lolcats_decode_kernel(T* y, const T* q, const T* k, const T* v, LolcatsLayerState<T> st,
+                                      const int32_t* seq, int H, int Hkv, int D, int Fh, int F, bool t2r,
+                                      int window, float scale) {
+  __shared__ float phi[kMaxF], zbuf[kMaxF / 2], score[kRing], red[32];
+  const int b = blockIdx.x / H, h = blockIdx.x % H, hk = h / (H / Hkv);
+  const int r0 = seq[4 * b], n = seq[4 * b + 1], P0 = seq[4 * b + 2];
+  int folded = seq[4 * b + 3];
+  if (n == 0) return;  // the whole block: no barrier is split
+  const int KD = Hkv * D, Fw = t2r ? F : Fh;  // Fw: columns of the feature-map weights
+  float* S = st.S + (int64_t(b) * H + h) * F * D;
+  float* z = st.z + (int64_t(b) * H + h) * F;
+  auto key_row = [&](const T* rows, const T* ring, int j) {  // key/value j of the sequence, head hk
+    return j >= P0 ? rows + int64_t(r0 + j - P0) * KD + hk * D
+                   : ring + (int64_t(b) * kRing + j % kRing) * KD + hk * D;
+  };
+  const float gate = 1.0f / (1.0f + expf(-st.wlogit[h]));
+  for (int t = 0; t < n; t++) {
+    const int P = P0 + t, w0 = window_start(P, window), target = w0 < P + 1 ? w0 : P + 1;
+    // 1. keys leaving the window: S += phi_k(k_j) v_j^T, z += phi_k(k_j)
+    for (; folded < target; folded++) {
+      const T* kj = key_row(k, st.ring_k, folded);
+      const T* vj = key_row(v, st.ring_v, folded);
+      feature_map(phi, kj, st.wk + int64_t(h) * D * Fw, t2r ? st.bk + int64_t(h) * F : nullptr, D, Fh, F, t2r,
+                  zbuf, red);
+      for (int i = threadIdx.x; i < F * D; i += blockDim.x) S[i] += phi[i / D] * to_f32(vj[i % D]);
+      for (int f = threadIdx.x; f < F; f += blockDim.x) z[f] += phi[f];
+      __syncthreads();  // phi is rewritten next
+    }
+    // 2. the query: linear part phi_q S, phi_q . z (thread e owns output element e)
+    const T* qt = q + (int64_t(r0 + t) * H + h) * D;
+    feature_map(phi, qt, st.wq + int64_t(h) * D * Fw, t2r ? st.bq + int64_t(h) * F : nullptr, D, Fh, F, t2r, zbuf,
+                red);
+    const int e = threadIdx.x;
+    float num = 0.0f;
+    if (e < D)
+      for (int f = 0; f < F; f++) num += phi[f] * S[f * D + e];
+    float den = 0.0f;
+    for (int f = threadIdx.x; f < F; f += blockDim.x) den += phi[f] * z[f];
+    den = block_reduce(den, Sum(), red);
+    // 3. the window: exact softmax scores shifted by their max, weighted by g (thread j: key w0 + j)
+    const int keys = w0 <= P ? P - w0 + 1 : 0;
+    float s = -INFINITY;
+    if (threadIdx.x < keys) {
+      const T* kj = key_row(k, st.ring_k, w0 + threadIdx.x);
+      float dot = 0.0f;
+      for (int d = 0; d < D; d++) dot += to_f32(qt[d]) * to_f32(kj[d]);
+      s = dot * scale;
+    }
+    const float mx = block_reduce(s, Max(), red);
+    const float a = threadIdx.x < keys ? gate * expf(s - mx) : 0.0f;
+    if (threadIdx.x < kRing) score[threadIdx.x] = a;
+    den += block_reduce(a, Sum(), red);  // (its barriers also publish score[])
+    if (e < D) {
+      for (int j = 0; j < keys; j++) num += score[j] * to_f32(key_row(v, st.ring_v, w0 + j)[e]);
+      y[(int64_t(r0 + t) * H + h) * D + e] = from_f32<T>(num / den);
+    }
+    __syncthreads();  // score and phi are rewritten by the next row
+  }
+}
+
+// One block per sequence: its last min(n, 128) rows into the ring (older rows of a longer step
+// would only be overwritten: their keys are folded already).
+template <typename T>
+__global__ void lolcats_ring_write_kernel(T* ring_k, T* ring_v, const T* k, const T* v, const int32_t* seq,
+                                          int KD) {
+  const int b = blockIdx.x, r0 = seq[4 * b], n = seq[4 * b + 1], P0 = seq[4 * b + 2];
+  for (int t = n > kRing ? n - kRing : 0; t < n; t++) {
+    const int64_t slot = (int64_t(b) * kRing + (P0 + t) % kRing) * KD;
+    for (int i = threadIdx.x; i < KD; i += blockDim.x) {
+      ring_k[slot + i] = k[int64_t(r0 + t) * KD + i];
+      ring_v[slot + i] = v[int64_t(r0 + t) * KD + i];
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void kv_cache_write(T* k_cache, T* v_cache, const T* k, const T* v, const int32_t* row_seq, const int32_t* row_pos,
+                    int R, int Hkv, int D, int max_len, Stream stream) {
+  const int64_t n = int64_t(R) * Hkv * D;
+  if (n == 0) return;
+  const int blocks = int(std::min<int64_t>((n + 255) / 256, 4096));
+  launch_kernel(kv_cache_write_kernel<T>, blocks, 256, 0, stream, k_cache, v_cache, k, v, row_seq, row_pos, Hkv * D,
+                max_len, n);
+}
+
+template <typename T>
+void decode_attention(T* y, const T* q, const T* k_cache, const T* v_cache, const int32_t* row_seq,
+                      const int32_t* row_pos, int R, int H, int Hkv, int D, int max_len, Stream stream) {
+  ENSURE(Hkv > 0 && H % Hkv == 0, "decode attention: %d query heads not divisible by %d kv heads", H, Hkv);
+  ENSURE(D > 0 && D <= kMaxD, "decode attention: head size %d is not in 1..%d", D, kMaxD);
+  if (R == 0) return;
+  launch_kernel(decode_attention_kernel<T>, R * H, kThreads, 0, stream, y, q, k_cache, v_cache, row_seq, row_pos,
+                H, Hkv, D, max_len, 1.0f / std::sqrt(float(D)));
+}
+
+template <typename T>
+void lolcats_decode_attention(T* y, const T* q, const T* k, const T* v, const LolcatsLayerState<T>& state,
+                              const int32_t* seq, int batch, int H, int Hkv, int D, int Fh, int F, bool t2r,
+                              int window, Stream stream) {
+  ENSURE(Hkv > 0 && H % Hkv == 0, "lolcats decode: %d query heads not divisible by %d kv heads", H, Hkv);
+  ENSURE(D > 0 && D <= kThreads && F > 0 && F <= kMaxF && (t2r || Fh * 2 == F),
+         "lolcats decode: head size %d (at most %d) or %d features (at most %d) out of range", D, kThreads, F, kMaxF);
+  ENSURE(window >= 0 && window <= 2, "lolcats decode: unknown window rule %d", window);
+  if (batch == 0) return;
+  launch_kernel(lolcats_decode_kernel<T>, batch * H, kThreads, 0, stream, y, q, k, v, state, seq, H, Hkv, D, Fh, F,
+                t2r, window, 1.0f / std::sqrt(float(D)));
+}
+
+template <typename T>
+void lolcats_ring_write(T* ring_k, T* ring_v, const T* k, const T* v, const int32_t* seq, int batch, int Hkv, int D,
+                        Stream stream) {
+  if (batch == 0) return;
+  launch_kernel(lolcats_ring_write_kernel<T>, batch, kThreads, 0, stream, ring_k, ring_v, k, v, seq, Hkv * D);
+}
+
+#define INSTANTIATE(T)                                                                                           \
+  template void kv_cache_write<T>(T*, T*, const T*, const T*, const int32_t*, const int32_t*, int, int, int, int, \
+                                  Stream);                                                                        \
+  template void decode_attention<T>(T*, const T*, const T*, const T*, const int32_t*, const int32_t*, int, int,   \
+                                    int, int, int, Stream);                                                       \
+  template void lolcats_decode_attention<T>(T*, const T*, const T*, const T*, const LolcatsLayerState<T>&,       \
+                                            const int32_t*, int, int, int, int, int, int, bool, int, Stream);     \
+  template void lolcats_ring_write<T>(T*, T*, const T*, const T*, const int32_t*, int, int, int, Stream);
+INSTANTIATE(float)
+INSTANTIATE(bf16)
+
+}  // namespace lolcats::cuda

@@ -1,0 +1,195 @@
+// Decoding on the cuda device (emulated in `make test`): the KV-cache attention kernel against its
+// CPU twin in double, and whole decode steps against the CPU steps (themselves equal to the
+// parallel forward: tests/test_decode.cpp, tests/test_lolcats_model.cpp): the Llama with its KV
+// cache, and the linearized model with the fused recurrent kernel, batches of sequences at
+// different positions, prefill and decode in the same steps.
+#ifdef LOLCATS_CUDA
+#include <random>
+
+#include "autograd/gradcheck.h"
+#include "lolcats/recurrent_device.h"
+#include "nn/decode.h"
+#include "nn/decode_device.h"
+#include "tensor/attention.h"
+#include "tests/cuda_helpers.h"
+#include "tests/helpers.h"
+
+using namespace lolcats;
+using lolcats_test::fixture_dir;
+
+namespace {
+
+double max_abs(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, double(std::fabs(x)));
+  return m;
+}
+
+// Three sequences fed by a plan of steps (new tokens per sequence per step): chunks, single
+// tokens, nothing, a sequence joining late. Returns every step's logits of each sequence's last
+// new token, concatenated, from `step(tokens, n, logits)`.
+template <typename Step>
+std::vector<float> run_plan(Step step, const std::vector<std::vector<int32_t>>& seqs, int V,
+                            const std::vector<std::vector<int>>& plan) {
+  std::vector<int> fed(seqs.size(), 0);
+  std::vector<float> logits(seqs.size() * size_t(V)), out;
+  for (const std::vector<int>& n : plan) {
+    std::vector<int32_t> tokens;
+    for (size_t b = 0; b < seqs.size(); b++)
+      tokens.insert(tokens.end(), seqs[b].begin() + fed[b], seqs[b].begin() + fed[b] + n[b]);
+    step(tokens.data(), n.data(), logits.data());
+    for (size_t b = 0; b < seqs.size(); b++) {
+      fed[b] += n[b];
+      if (n[b] > 0) out.insert(out.end(), logits.begin() + b * V, logits.begin() + (b + 1) * V);
+    }
+  }
+  return out;
+}
+
+std::vector<std::vector<int32_t>> random_sequences(const std::vector<int>& lengths, int V, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<int32_t>> seqs;
+  for (int T : lengths) {
+    std::vector<int32_t> ids(static_cast<size_t>(T));
+    for (int32_t& t : ids) t = int32_t(rng() % uint32_t(V));
+    seqs.push_back(ids);
+  }
+  return seqs;
+}
+
+void perturb(LolcatsModel& m, uint64_t seed) {
+  for (const Var& p : m.parameters()) {
+    std::vector<double> r = random_normal(p->value.numel(), seed++, 0.3);
+    for (int64_t i = 0; i < p->value.numel(); i++) p->value.f32()[i] += float(r[i]);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda decode_attention matches the CPU twin: batches of rows at their own positions", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  struct Case { int batch, max_len, H, Hkv, D; };
+  for (Case c : {Case{3, 70, 4, 2, 16}, Case{2, 150, 9, 3, 64}, Case{2, 40, 8, 8, 128}})
+    for (DType dt : {DType::f32, DType::bf16}) {
+      INFO("H " << c.H << " Hkv " << c.Hkv << " D " << c.D << " " << dtype_name(dt));
+      std::mt19937 rng(uint32_t(c.D + c.H));
+      // Rows: decode rows deep in the cache, a chunk at the start of a sequence, a row at 0.
+      const std::vector<int32_t> row_seq = {0, 1, 1, 1, 2 % c.batch, 0};
+      const std::vector<int32_t> row_pos = {c.max_len - 1, 0, 1, 2, 0, 33};
+      const int R = int(row_seq.size()), KD = c.Hkv * c.D;
+      auto rnd = [&](size_t n) {
+        std::vector<float> v(n);
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        for (float& x : v) x = g(rng);
+        return dt == DType::bf16 ? lolcats_test::rounded(v, lolcats_test::Storage::bf16) : v;
+      };
+      std::vector<float> q = rnd(size_t(R) * c.H * c.D), k = rnd(size_t(R) * KD), v = rnd(size_t(R) * KD);
+      std::vector<float> kc = rnd(size_t(c.batch) * c.max_len * KD), vc = rnd(kc.size());
+      // The CPU twin in double, on the same values, after writing the rows' k, v into the caches.
+      std::vector<double> kcd(kc.begin(), kc.end()), vcd(vc.begin(), vc.end());
+      for (int r = 0; r < R; r++)
+        for (int e = 0; e < KD; e++) {
+          size_t at = (size_t(row_seq[size_t(r)]) * c.max_len + size_t(row_pos[size_t(r)])) * KD + size_t(e);
+          kcd[at] = k[size_t(r) * KD + size_t(e)], vcd[at] = v[size_t(r) * KD + size_t(e)];
+        }
+      std::vector<double> qd(q.begin(), q.end()), want(q.size());
+      decode_attention(want.data(), qd.data(), kcd.data(), vcd.data(), row_seq.data(), row_pos.data(), R, c.H, c.Hkv,
+                       c.D, c.max_len);
+      lolcats_test::for_each_thread_order([&] {
+        auto dev = [&](const std::vector<float>& x, const Shape& s) { return Tensor::from(x, s).to(Device::cuda, dt); };
+        Tensor Q = dev(q, {R, c.H, c.D}), K = dev(k, {R, c.Hkv, c.D}), Vv = dev(v, {R, c.Hkv, c.D});
+        Tensor KC = dev(kc, {c.batch, c.max_len, c.Hkv, c.D}), VC = dev(vc, {c.batch, c.max_len, c.Hkv, c.D});
+        Tensor Y = Tensor::empty({R, c.H, c.D}, dt, Device::cuda);
+        decode_attention(Y, KC, VC, Q, K, Vv, Tensor::from_i32(row_seq, {R}).to(Device::cuda),
+                         Tensor::from_i32(row_pos, {R}).to(Device::cuda));
+        // f32: one query's softmax over <= 150 keys in another order (online, 4 partial sums):
+        // 1e-5. bf16: the output rounded once to bf16 (2^-9 relative) on top.
+        const bool f32 = dt == DType::f32;
+        CHECK_CLOSE("decode attention", Y.to_vector(), want, f32 ? 1e-5 : 1e-2, f32 ? 1e-5 : 4e-3);
+        // The caches now hold the rows' keys and values.
+        CHECK_CLOSE("k cache", KC.to_vector(), kcd, 0, 0);
+        CHECK_CLOSE("v cache", VC.to_vector(), vcd, 0, 0);
+      });
+    }
+}
+
+TEST_CASE("llama decode on the cuda device equals the CPU step (batched, chunked prefill)", "[cuda][decode]") {
+  SKIP_WITHOUT_CUDA();
+  auto cpu = Llama::load(fixture_dir() + "/tiny_llama");
+  const int V = cpu->cfg.vocab;
+  const auto seqs = random_sequences({13, 40, 27}, V, 5);
+  const std::vector<std::vector<int>> plan = {{5, 7, 0}, {1, 16, 9}, {0, 1, 1}, {7, 10, 17}, {0, 6, 0}};
+  LlamaDecodeState cs(cpu->cfg, 3, 40);
+  std::vector<float> want = run_plan(
+      [&](const int32_t* t, const int* n, float* l) { llama_decode_step(*cpu, cs, t, n, l); }, seqs, V, plan);
+  for (DType dt : {DType::f32, DType::bf16}) {
+    INFO(dtype_name(dt));
+    auto gpu = Llama::load(fixture_dir() + "/tiny_llama", Device::cuda, dt);
+    DeviceDecodeState gs(*gpu, 3, 40);
+    std::vector<float> got = run_plan(
+        [&](const int32_t* t, const int* n, float* l) { llama_decode_step_device(*gpu, gs, t, n, l); }, seqs, V, plan);
+    // f32: two layers summed in other orders: 2e-5 (as the parallel forward on the device).
+    // bf16: weights, activations and the KV cache rounded to bf16 at every step: ~2% of the
+    // logits' scale (the bound of tests/test_llama_cuda.cpp).
+    const bool f32 = dt == DType::f32;
+    CHECK_CLOSE("device decode logits", got, std::vector<double>(want.begin(), want.end()),
+                f32 ? 2e-5 : 2e-2 * max_abs(want), f32 ? 2e-5 : 2e-2);
+    CHECK(gs.length == std::vector<int>{13, 40, 27});
+  }
+}
+
+TEST_CASE("lolcats decode on the cuda device equals the CPU recurrent step", "[cuda][decode][lolcats]") {
+  SKIP_WITHOUT_CUDA();
+  auto cpu_base = Llama::load(fixture_dir() + "/tiny_llama");
+  const int V = cpu_base->cfg.vocab;
+  // Long enough to cross several 64-token blocks: folds, the ring wrapping, a window split
+  // between the ring and the step's own rows.
+  const auto seqs = random_sequences({200, 150, 180}, V, 7);
+  std::vector<std::vector<int>> plan = {{1, 70, 0}, {1, 1, 0}, {1, 1, 130}};  // third joins late
+  std::vector<int> fed = {3, 72, 130};
+  while (fed[0] < 200 || fed[1] < 150 || fed[2] < 180) {
+    std::vector<int> n(3);
+    for (int b = 0; b < 3; b++) n[size_t(b)] = fed[size_t(b)] < int(seqs[size_t(b)].size()) ? 1 : 0;
+    if (fed[1] == 100) n[1] = 30;  // a long chunk mid-sequence: its rows' windows read each other
+    for (int b = 0; b < 3; b++) fed[size_t(b)] += n[size_t(b)];
+    plan.push_back(n);
+  }
+  for (auto [var, fm] : {std::pair{HybridVariant::terrace, FeatureMapKind::hedgehog},
+                         {HybridVariant::sw, FeatureMapKind::t2r}, {HybridVariant::linear, FeatureMapKind::hedgehog}}) {
+    LolcatsConfig cfg;
+    cfg.variant = var;
+    cfg.feature_map = fm;
+    cfg.softmax_layers = {1};  // a kept softmax layer: its KV cache beside the recurrent states
+    LolcatsModel cpu(*cpu_base, cfg);
+    perturb(cpu, 11);
+    LolcatsDecodeState cs(cpu, 3, 200, DecodeMode::exact);
+    std::vector<float> want = run_plan(
+        [&](const int32_t* t, const int* n, float* l) { lolcats_decode_step(cpu, cs, t, n, l); }, seqs, V, plan);
+    for (DType dt : {DType::f32, DType::bf16}) {
+      INFO(variant_name(var) << " " << feature_map_name(fm) << " " << dtype_name(dt));
+      auto gpu_base = Llama::load(fixture_dir() + "/tiny_llama", Device::cuda, dt);
+      LolcatsModel gpu(*gpu_base, cfg);
+      for (size_t i = 0; i < gpu.parameters().size(); i++) gpu.parameters()[i]->value.copy_from(cpu.parameters()[i]->value, "p");
+      LolcatsDeviceState gs(gpu, 3, 200, DecodeMode::exact);
+      std::vector<float> got = run_plan(
+          [&](const int32_t* t, const int* n, float* l) { lolcats_decode_step_device(gpu, gs, t, n, l); }, seqs, V,
+          plan);
+      // f32: the CPU accumulates the attention in double, the kernel in f32, the state folded in
+      // the same order: 1e-4 (as the CPU decode against the parallel forward). bf16: as above.
+      const bool f32 = dt == DType::f32;
+      CHECK_CLOSE("device recurrent logits", got, std::vector<double>(want.begin(), want.end()),
+                  f32 ? 1e-4 : 2e-2 * max_abs(want), f32 ? 1e-4 : 2e-2);
+      CHECK(gs.state_bytes() > 0);
+    }
+  }
+}
+
+TEST_CASE("lolcats decode on the cuda device: the reference mode is refused with a reason", "[cuda][decode][lolcats]") {
+  SKIP_WITHOUT_CUDA();
+  auto base = Llama::load(fixture_dir() + "/tiny_llama", Device::cuda, DType::f32);
+  LolcatsModel m(*base, LolcatsConfig{});
+  CHECK_THROWS_WITH(LolcatsDeviceState(m, 1, 10, DecodeMode::reference),
+                    Catch::Contains("exact mode only"));
+}
+
+#endif  // LOLCATS_CUDA
