@@ -2,7 +2,8 @@
 # Runs on a lent GPU machine, from the folder `make gpu-bundle` built (as gpu-bundle/run.sh): the
 # [cuda] tests (every kernel against its CPU twin, on the hardware), compute-sanitizer's memcheck
 # on them and racecheck on all but the [slow] ones (API errors are not reported: tests provoke
-# some on purpose, e.g. a launch over the shared-memory limit), and `bench gpu-ops`; logs go to $OUT (or ./out), and a short table is
+# some on purpose, e.g. a launch over the shared-memory limit), `bench gpu-ops`, `bench llama` and
+# the Llama 3 8B-shape decode (`bench generate --device cuda`); logs go to $OUT (or ./out), and a short table is
 # printed last. Needs nothing from a package registry: cuBLASLt comes from the machine's CUDA
 # toolkit or PyTorch's wheels. Each step has a time limit so that the whole run ends in ~7 minutes.
 set -uo pipefail
@@ -50,12 +51,21 @@ step "compute-sanitizer racecheck" 120 racecheck.log \
   compute-sanitizer --tool racecheck --error-exitcode 9 ./run_tests "[cuda]~[slow]"
 step "bench gpu-ops" 100 bench.jsonl ./bench gpu-ops
 step "bench llama --device cuda" 60 bench_llama.jsonl ./bench llama --device cuda
+step "bench generate --device cuda" 90 bench_generate.jsonl ./bench generate --device cuda --config llama3-8b \
+  --batches 1 64 512 2048 --contexts 1024 8192 32768 --steps 8 --max-cache-gib 100
 
 echo
 echo "=== bench gpu-ops"
-python3 - "$out/bench.jsonl" "$out/bench_llama.jsonl" <<'PY'
+python3 - "$out/bench.jsonl" "$out/bench_llama.jsonl" "$out/bench_generate.jsonl" <<'PY'
 import json, sys
 rows = []
+for line in open(sys.argv[3]) if len(sys.argv) > 3 else []:
+    try:
+        j = json.loads(line)
+        what = j.get("skipped") or f"{j['tokens_per_s']:10.1f} tokens/s  {j['ms_per_step']:8.2f} ms/step  peak {j['peak_device_mib']:.0f} MiB"
+        print(f"generate {j['model']:<24} batch {j['batch']:>5} context {j['context']:>6}: {what}")
+    except (ValueError, KeyError):
+        pass
 for line in open(sys.argv[2]) if len(sys.argv) > 2 else []:
     try:
         j = json.loads(line)
