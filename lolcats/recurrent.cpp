@@ -187,6 +187,21 @@ void LolcatsDecodeState::reset(int b) {
   }
 }
 
+void LolcatsDecodeState::copy_sequence(int from, int to) {
+  trunk.copy_sequence(from, to);  // checks the indices
+  if (from == to) return;
+  const size_t B = size_t(trunk.batch);
+  auto copy = [&](auto& v) {  // v: (batch, ...): one sequence's block onto another's
+    const size_t per = v.size() / B;
+    std::copy(v.begin() + ptrdiff_t(size_t(from) * per), v.begin() + ptrdiff_t(size_t(from + 1) * per),
+              v.begin() + ptrdiff_t(size_t(to) * per));
+  };
+  for (Layer& st : layers) {
+    if (st.S.empty()) continue;
+    copy(st.S), copy(st.z), copy(st.ring_k), copy(st.ring_v), copy(st.folded);
+  }
+}
+
 void LolcatsDecodeState::assume_length(int b, int P) {
   ENSURE(P >= 0 && (trunk.cache_bytes() == 0 || P <= trunk.max_len), "assume_length: %d tokens do not fit", P);
   trunk.length[size_t(b)] = P;
@@ -242,6 +257,23 @@ void lolcats_decode_step(const LolcatsModel& m, LolcatsDecodeState& s, const int
       }
   };
   llama_decode_step(m.base, s.trunk, tokens, n, logits, attention);
+}
+
+void LolcatsSequenceDecoder::reserve(int batch, int max_len) {
+  state_ = std::make_unique<LolcatsDecodeState>(model_, batch, max_len, mode_);
+}
+
+size_t LolcatsSequenceDecoder::sequence_bytes(int max_len) const {
+  LolcatsDecodeState one(model_, 1, 1, mode_);  // S, z and rings: fixed per sequence
+  const LlamaConfig& c = model_.base.cfg;
+  size_t kept = 0;  // the KV cache of each layer kept as softmax
+  for (const LolcatsLayer& L : model_.layers) kept += L.converted ? 0 : 1;
+  return one.state_bytes() + kept * 2 * size_t(c.n_kv_heads) * c.head_dim * sizeof(float) * size_t(max_len);
+}
+
+void LolcatsSequenceDecoder::step(const int32_t* tokens, const int* n, float* logits, bool every_row) {
+  state_->trunk.every_row_logits = every_row;
+  lolcats_decode_step(model_, *state_, tokens, n, logits);
 }
 
 std::vector<int32_t> lolcats_generate(const LolcatsModel& model, const std::vector<int32_t>& prompt,

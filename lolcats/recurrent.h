@@ -22,6 +22,7 @@
 #include "lolcats/model.h"
 #include "nn/decode.h"
 #include "nn/generate.h"
+#include "nn/loglik.h"
 
 namespace lolcats {
 
@@ -45,6 +46,9 @@ struct LolcatsDecodeState {
   std::vector<int> row0;      // (batch) scratch: each sequence's first row in the step
   int length(int b) const { return trunk.length[size_t(b)]; }
   void reset(int b);           // sequence b starts over
+  // Sequence `to` becomes a copy of sequence `from`: length, S, z, ring, folded counts and the
+  // kept layers' KV cache, so several continuations of one prefix go on from its state.
+  void copy_sequence(int from, int to);
   // Takes sequence b to hold P tokens whose keys, values and state are whatever the buffers hold:
   // for benchmarks, where a step's time depends on the length and not on the values.
   void assume_length(int b, int P);
@@ -53,10 +57,28 @@ struct LolcatsDecodeState {
 };
 
 // Feeds tokens (sum n[b] ids, sequence after sequence) to the batch; for every sequence with
-// n[b] > 0 writes the logits of its last new token to logits + b * V. CPU; base weights in f32 or
+// n[b] > 0 writes the logits of its last new token to logits + b * V (with
+// state.trunk.every_row_logits: of every new token, (sum n[b], V)). CPU; base weights in f32 or
 // bf16, an active LoRA applied (nn/decode.h).
 void lolcats_decode_step(const LolcatsModel& model, LolcatsDecodeState& state, const int32_t* tokens,
                          const int* n, float* logits);
+
+// The recurrent decode as a SequenceDecoder (log-likelihood scoring, nn/loglik.h).
+class LolcatsSequenceDecoder : public SequenceDecoder {
+ public:
+  LolcatsSequenceDecoder(const LolcatsModel& model, DecodeMode mode) : model_(model), mode_(mode) {}
+  int vocab() const override { return model_.base.cfg.vocab; }
+  void reserve(int batch, int max_len) override;
+  size_t sequence_bytes(int max_len) const override;
+  void step(const int32_t* tokens, const int* n, float* logits, bool every_row) override;
+  void copy(int from, int to) override { state_->copy_sequence(from, to); }
+  void reset(int b) override { state_->reset(b); }
+
+ private:
+  const LolcatsModel& model_;
+  DecodeMode mode_;
+  std::unique_ptr<LolcatsDecodeState> state_;
+};
 
 // Generation with the recurrent state (same sampling as nn/generate.h).
 std::vector<int32_t> lolcats_generate(const LolcatsModel& model, const std::vector<int32_t>& prompt,

@@ -30,6 +30,25 @@ LlamaDecodeState::LlamaDecodeState(const LlamaConfig& c, int batch_, int max_len
   rope_inv_freq(inv_freq.data(), c.head_dim, c.rope);
 }
 
+void LlamaDecodeState::copy_sequence(int from, int to) {
+  ENSURE(from >= 0 && from < batch && to >= 0 && to < batch, "copy_sequence: %d -> %d outside a batch of %d", from,
+         to, batch);
+  if (from == to) return;
+  const int slots = int(std::count_if(cache_slot.begin(), cache_slot.end(), [](int i) { return i >= 0; }));
+  if (slots > 0) {
+    // k, v: (slots, batch, max_len, KD); only the `from` sequence's first length rows matter.
+    const size_t KD = k.size() / (size_t(slots) * size_t(batch) * size_t(max_len));
+    const size_t rows = size_t(length[size_t(from)]) * KD;
+    for (int sl = 0; sl < slots; sl++) {
+      const size_t src = (size_t(sl) * batch + size_t(from)) * max_len * KD;
+      const size_t dst = (size_t(sl) * batch + size_t(to)) * max_len * KD;
+      std::copy(k.begin() + ptrdiff_t(src), k.begin() + ptrdiff_t(src + rows), k.begin() + ptrdiff_t(dst));
+      std::copy(v.begin() + ptrdiff_t(src), v.begin() + ptrdiff_t(src + rows), v.begin() + ptrdiff_t(dst));
+    }
+  }
+  length[size_t(to)] = length[size_t(from)];
+}
+
 namespace {
 
 // Grows a scratch buffer to at least n values (never shrinks: the steady state allocates nothing).
@@ -239,6 +258,12 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
     swiglu_forward(s.g.data(), s.g.data(), s.u.data(), int64_t(R) * FF);
     linear(a, s.g.data(), L.w_down, R, C, FF);
     add_forward(x, x, a, int64_t(R) * C);
+  }
+  if (s.every_row_logits) {  // every new row: (R, V), one product with the LM head
+    rmsnorm_forward(a, rstd, x, norm_weight(m.norm, s.wnorm), R, C, c.norm_eps);
+    linear(logits, a, m.lm_head, R, V, C);
+    for (int b = 0; b < s.batch; b++) s.length[size_t(b)] += n[b];
+    return;
   }
   // Logits of each sequence's last new row: gather, norm, one product with the LM head.
   int B1 = 0;

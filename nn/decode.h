@@ -36,6 +36,12 @@ struct LlamaDecodeState {
   std::vector<int32_t> row_seq, row_pos;
   std::vector<double> inv_freq;  // (D/2) RoPE speeds of the model's config
   void reset(int b) { length[size_t(b)] = 0; }  // sequence b starts over
+  // Sequence `to` becomes a copy of sequence `from` (its length and cached keys and values), so
+  // that several continuations of one prefix each go on from its state without recomputing it.
+  void copy_sequence(int from, int to);
+  // When set, a step writes the logits of every new row, not only each sequence's last one:
+  // logits (sum n[b], V), rows in the order of `tokens` (scoring a continuation needs them all).
+  bool every_row_logits = false;
   size_t cache_bytes() const { return (k.size() + v.size()) * sizeof(float); }
 };
 
@@ -46,7 +52,8 @@ using DecodeAttention =
     std::function<void(int layer, float* y, const float* q, const float* k, const float* v, int R)>;
 
 // Feeds tokens (sum n[b] ids, sequence after sequence) to the batch; for every sequence with
-// n[b] > 0 writes the logits of its last new token to logits + b * V (other rows are untouched).
+// n[b] > 0 writes the logits of its last new token to logits + b * V (other rows are untouched),
+// or, with state.every_row_logits, the logits of every new token to logits (sum n[b], V).
 // CPU; the weights in f32, or in bf16 (Llama::to(Device::cpu, DType::bf16): half the bytes to read
 // per token, widened to f32 block by block; all arithmetic stays f32). An active LoRA adds its
 // low-rank term, (alpha / r) (x A^T) B^T, to its projection (or merge it first: merge_lora).

@@ -1,0 +1,82 @@
+// Log-likelihood scoring of continuations, the way the harness scores multiple-choice tasks:
+//   loglik(context, continuation) = sum over continuation tokens t of log p(t | everything before)
+//   greedy = whether every continuation token is the argmax of its distribution
+// computed with a decode step (nn/decode.h) instead of one full forward per request, because the
+// requests of an item share most of their tokens:
+//   - an item's requests share a token prefix (the context, or for WinoGrande the sentence up to
+//     the blank): it is fed once, into one slot, and every request goes on from a copy of it;
+//   - consecutive items may share a long prefix (MMLU's 5-shot examples of one subject): it is fed
+//     once into an anchor slot (slot 0) and copied at the start of each item;
+//   - several items go through the same steps, one slot per request, so each step reads the
+//     weights once for many rows.
+// With a softmax model this equals one forward of context + continuation per request (causal
+// attention: a prefix's state does not depend on what follows); with a linearized model in exact
+// mode the recurrence equals the parallel forward (lolcats/recurrent.h). The tests hold both to
+// that, and the result to Hugging Face transformers.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "nn/decode.h"
+
+namespace lolcats {
+
+// A batch of sequences advanced by steps (what the scorer needs from a model).
+class SequenceDecoder {
+ public:
+  virtual ~SequenceDecoder() = default;
+  virtual int vocab() const = 0;
+  // State for `batch` sequences of at most max_len tokens; every sequence empty.
+  virtual void reserve(int batch, int max_len) = 0;
+  // Bytes of state one sequence of max_len tokens takes (to size the batch).
+  virtual size_t sequence_bytes(int max_len) const = 0;
+  // As llama_decode_step: sequence b gets n[b] tokens; logits of each sequence's last new row at
+  // logits + b * V, or with every_row of every new row, (sum n[b], V).
+  virtual void step(const int32_t* tokens, const int* n, float* logits, bool every_row) = 0;
+  virtual void copy(int from, int to) = 0;
+  virtual void reset(int b) = 0;
+};
+
+// A plain Llama on its KV-cache decode step.
+class LlamaSequenceDecoder : public SequenceDecoder {
+ public:
+  explicit LlamaSequenceDecoder(const Llama& model) : model_(model) {}
+  int vocab() const override { return model_.cfg.vocab; }
+  void reserve(int batch, int max_len) override;
+  size_t sequence_bytes(int max_len) const override;
+  void step(const int32_t* tokens, const int* n, float* logits, bool every_row) override;
+  void copy(int from, int to) override { state_->copy_sequence(from, to); }
+  void reset(int b) override { state_->reset(b); }
+
+ private:
+  const Llama& model_;
+  std::unique_ptr<LlamaDecodeState> state_;
+};
+
+struct LoglikRequest {
+  std::vector<int32_t> context;       // non-empty
+  std::vector<int32_t> continuation;  // non-empty
+};
+struct Loglik {
+  double logprob = 0;  // summed over the continuation's tokens
+  bool greedy = true;  // every continuation token was the most likely one
+  int tokens = 0;      // continuation tokens
+};
+
+struct LoglikOptions {
+  int max_slots = 32;                     // sequences in one step (one per request, plus the anchor)
+  size_t max_state_bytes = size_t(2) << 30;  // bound on the decode state (KV caches) of all slots
+  int max_rows = 512;                     // continuation rows per step (their logits: rows x V floats)
+  int min_anchor = 32;                    // shortest prefix shared by consecutive items worth an anchor
+};
+
+// Scores items (each a list of requests) in order; result[i][k] belongs to items[i][k].
+// progress(items done, tokens fed) after each batch.
+std::vector<std::vector<Loglik>> score_loglik(SequenceDecoder& decoder,
+                                              const std::vector<std::vector<LoglikRequest>>& items,
+                                              const LoglikOptions& options = {},
+                                              const std::function<void(size_t, size_t)>& progress = {});
+
+}  // namespace lolcats
