@@ -1,10 +1,14 @@
-// ./eval: validation perplexity of a model on the Alpaca data, exactly as ./linearize measures it
-// (response tokens only, the same packed validation chunks):
-//   ./eval                                                       the default model (the teacher)
-//   ./eval --linearized runs/default/lolcats_params.safetensors  a model made by ./linearize
-//   ./eval --device cuda                                         the teacher on the GPU (bf16)
-// One JSON line on stdout: {"model", "val_loss", "val_ppl", "chunks", "label_tokens", "seq_len"}.
-// Zero-shot tasks (PiQA, ARC, HellaSwag, WinoGrande, MMLU) are not built yet.
+// ./eval: a model (or a linearized export) on the paper's evaluation (LOLCATS.md section 8), and
+// validation perplexity on the Alpaca data exactly as ./linearize measures it.
+//   ./eval                                                       Alpaca val perplexity, one JSON line
+//   ./eval --linearized runs/default/lolcats_params.safetensors  the same for a model made by ./linearize
+//   ./eval --tasks piqa,arc_easy,arc_challenge,hellaswag,winogrande,mmlu,ppl --limit 500 --out r.json
+//                                                                zero-shot (MMLU 5-shot) accuracies: a
+//                                                                table on stdout, JSON in --out
+//   ./eval --compare teacher.json linearized.json                side by side, with the paper's numbers
+// Without --tasks, one JSON line on stdout: {"model", "val_loss", "val_ppl", "chunks", "label_tokens",
+// "seq_len", "device"}. The tasks' data: ../shared/data/eval/ (data/eval_tasks.h); scoring:
+// nn/eval_harness.h on the CPU decode step (nn/loglik.h).
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
@@ -12,31 +16,107 @@
 
 #include "autograd/ops.h"
 #include "data/alpaca.h"
+#include "data/eval_tasks.h"
+#include "data/safetensors.h"
+#include "data/token_cache.h"
 #include "data/tokenizer.h"
 #include "lolcats/export.h"
+#include "lolcats/recurrent.h"
 #include "lolcats/trainer.h"
+#include "nn/eval_harness.h"
 #include "tensor/device.h"
 #include "tensor/parallel.h"
 
 using namespace lolcats;
 
+namespace {
+
+struct PplOptions {
+  std::string data_path;
+  int seq_len, val_rows, chunks;
+};
+
+// Alpaca validation loss, as ./linearize measures it (response tokens only, the same chunks).
+nlohmann::json validation_ppl(const LinearizedModel& m, const Tokenizer& tok, const PplOptions& o) {
+  AlpacaOptions ao;
+  ao.T = o.seq_len;
+  ao.val_rows = o.val_rows;
+  ao.need_train = false;  // a file of validation rows only is a valid evaluation set
+  AlpacaData data = load_alpaca(o.data_path, tok, ao);
+  std::function<Var(const Tensor&)> forward = [&](const Tensor& ids) {
+    return m.model ? m.model->forward(ids) : m.base->forward(ids);
+  };
+  // The plain model's loss fuses the LM head (on the GPU the logits are never whole in memory).
+  ChunkLoss chunk_loss = m.model ? next_token_loss(forward) : ChunkLoss([&](const Tensor& ids, const Tensor& targets, float) {
+    return double(item(m.base->forward_loss(ids, targets)));
+  });
+  ENSURE(data.val.count() > 0, "%s: its first %d rows fill no chunk of %d tokens: lower --seq-len or raise --val-rows",
+         o.data_path.c_str(), o.val_rows, o.seq_len);
+  int64_t n = o.chunks > 0 ? std::min<int64_t>(o.chunks, data.val.count()) : data.val.count();
+  std::fprintf(stderr, "evaluating %lld validation chunks of %d tokens\n", (long long)n, o.seq_len);
+  double loss = evaluate(data.val, int(n), chunk_loss);
+  return {{"val_loss", loss}, {"val_ppl", std::exp(loss)}, {"chunks", n}, {"label_tokens", data.val.label_tokens(n)},
+          {"seq_len", o.seq_len}};
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i <= s.size();) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    if (j > i) out.push_back(s.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string folder_of(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  CLI::App app{"eval: validation perplexity of a model or of a linearized model on Alpaca data"};
+  CLI::App app{"eval: zero-shot tasks and validation perplexity of a model or of a linearized model"};
   std::string model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf", linearized;
-  std::string data_path = "../shared/data/alpaca_original_52k.jsonl.zst";
-  std::string device_flag = "auto", dtype_flag = "bf16";
-  int seq_len = 512, val_rows = 200, chunks = 0, threads = 0;
+  std::string device_flag = "auto", dtype_flag = "bf16", tasks_flag, eval_dir = "../shared/data/eval", out_path;
+  std::string bos_flag = "off", mode_flag = "exact";
+  std::vector<std::string> compare;
+  PplOptions ppl{"../shared/data/alpaca_original_52k.jsonl.zst", 512, 200, 0};
+  int threads = 0;
+  long limit = 0;
+  uint64_t seed = kEvalSubsetSeed;
+  HarnessOptions ho;
   app.add_option("--model", model_path, "Hugging Face folder or .gguf file (with --linearized: its base)")
       ->capture_default_str();
   app.add_option("--linearized", linearized, "a model exported by ./linearize (lolcats_params.safetensors)");
-  app.add_option("--data", data_path, "Alpaca data: JSON array or JSONL, optionally zstd")->capture_default_str();
-  app.add_option("--seq-len", seq_len, "tokens per chunk (as the run being compared)")->capture_default_str();
-  app.add_option("--val-rows", val_rows, "first rows of the data used for validation")->capture_default_str();
-  app.add_option("--chunks", chunks, "validation chunks to evaluate (0 = all)")->capture_default_str();
+  app.add_option("--tasks", tasks_flag,
+                 "comma-separated: piqa, arc_easy, arc_challenge, hellaswag, winogrande, mmlu (5-shot), "
+                 "ppl (the Alpaca validation perplexity); without it, ppl alone as one JSON line");
+  app.add_option("--eval-dir", eval_dir, "the evaluation sets (layout of ../shared/data/eval)")->capture_default_str();
+  app.add_option("--limit", limit, "at most N items per task: a seeded subset (MMLU: per subject in proportion)")
+      ->capture_default_str();
+  app.add_option("--seed", seed, "seed of the --limit subset")->capture_default_str();
+  app.add_option("--bos", bos_flag, "prepend BOS to each context (the paper's harness does not)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  app.add_option("--decode-mode", mode_flag, "linearized models: exact (= the parallel forward) or reference")
+      ->check(CLI::IsMember({"exact", "reference"}))
+      ->capture_default_str();
+  app.add_option("--max-slots", ho.loglik.max_slots, "sequences scored together in one decode step")
+      ->capture_default_str();
+  app.add_option("--out", out_path, "results JSON (default with --linearized: eval_results.json beside the export)");
+  app.add_option("--compare", compare, "A.json B.json: two results files side by side (teacher, linearized)")
+      ->expected(2);
+  app.add_option("--data", ppl.data_path, "Alpaca data: JSON array or JSONL, optionally zstd")->capture_default_str();
+  app.add_option("--seq-len", ppl.seq_len, "tokens per chunk (as the run being compared)")->capture_default_str();
+  app.add_option("--val-rows", ppl.val_rows, "first rows of the data used for validation")->capture_default_str();
+  app.add_option("--chunks", ppl.chunks, "validation chunks to evaluate (0 = all)")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_option("--device", device_flag,
                  "cpu, cuda (bf16 weights and activations), or auto: cuda when a GPU is visible. "
-                 "Linearized models run on the CPU so far")
+                 "Linearized models and the zero-shot tasks run on the CPU so far")
       ->capture_default_str();
   app.add_option("--dtype", dtype_flag, "weights and activations on the cuda device: bf16 or f32")
       ->check(CLI::IsMember({"bf16", "f32"}))
@@ -44,39 +124,62 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   try {
+    if (!compare.empty()) {
+      print_comparison(nlohmann::json::parse(read_file(compare[0])), nlohmann::json::parse(read_file(compare[1])), stdout);
+      return 0;
+    }
+    const std::vector<std::string> tasks = split_list(tasks_flag);
+    const bool scored = std::any_of(tasks.begin(), tasks.end(), [](const std::string& t) { return t != "ppl"; });
+    for (const std::string& t : tasks)
+      ENSURE(std::find(eval_task_names().begin(), eval_task_names().end(), t) != eval_task_names().end(),
+             "--tasks: unknown task \"%s\" (piqa, arc_easy, arc_challenge, hellaswag, winogrande, mmlu, ppl)", t.c_str());
     LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0);
-    Device device = parse_device(device_flag);
+    Device device = scored && device_flag == "auto" ? Device::cpu : parse_device(device_flag);
     if (device == Device::cuda) {
       ENSURE(!m.model, "--device cuda: linearized models run on the CPU until the LoLCATs kernels "
              "are on the GPU; use --device cpu");
+      ENSURE(!scored, "--device cuda: the zero-shot tasks run on the CPU decode step; use --device cpu");
       m.base->to(Device::cuda, dtype_flag == "f32" ? DType::f32 : DType::bf16);
     }
     Tokenizer tok = Tokenizer::from_model(m.base_model);
-    AlpacaOptions ao;
-    ao.T = seq_len;
-    ao.val_rows = val_rows;
-    ao.need_train = false;  // a file of validation rows only is a valid evaluation set
-    AlpacaData data = load_alpaca(data_path, tok, ao);
-    std::function<Var(const Tensor&)> forward = [&](const Tensor& ids) {
-      return m.model ? m.model->forward(ids) : m.base->forward(ids);
-    };
-    // The plain model's loss fuses the LM head (on the GPU the logits are never whole in memory).
-    ChunkLoss chunk_loss = m.model ? next_token_loss(forward) : ChunkLoss([&](const Tensor& ids, const Tensor& targets, float) {
-      return double(item(m.base->forward_loss(ids, targets)));
-    });
-    ENSURE(data.val.count() > 0, "%s: its first %d rows fill no chunk of %d tokens: lower --seq-len or raise --val-rows",
-           data_path.c_str(), val_rows, seq_len);
-    int64_t n = chunks > 0 ? std::min<int64_t>(chunks, data.val.count()) : data.val.count();
-    std::fprintf(stderr, "evaluating %lld validation chunks of %d tokens\n", (long long)n, seq_len);
-    double loss = evaluate(data.val, int(n), chunk_loss);
-    nlohmann::json out = {{"model", linearized.empty() ? m.base_model : linearized},
-                          {"val_loss", loss},
-                          {"val_ppl", std::exp(loss)},
-                          {"chunks", n},
-                          {"label_tokens", data.val.label_tokens(n)},
-                          {"seq_len", seq_len},
-                          {"device", device_name(device)}};
-    std::printf("%s\n", out.dump().c_str());
+    const std::string model_name = linearized.empty() ? m.base_model : linearized;
+    if (tasks.empty()) {  // the original ./eval: one JSON line
+      nlohmann::json out = {{"model", model_name}};
+      out.update(validation_ppl(m, tok, ppl));
+      out["device"] = device_name(device);
+      std::printf("%s\n", out.dump().c_str());
+      return 0;
+    }
+    ho.bos = bos_flag == "on";
+    std::unique_ptr<SequenceDecoder> decoder;
+    if (m.model) decoder = std::make_unique<LolcatsSequenceDecoder>(*m.model, parse_decode_mode(mode_flag));
+    else decoder = std::make_unique<LlamaSequenceDecoder>(*m.base);
+    nlohmann::json results = {{"model", model_name}, {"bos", ho.bos}, {"limit", limit}, {"seed", seed},
+                              {"tasks", nlohmann::json::object()}};
+    for (const std::string& name : tasks) {
+      if (name == "ppl") {
+        nlohmann::json p = validation_ppl(m, tok, ppl);
+        results["tasks"]["ppl"] = {{"metrics", {{{"name", "val_ppl"}, {"value", p["val_ppl"]}, {"n", p["chunks"]}},
+                                                {{"name", "val_loss"}, {"value", p["val_loss"]}, {"n", p["chunks"]}}}},
+                                   {"paper_metric", ""}, {"detail", p}};
+        continue;
+      }
+      EvalTask task = load_eval_task(name, eval_dir);
+      const size_t all = task.items.size();
+      limit_eval_task(task, limit, seed);
+      for (const std::string& note : task.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
+      std::fprintf(stderr, "%s: %zu of %zu items\n", name.c_str(), task.items.size(), all);
+      TaskResult r = evaluate_task(task, tok, *decoder, ho);
+      std::fprintf(stderr, "%s: %zu tokens in %.1f s (%.0f tokens/s)\n", name.c_str(), r.tokens, r.seconds,
+                   double(r.tokens) / std::max(r.seconds, 1e-9));
+      results["tasks"][name] = result_json(r);
+    }
+    print_results_table(results["tasks"], stdout);
+    if (out_path.empty() && !linearized.empty()) out_path = folder_of(linearized) + "/eval_results.json";
+    if (!out_path.empty()) {
+      write_file_atomic(out_path, results.dump(2) + "\n");
+      std::fprintf(stderr, "wrote %s\n", out_path.c_str());
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "eval: %s\n", e.what());
     return 1;
