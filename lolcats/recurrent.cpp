@@ -1,5 +1,7 @@
 #include "lolcats/recurrent.h"
 
+#include "lolcats/recurrent_device.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,6 +17,19 @@ DecodeMode parse_decode_mode(const std::string& name) {
   fail(__FILE__, __LINE__, "unknown decode mode \"" + name + "\" (exact or reference)");
 }
 
+int window_start(int P, HybridVariant v) {
+  constexpr int C = kHybridBlock;
+  if (v == HybridVariant::terrace) return std::max(0, (P / C - 1) * C);
+  if (v == HybridVariant::sw) return std::max(0, P - C + 1);
+  return P + 1;  // linear: no window, every key goes through the state
+}
+
+std::vector<bool> kept_as_softmax(const LolcatsModel& m) {
+  std::vector<bool> cached;
+  for (const LolcatsLayer& L : m.layers) cached.push_back(!L.converted);
+  return cached;
+}
+
 namespace {
 
 constexpr int C = kHybridBlock;
@@ -24,13 +39,6 @@ constexpr int R = LolcatsDecodeState::kRing;
 HybridVariant decode_variant(const LolcatsModel& m, DecodeMode mode) {
   if (m.cfg.variant == HybridVariant::linear || mode == DecodeMode::exact) return m.cfg.variant;
   return HybridVariant::sw;  // the reference decoder's 64-key FIFO
-}
-
-// First key of position P's window: keys before it are (or must be) folded into the state.
-int window_start(int P, HybridVariant v) {
-  if (v == HybridVariant::terrace) return std::max(0, (P / C - 1) * C);
-  if (v == HybridVariant::sw) return std::max(0, P - C + 1);
-  return P + 1;  // linear: no window, every key goes through the state
 }
 
 struct Dims {
@@ -148,12 +156,6 @@ Tensor rows_tensor(const float* p, int n, int heads, int D) {
   Tensor t = Tensor::empty({1, n, heads, D});
   std::memcpy(t.f32(), p, t.nbytes());
   return t;
-}
-
-std::vector<bool> kept_as_softmax(const LolcatsModel& m) {
-  std::vector<bool> cached;
-  for (const LolcatsLayer& L : m.layers) cached.push_back(!L.converted);
-  return cached;
 }
 
 }  // namespace
@@ -279,15 +281,8 @@ void LolcatsSequenceDecoder::step(const int32_t* tokens, const int* n, float* lo
 std::vector<int32_t> lolcats_generate(const LolcatsModel& model, const std::vector<int32_t>& prompt,
                                       const SamplingConfig& cfg, DecodeMode mode,
                                       const std::function<bool(int32_t)>& on_token) {
-  LolcatsDecodeState state(model, 1, int(prompt.size()) + cfg.max_new_tokens, mode);
-  Tensor last = Tensor::empty({1, model.base.cfg.vocab});
-  return generate_with(
-      [&](const Tensor& ids) {
-        const int n = int(ids.numel());
-        lolcats_decode_step(model, state, ids.i32(), &n, last.f32());
-        return leaf(last);
-      },
-      model.base.cfg.vocab, prompt, cfg, on_token);
+  return generate_one(lolcats_decoder(model, 1, int(prompt.size()) + cfg.max_new_tokens, mode), prompt, cfg,
+                      on_token);
 }
 
 void lolcats_generate_batch(const LolcatsModel& model, const std::vector<std::vector<int32_t>>& prompts,
@@ -295,13 +290,7 @@ void lolcats_generate_batch(const LolcatsModel& model, const std::vector<std::ve
                             const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
   ENSURE(batch > 0, "generate_batch: batch must be positive, got %d", batch);
   const int B = int(std::min<size_t>(size_t(batch), std::max<size_t>(prompts.size(), 1)));
-  LolcatsDecodeState state(model, B, longest_sequence(prompts, cfg), mode);
-  BatchDecoder dec{B, model.base.cfg.vocab,
-                   [&](const int32_t* tokens, const int* n, float* logits) {
-                     lolcats_decode_step(model, state, tokens, n, logits);
-                   },
-                   [&](int b) { state.reset(b); }};
-  generate_batch(dec, prompts, cfg, on_done);
+  generate_batch(lolcats_decoder(model, B, longest_sequence(prompts, cfg), mode), prompts, cfg, on_done);
 }
 
 }  // namespace lolcats

@@ -29,6 +29,12 @@ namespace lolcats {
 enum class DecodeMode { exact, reference };
 DecodeMode parse_decode_mode(const std::string& name);  // "exact", "reference"
 
+// First key of position P's window under v's rule (terrace: the previous and the current 64-token
+// block; sw: the last 64 keys; linear: none, P + 1): keys before it live in S, z.
+int window_start(int P, HybridVariant v);
+// Per layer, whether it keeps softmax attention (and so a KV cache) rather than being converted.
+std::vector<bool> kept_as_softmax(const LolcatsModel& model);
+
 struct LolcatsDecodeState {
   static constexpr int kRing = 2 * kHybridBlock;  // R: key j lives in ring slot j % R
   // max_len bounds only the sequences' KV caches of layers kept as softmax (if there are any).

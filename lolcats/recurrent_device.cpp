@@ -14,19 +14,6 @@ namespace {
 
 constexpr int kRing = LolcatsDecodeState::kRing;
 
-// First key of position P's window (as lolcats/recurrent.cpp): keys before it are in S, z.
-int first_window_key(int P, HybridVariant v) {
-  if (v == HybridVariant::terrace) return std::max(0, (P / kHybridBlock - 1) * kHybridBlock);
-  if (v == HybridVariant::sw) return std::max(0, P - kHybridBlock + 1);
-  return P + 1;
-}
-
-std::vector<bool> kept_as_softmax(const LolcatsModel& m) {
-  std::vector<bool> cached;
-  for (const LolcatsLayer& L : m.layers) cached.push_back(!L.converted);
-  return cached;
-}
-
 // The fused recurrent attention of one converted layer on the device (Tensor-level entry point of
 // cuda::lolcats_decode_attention, then the ring write). seq: (batch, 4) i32 on the device, per
 // sequence its first row, new rows, first position and keys already folded.
@@ -88,7 +75,7 @@ void LolcatsDeviceState::reset(int b) {
 void LolcatsDeviceState::assume_length(int b, int P) {
   ENSURE(P >= 0 && (!trunk.k.defined() || P <= trunk.max_len), "assume_length: %d tokens do not fit", P);
   trunk.length[size_t(b)] = P;
-  folded[size_t(b)] = P == 0 ? 0 : std::min(first_window_key(P - 1, window), P);  // as after position P-1
+  folded[size_t(b)] = P == 0 ? 0 : std::min(window_start(P - 1, window), P);  // as after position P-1
 }
 
 size_t LolcatsDeviceState::state_bytes() const {
@@ -116,7 +103,7 @@ void lolcats_decode_step_device(const LolcatsModel& m, LolcatsDeviceState& s, co
   for (int b = 0; b < batch; b++)  // what the kernel folded: up to the last new row's window
     if (n[b] > 0) {
       const int P = s.length(b) - 1;  // the trunk has advanced the length already
-      s.folded[size_t(b)] = std::min(first_window_key(P, s.window), P + 1);
+      s.folded[size_t(b)] = std::min(window_start(P, s.window), P + 1);
     }
 }
 

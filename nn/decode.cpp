@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 
+#include "tensor/attention.h"
 #include "tensor/bf16.h"
 #include "tensor/elementwise.h"
 #include "tensor/embedding.h"
@@ -47,6 +48,21 @@ void LlamaDecodeState::copy_sequence(int from, int to) {
     }
   }
   length[size_t(to)] = length[size_t(from)];
+}
+
+int plan_rows(const std::vector<int>& length, const int* n, int max_len, bool bounded, std::vector<int32_t>& row_seq,
+              std::vector<int32_t>& row_pos) {
+  int R = 0;
+  for (size_t b = 0; b < length.size(); b++) {
+    ENSURE(n[b] >= 0 && (!bounded || length[b] + n[b] <= max_len),
+           "decode: sequence %zu holds %d tokens, %d more do not fit in %d", b, length[b], n[b], max_len);
+    R += n[b];
+  }
+  row_seq.resize(size_t(R));
+  row_pos.resize(size_t(R));
+  for (size_t b = 0, r = 0; b < length.size(); b++)
+    for (int i = 0; i < n[b]; i++, r++) row_seq[r] = int32_t(b), row_pos[r] = length[b] + i;
+  return R;
 }
 
 namespace {
@@ -141,42 +157,6 @@ void linear(float* y, const float* x, const Var& W, int R, int N, int K) {
   linear(y, x, W, none, R, N, K, unused);
 }
 
-// y_r = softmax(q_r . k_j / sqrt(D), j <= pos_r) . v_j for every row r and head h, over row r's
-// sequence's cache. probs: (threads, max_len) scratch.
-void cached_attention(float* y, const float* q, const float* kc, const float* vc, const int32_t* row_seq,
-                      const int32_t* row_pos, int R, int H, int Hkv, int D, int max_len, float* probs) {
-  const int G = H / Hkv;
-  const float scale = 1.0f / std::sqrt(float(D));
-  const size_t seq_stride = size_t(max_len) * Hkv * D;
-#pragma omp parallel for collapse(2) schedule(dynamic)
-  for (int r = 0; r < R; r++)
-    for (int h = 0; h < H; h++) {
-      float* p = probs + size_t(omp_get_thread_num()) * max_len;
-      const int keys = row_pos[r] + 1, hk = h / G;
-      const float* qr = q + (size_t(r) * H + h) * D;
-      const float* kb = kc + size_t(row_seq[r]) * seq_stride + size_t(hk) * D;
-      const float* vb = vc + size_t(row_seq[r]) * seq_stride + size_t(hk) * D;
-      float mx = -INFINITY;
-      for (int j = 0; j < keys; j++) {
-        const float* kj = kb + size_t(j) * Hkv * D;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int d = 0; d < D; d++) s += qr[d] * kj[d];
-        p[j] = s * scale;
-        mx = std::max(mx, p[j]);
-      }
-      float sum = 0.0f;
-      for (int j = 0; j < keys; j++) sum += (p[j] = std::exp(p[j] - mx));
-      float* yr = y + (size_t(r) * H + h) * D;
-      std::fill(yr, yr + D, 0.0f);
-      for (int j = 0; j < keys; j++) {
-        const float pj = p[j] / sum, *vj = vb + size_t(j) * Hkv * D;
-#pragma omp simd
-        for (int d = 0; d < D; d++) yr[d] += pj * vj[d];
-      }
-    }
-}
-
 }  // namespace
 
 void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* tokens, const int* n,
@@ -185,19 +165,9 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
   ENSURE(m.device() == Device::cpu, "llama_decode_step runs on the CPU (weights in f32 or bf16)");
   const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, FF = c.ffn, V = c.vocab;
   const int HD = H * D, KD = Hkv * D;
-  int R = 0;
   const bool any_cache = std::any_of(s.cache_slot.begin(), s.cache_slot.end(), [](int i) { return i >= 0; });
-  for (int b = 0; b < s.batch; b++) {
-    ENSURE(n[b] >= 0 && (!any_cache || s.length[size_t(b)] + n[b] <= s.max_len),
-           "decode: sequence %d holds %d tokens, %d more do not fit in %d", b, s.length[size_t(b)], n[b], s.max_len);
-    R += n[b];
-  }
+  const int R = plan_rows(s.length, n, s.max_len, any_cache, s.row_seq, s.row_pos);
   if (R == 0) return;
-  // Which sequence and position each row of this step is.
-  s.row_seq.resize(size_t(R));
-  s.row_pos.resize(size_t(R));
-  for (int b = 0, r = 0; b < s.batch; b++)
-    for (int i = 0; i < n[b]; i++, r++) s.row_seq[size_t(r)] = b, s.row_pos[size_t(r)] = s.length[size_t(b)] + i;
   grow(s.x, size_t(R) * C);
   grow(s.a, size_t(R) * std::max(C, HD));
   grow(s.q, size_t(R) * HD);
@@ -208,9 +178,8 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
   grow(s.u, size_t(R) * FF);
   grow(s.cos_t, size_t(R) * (D / 2));
   grow(s.sin_t, size_t(R) * (D / 2));
-  const size_t probs = any_cache ? size_t(omp_get_max_threads()) * s.max_len : 0;
-  grow(s.probs, probs + size_t(R));  // + R: the rstd of rmsnorm
-  float* rstd = s.probs.data() + probs;
+  grow(s.rstd, size_t(R));
+  float* rstd = s.rstd.data();
 
   if (m.dtype() == DType::f32) {
     embedding_forward(s.x.data(), tokens, m.wte->value.f32(), R, V, C);
@@ -245,8 +214,7 @@ void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* token
         std::copy(kn + size_t(r) * KD, kn + size_t(r + 1) * KD, kc + at);
         std::copy(vn + size_t(r) * KD, vn + size_t(r + 1) * KD, vc + at);
       }
-      cached_attention(s.y.data(), q, kc, vc, s.row_seq.data(), s.row_pos.data(), R, H, Hkv, D, s.max_len,
-                       s.probs.data());
+      decode_attention(s.y.data(), q, kc, vc, s.row_seq.data(), s.row_pos.data(), R, H, Hkv, D, s.max_len);
     }
     // x = x + o_proj(y)
     linear(a, s.y.data(), L.wo, L.lora_o, R, C, HD, s.low);

@@ -32,7 +32,7 @@ struct LlamaDecodeState {
   std::vector<int> cache_slot;  // (L) layer l's index into k and v, -1: no cache
   std::vector<float> k, v;  // (cached layers, batch, max_len, Hkv, D): post-RoPE keys, values
   // Scratch, grown to the largest step seen.
-  std::vector<float> x, a, q, kn, vn, y, g, u, cos_t, sin_t, probs, last, logits_rows, wnorm, low;
+  std::vector<float> x, a, q, kn, vn, y, g, u, cos_t, sin_t, rstd, last, logits_rows, wnorm, low;
   std::vector<int32_t> row_seq, row_pos;
   std::vector<double> inv_freq;  // (D/2) RoPE speeds of the model's config
   void reset(int b) { length[size_t(b)] = 0; }  // sequence b starts over
@@ -44,6 +44,12 @@ struct LlamaDecodeState {
   bool every_row_logits = false;
   size_t cache_bytes() const { return (k.size() + v.size()) * sizeof(float); }
 };
+
+// The rows of a step, sequence after sequence: sequence b's n[b] new tokens sit at positions
+// length[b] .. length[b]+n[b]-1. Fills row_seq and row_pos (R each) and returns R; with `bounded`,
+// checks that every sequence stays within max_len. (Shared by nn/decode_device.h.)
+int plan_rows(const std::vector<int>& length, const int* n, int max_len, bool bounded, std::vector<int32_t>& row_seq,
+              std::vector<int32_t>& row_pos);
 
 // A layer's attention when it has no KV cache: y (R, H, D) from the step's post-RoPE q (R, H, D),
 // k, v (R, Hkv, D). Row r is position state.row_pos[r] of sequence state.row_seq[r]; rows of one

@@ -1,5 +1,7 @@
 #include "nn/decode_device.h"
 
+#include "nn/decode.h"
+
 #include <algorithm>
 
 #include "tensor/attention.h"
@@ -34,17 +36,8 @@ void llama_decode_step_device(const Llama& m, DeviceDecodeState& s, const int32_
   const int HD = H * D, KD = Hkv * D;
   const Device dev = m.device();
   const DType dt = m.dtype();
-  int R = 0;
-  for (int b = 0; b < s.batch; b++) {
-    ENSURE(n[b] >= 0 && (!s.k.defined() || s.length[size_t(b)] + n[b] <= s.max_len),
-           "decode: sequence %d holds %d tokens, %d more do not fit in %d", b, s.length[size_t(b)], n[b], s.max_len);
-    R += n[b];
-  }
+  const int R = plan_rows(s.length, n, s.max_len, s.k.defined(), s.row_seq, s.row_pos);
   if (R == 0) return;
-  s.row_seq.resize(size_t(R));
-  s.row_pos.resize(size_t(R));
-  for (int b = 0, r = 0; b < s.batch; b++)
-    for (int i = 0; i < n[b]; i++, r++) s.row_seq[size_t(r)] = b, s.row_pos[size_t(r)] = s.length[size_t(b)] + i;
   for (int r = 0; r < R; r++)
     ENSURE(tokens[r] >= 0 && tokens[r] < V, "decode: token id %d is outside [0, %d)", tokens[r], V);
 

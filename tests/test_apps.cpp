@@ -74,6 +74,29 @@ std::string eval_args() { return " --data " + data_file() + " --seq-len 160 --va
 
 json read_json(const std::string& path) { return json::parse(read_text(path)); }
 
+// The JSON objects of a JSONL text, one per line.
+std::vector<json> json_lines(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<json> out;
+  for (std::string line; std::getline(in, line);) out.push_back(json::parse(line));
+  return out;
+}
+
+struct GreedyText {
+  std::string prompt, text;  // the prompt and transformers' greedy continuation of it
+  int tokens;                // how many tokens that continuation is
+};
+
+// tests/reference/ref_apps.py: transformers' greedy text for a prompt on the tiny app model.
+GreedyText transformers_greedy() {
+  const SafeTensorsFile& f = lolcats_test::fixture("ref_apps");
+  GreedyText g;
+  for (double c : f.load_f64("prompt_utf8")) g.prompt += char(int(c));
+  for (double c : f.load_f64("greedy_text_utf8")) g.text += char(int(c));
+  g.tokens = int(f.load_f64("greedy_ids").size());
+  return g;
+}
+
 // Every line of log.jsonl as JSON.
 std::vector<json> log_lines(const std::string& run) {
   std::vector<json> out;
@@ -183,12 +206,9 @@ TEST_CASE("apps: ./linearize runs both stages end to end; ./generate and ./eval 
   Result gb = run("generate", "--linearized " + exported + " --raw --max-new-tokens 8 --batch 2 --prompts " + kWork +
                                   "/lin_prompts.jsonl");
   REQUIRE(gb.rc == 0);
-  std::istringstream out_lines(gb.out);
   int same = 0;
-  for (std::string line; std::getline(out_lines, line);) {
-    json j = json::parse(line);
+  for (const json& j : json_lines(gb.out))
     if (j["id"] != "other") same += j["completion"] == s["sample_linearized"];
-  }
   CHECK(same == 2);
   // On the (emulated) cuda device, f32: the fused recurrent kernel gives the same text.
   Result gd = run("generate", "--linearized " + exported + " --raw --max-new-tokens 8 --device cuda --dtype f32",
@@ -199,11 +219,7 @@ TEST_CASE("apps: ./linearize runs both stages end to end; ./generate and ./eval 
 
 TEST_CASE("apps: ./generate continues a prompt as transformers does", "[apps]") {
   REQUIRE_APPS();
-  const SafeTensorsFile& f = lolcats_test::fixture("ref_apps");
-  std::string prompt, want;
-  for (double c : f.load_f64("prompt_utf8")) prompt += char(int(c));
-  for (double c : f.load_f64("greedy_text_utf8")) want += char(int(c));
-  const int n = int(f.load_f64("greedy_ids").size());
+  const auto [prompt, want, n] = transformers_greedy();
   for (const char* device : {"cpu", "cuda"}) {  // cuda: the emulated device, f32, its KV cache
     INFO(device);
     Result g = run("generate", "--model " + model_dir() + " --raw --max-new-tokens " + std::to_string(n) +
@@ -216,11 +232,7 @@ TEST_CASE("apps: ./generate continues a prompt as transformers does", "[apps]") 
 TEST_CASE("apps: ./generate --prompts serves a JSONL file in batches, each as transformers continues it",
           "[apps]") {
   REQUIRE_APPS();
-  const SafeTensorsFile& f = lolcats_test::fixture("ref_apps");
-  std::string prompt, want;
-  for (double c : f.load_f64("prompt_utf8")) prompt += char(int(c));
-  for (double c : f.load_f64("greedy_text_utf8")) want += char(int(c));
-  const int n = int(f.load_f64("greedy_ids").size());
+  const auto [prompt, want, n] = transformers_greedy();
   // The transformers prompt three times (with ids), batched two at a time: every completion is
   // transformers' greedy text; a malformed line is one error naming the file and line.
   std::string jsonl;
@@ -229,10 +241,8 @@ TEST_CASE("apps: ./generate --prompts serves a JSONL file in batches, each as tr
   Result g = run("generate", "--model " + model_dir() + " --raw --max-new-tokens " + std::to_string(n) +
                                  " --batch 2 --prompts " + kWork + "/prompts.jsonl");
   REQUIRE(g.rc == 0);
-  std::istringstream lines(g.out);
   std::set<std::string> seen;
-  for (std::string line; std::getline(lines, line);) {
-    json j = json::parse(line);
+  for (const json& j : json_lines(g.out)) {
     CHECK(j["completion"] == want);
     seen.insert(j["id"].get<std::string>());
   }

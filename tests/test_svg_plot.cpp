@@ -18,6 +18,16 @@ bool round_value(double v) {
   return std::fabs(m - 1) < 1e-6 || std::fabs(m - 2) < 1e-6 || std::fabs(m - 5) < 1e-6;
 }
 
+std::string read_file(const std::string& path) {
+  std::string out;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  REQUIRE(f);
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("charts: linear ticks are round multiples of a 1-2-5 step and enclose the data", "[plot]") {
@@ -57,14 +67,7 @@ TEST_CASE("charts: the SVG has gridlines, round tick labels and the legend above
   Series train{"train loss", {}, {}}, val{"validation loss", {5, 10}, {2.0, 1.5}, true};
   for (int i = 1; i <= 10; i++) train.x.push_back(i), train.y.push_back(3.0 / i);
   write_svg_chart(path, "t", "step", "loss", {train, val}, false);
-  std::string svg;
-  {
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    REQUIRE(f);
-    char buf[4096];
-    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) svg.append(buf, n);
-    std::fclose(f);
-  }
+  const std::string svg = read_file(path);
   CHECK(svg.find("stroke=\"#e6e6e6\"") != std::string::npos);
   CHECK(svg.find(">0.5</text>") != std::string::npos);  // y ticks 0.0, 0.5, ..., 3.0
   CHECK(svg.find(">10</text>") != std::string::npos);  // x ticks 0, 2, ..., 10
@@ -82,14 +85,7 @@ TEST_CASE("charts: a legend too wide for one row wraps, and the plot area moves 
                            "transformers bf16"})
     series.push_back(Series{name, {512, 2048}, {10, 20}});
   write_svg_chart(path, "t", "context", "ms", series, false);
-  std::string svg;
-  {
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    REQUIRE(f);
-    char buf[4096];
-    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) svg.append(buf, n);
-    std::fclose(f);
-  }
+  const std::string svg = read_file(path);
   std::remove(path.c_str());
   // The frame of the plot area is the rect with stroke="black"; its y is the plot's top edge.
   size_t frame = svg.find("fill=\"none\" stroke=\"black\"");
