@@ -126,6 +126,12 @@ DeviceMemoryStats device_memory_stats() { return cache().stats(); }
 void device_memory_reset_peak() { cache().reset_peak(); }
 #endif
 
+DeviceMemoryInfo device_memory_info() {
+  DeviceMemoryInfo m;
+  cudaCheck(cudaMemGetInfo(&m.free, &m.total));
+  return m;
+}
+
 void device_synchronize() { cudaCheck(cudaDeviceSynchronize()); }
 
 void device_memset_zero(void* p, size_t bytes) { cudaCheck(cudaMemset(p, 0, bytes)); }

@@ -39,5 +39,8 @@ LlamaConfig named_config(const std::string& name);
 // projections, three MLP matrices and two norms, and the final norm.
 int64_t parameter_count(const LlamaConfig& c);
 LlamaConfig config_from_gguf(const GGUFFile& f);
+// The config of a model path as Llama::load reads it (a Hugging Face folder's config.json, or a
+// .gguf file's header), without reading any weight.
+LlamaConfig config_from_model(const std::string& path);
 
 }  // namespace lolcats

@@ -96,15 +96,31 @@ std::unique_ptr<Llama> load_hf_folder(const std::string& dir, Device device, DTy
   return model;
 }
 
-}  // namespace
-
-std::unique_ptr<Llama> Llama::load(const std::string& path, Device device, DType dtype) {
-  if (is_dir(path)) return load_hf_folder(path, device, dtype);
+// A model path that is not a folder must be a .gguf file.
+void check_gguf_path(const std::string& path) {
   ENSURE(is_file(path), "model not found: %s (give a Hugging Face folder or a .gguf file)",
          path.c_str());
   ENSURE(ends_with(path, ".gguf"), "%s: unknown model format (give a Hugging Face folder or a .gguf file)",
          path.c_str());
+}
+
+}  // namespace
+
+std::unique_ptr<Llama> Llama::load(const std::string& path, Device device, DType dtype) {
+  if (is_dir(path)) return load_hf_folder(path, device, dtype);
+  check_gguf_path(path);
   return load_gguf(path, device, dtype);
+}
+
+LlamaConfig config_from_model(const std::string& path) {
+  if (is_dir(path)) {
+    std::string cfg_path = path + "/config.json";
+    ENSURE(is_file(cfg_path), "%s has no config.json: expected a Hugging Face model folder or a .gguf file",
+           path.c_str());
+    return config_from_hf_json(cfg_path);
+  }
+  check_gguf_path(path);
+  return config_from_gguf(GGUFFile(path));  // the header only: tensors stay unread in the mapping
 }
 
 }  // namespace lolcats

@@ -17,5 +17,6 @@ bool gpu_visible() { return false; }
 void device_synchronize() {}
 DeviceMemoryStats device_memory_stats() { return {}; }
 void device_memory_reset_peak() {}
+DeviceMemoryInfo device_memory_info() { ENSURE(false, "%s", kNoCuda); }
 
 }  // namespace lolcats

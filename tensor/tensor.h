@@ -126,5 +126,11 @@ struct DeviceMemoryStats {
 };
 DeviceMemoryStats device_memory_stats();
 void device_memory_reset_peak();  // the peak starts again from what is in use now
+// What the device's driver reports free and in total now (cudaMemGetInfo; creates the CUDA
+// context if there is none yet). Memory this process's allocator caches counts as used.
+struct DeviceMemoryInfo {
+  size_t free = 0, total = 0;
+};
+DeviceMemoryInfo device_memory_info();
 
 }  // namespace lolcats
