@@ -5,6 +5,9 @@
 // With no arguments it runs a short budget on the default model (SmolLM2-135M-Instruct) and the
 // Alpaca data; the paper's hyperparameters are the defaults of every other flag. It writes a run
 // folder (config, JSONL log, checkpoints, exported parameters, summary.json) and prints a table.
+// Before training it prints the memory plan (lolcats/memory_plan.h: MiB per arena and stage);
+// `--plan-only` prints every tensor of it and exits, for a --model or a named --config, reading
+// no weight and touching no GPU.
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
@@ -21,9 +24,11 @@
 #include "data/safetensors.h"
 #include "data/tokenizer.h"
 #include "lolcats/export.h"
+#include "lolcats/memory_plan.h"
 #include "lolcats/recurrent.h"
 #include "lolcats/trainer.h"
 #include "nn/generate.h"
+#include "tensor/device.h"
 #include "tensor/parallel.h"
 
 using namespace lolcats;
@@ -58,6 +63,10 @@ struct Options {
   std::vector<int> softmax_layers;
   int sample_tokens = 40;
   int64_t kill_after = -1;  // tests: exit abruptly after this many optimizer steps, as if killed
+  // memory plan
+  bool plan_only = false;
+  std::string config;         // a named shape (--plan-only)
+  std::string device = "cpu";
 };
 
 double now() {
@@ -156,10 +165,46 @@ int main(int argc, char** argv) {
   app.add_option("--kill-after-steps", o.kill_after,
                  "testing: exit abruptly after N optimizer steps of this process, as a killed run would")
       ->group("");  // hidden from --help
+  app.add_flag("--plan-only", o.plan_only,
+               "print the memory plan and exit (every tensor, MiB per arena and stage, the peak) for "
+               "--seq-len, batch 1 (chunks are trained one at a time), --device, the feature map, LoRA, "
+               "kept softmax layers and --stage; reads no weight and touches no GPU");
+  app.add_option("--config", o.config,
+                 "with --plan-only, a published shape instead of --model: smollm2-135m, llama3.2-1b, "
+                 "llama3-8b, llama3.1-8b, mistral-7b, llama3-70b");
+  app.add_option("--device", o.device,
+                 "where training runs, as the memory plan counts it: cpu (f32) or cuda (bf16 weights, "
+                 "layers recomputed in stage 2's backward). cuda refuses when the GPU's free memory is below "
+                 "the plan's peak; training on cuda is not implemented yet, so a cuda run stops after that "
+                 "check")
+      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   set_num_threads(o.threads);
   const double t_start = now();
   try {
+    // ---- memory plan (batch 1: chunks are trained one at a time; --grad-accum adds no memory) -----
+    ENSURE(o.config.empty() || o.plan_only,
+           "--config names a shape without weights: use it with --plan-only (training needs --model)");
+    ENSURE(o.config.empty() || app.count("--model") == 0, "give --config or --model, not both");
+    LolcatsConfig lc;
+    lc.variant = parse_variant(o.attention);
+    lc.feature_map = parse_feature_map(o.feature_map);
+    lc.feature_half = o.feature_half;
+    lc.softmax_layers = o.softmax_layers;
+    PlanOptions po;
+    po.label = o.config.empty() ? o.model : o.config;
+    po.device = o.device == "cuda" ? Device::cuda : Device::cpu;
+    po.lora_targets = o.lora_targets;
+    po.stage1 = o.stage != "2" && !o.no_transfer;
+    po.stage2 = o.stage != "1";
+    const LlamaConfig shape = o.config.empty() ? config_from_model(o.model) : named_config(o.config);
+    const MemoryPlan plan = plan_linearize_memory(shape, lc, o.seq_len, 1, o.lora_rank, po);
+    if (o.plan_only) {
+      std::printf("%s  (batch 1: ./linearize trains one chunk at a time; --grad-accum adds no memory)\n",
+                  format_plan(plan).c_str());
+      return 0;
+    }
+
     const std::string stage1_params = o.out + "/stage1_params.safetensors";
     // Stage 2 trains LoRA on top of trained feature maps: without them it would quietly train on
     // untrained ones (that ablation is --no-attention-transfer).
@@ -167,6 +212,14 @@ int main(int argc, char** argv) {
            "--stage 2 needs the stage-1 parameters %s, which do not exist: run --stage 1 (or all) with "
            "--out %s first, or pass --no-attention-transfer for LoRA on untrained feature maps",
            stage1_params.c_str(), o.out.c_str());
+    std::fprintf(stderr, "%s", format_plan_summary(plan).c_str());
+    if (po.device == Device::cuda) {
+      parse_device("cuda");  // a build with CUDA, or one clear line
+      DeviceMemoryInfo mem = device_memory_info();
+      check_plan_fits(plan, mem.free);
+      ENSURE(false, "the plan fits the cuda device (%.2f GiB free), but training on cuda is not implemented "
+             "yet: run with --device cpu", mem.free / 1073741824.0);
+    }
     make_dirs(o.out);
     write_file_atomic(o.out + "/config.ini", app.config_to_str(true, true));
     std::ofstream log_file(o.out + "/log.jsonl", o.resume ? std::ios::app : std::ios::trunc);
@@ -193,11 +246,6 @@ int main(int argc, char** argv) {
     ao.seed = uint64_t(o.seed);
     AlpacaData data = load_alpaca(o.data, tok, ao);
 
-    LolcatsConfig lc;
-    lc.variant = parse_variant(o.attention);
-    lc.feature_map = parse_feature_map(o.feature_map);
-    lc.feature_half = o.feature_half;
-    lc.softmax_layers = o.softmax_layers;
     LolcatsModel model(*base, lc);
     auto student = [&](const Tensor& ids) { return model.forward(ids); };
     auto teacher = [&](const Tensor& ids) { return base->forward(ids); };
