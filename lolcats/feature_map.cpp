@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cuda/feature_map.h"
 #include "tensor/check.h"
 #include "tensor/matmul.h"
 
@@ -213,43 +214,60 @@ INSTANTIATE(double)
 
 
 // ---- Tensor-level entry points ---------------------------------------------------------------------
+// x and dx: f32 (cpu), f32 or bf16 (cuda); weights, features and their gradients: f32 everywhere.
 
 namespace {
 float* opt(Tensor* t) { return t ? t->f32() : nullptr; }
-void cpu_only(const char* op, bool cpu) { ENSURE(cpu, "%s has no cuda kernel yet", op); }
+float* dev_opt(Tensor* t) { return t ? t->dev<float>() : nullptr; }
+// Checks the devices, that everything but x / dx is f32, and x's dtype; returns whether on the CPU.
+bool check_feature_operands(const char* op, const Tensor* x, const Tensor* dx,
+                            std::initializer_list<const Tensor*> f32s) {
+  bool cpu = check_devices(op, f32s);
+  ENSURE(check_operands(op, {x, dx}) == cpu, "%s: x and the weights live on different devices", op);
+  for (const Tensor* t : f32s)
+    ENSURE(!t || !t->defined() || t->dtype() == DType::f32, "%s: weights and features are f32, not %s", op,
+           t->str().c_str());
+  return cpu;
+}
 }  // namespace
 
 void hedgehog_forward(Tensor& phi, const Tensor& x, const Tensor& W) {
-  cpu_only("hedgehog", check_operands("hedgehog", {&phi, &x, &W}));
+  bool cpu = check_feature_operands("hedgehog", &x, nullptr, {&phi, &W});
   int B = int(x.size(0)), T = int(x.size(1)), Hx = int(x.size(2)), D = int(x.size(3));
   int H = int(W.size(0)), Fh = int(W.size(2));
   check_shape(phi, {B, T, H, 2 * Fh}, "hedgehog features");
-  hedgehog_forward(phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, Fh);
+  if (cpu) return hedgehog_forward(phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, Fh);
+  ON_CUDA(x.dtype(), X, cuda::hedgehog_forward(phi.dev<float>(), x.dev<X>(), W.dev<float>(), B, T, H, Hx, D, Fh, nullptr));
 }
 
 void hedgehog_backward(Tensor* dx, Tensor* dW, const Tensor& dphi, const Tensor& phi, const Tensor& x, const Tensor& W) {
-  cpu_only("hedgehog", check_operands("hedgehog backward", {dx, dW, &dphi, &phi, &x, &W}));
+  bool cpu = check_feature_operands("hedgehog backward", &x, dx, {dW, &dphi, &phi, &W});
   int B = int(x.size(0)), T = int(x.size(1)), Hx = int(x.size(2)), D = int(x.size(3));
   int H = int(W.size(0)), Fh = int(W.size(2));
   check_same_shape("hedgehog backward", dphi, phi);
-  hedgehog_backward(opt(dx), opt(dW), dphi.f32(), phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, Fh);
+  if (cpu) return hedgehog_backward(opt(dx), opt(dW), dphi.f32(), phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, Fh);
+  ON_CUDA(x.dtype(), X, cuda::hedgehog_backward(dx ? dx->dev<X>() : nullptr, dev_opt(dW), dphi.dev<float>(), phi.dev<float>(),
+                                                x.dev<X>(), W.dev<float>(), B, T, H, Hx, D, Fh, nullptr));
 }
 
 void t2r_forward(Tensor& phi, const Tensor& x, const Tensor& W, const Tensor& bias) {
-  cpu_only("t2r", check_operands("t2r", {&phi, &x, &W, &bias}));
+  bool cpu = check_feature_operands("t2r", &x, nullptr, {&phi, &W, &bias});
   int B = int(x.size(0)), T = int(x.size(1)), Hx = int(x.size(2)), D = int(x.size(3));
   int H = int(W.size(0)), F = int(W.size(2));
   check_shape(phi, {B, T, H, F}, "t2r features");
-  t2r_forward(phi.f32(), x.f32(), W.f32(), bias.f32(), B, T, H, Hx, D, F);
+  if (cpu) return t2r_forward(phi.f32(), x.f32(), W.f32(), bias.f32(), B, T, H, Hx, D, F);
+  ON_CUDA(x.dtype(), X, cuda::t2r_forward(phi.dev<float>(), x.dev<X>(), W.dev<float>(), bias.dev<float>(), B, T, H, Hx, D, F, nullptr));
 }
 
 void t2r_backward(Tensor* dx, Tensor* dW, Tensor* dbias, const Tensor& dphi, const Tensor& phi, const Tensor& x,
                   const Tensor& W) {
-  cpu_only("t2r", check_operands("t2r backward", {dx, dW, dbias, &dphi, &phi, &x, &W}));
+  bool cpu = check_feature_operands("t2r backward", &x, dx, {dW, dbias, &dphi, &phi, &W});
   int B = int(x.size(0)), T = int(x.size(1)), Hx = int(x.size(2)), D = int(x.size(3));
   int H = int(W.size(0)), F = int(W.size(2));
   check_same_shape("t2r backward", dphi, phi);
-  t2r_backward(opt(dx), opt(dW), opt(dbias), dphi.f32(), phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, F);
+  if (cpu) return t2r_backward(opt(dx), opt(dW), opt(dbias), dphi.f32(), phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, F);
+  ON_CUDA(x.dtype(), X, cuda::t2r_backward(dx ? dx->dev<X>() : nullptr, dev_opt(dW), dev_opt(dbias), dphi.dev<float>(), phi.dev<float>(),
+                                           x.dev<X>(), W.dev<float>(), B, T, H, Hx, D, F, nullptr));
 }
 
 }  // namespace lolcats

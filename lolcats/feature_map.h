@@ -55,7 +55,8 @@ void hedgehog_identity_init(T* W, int H, int D, int Fh);
 
 
 // Tensor-level entry points (tensor/device.h); shapes from the tensors: x (B, T, Hx, D), W (H, D, Fh
-// or F), bias (H, F), phi (B, T, H, 2 Fh or F). CPU only so far (the CUDA twins are to come).
+// or F), bias (H, F), phi (B, T, H, 2 Fh or F): the CPU code above (f32) or its CUDA twin
+// (cuda/feature_map.h: x and dx f32 or bf16; weights, features and their gradients f32).
 class Tensor;
 void hedgehog_forward(Tensor& phi, const Tensor& x, const Tensor& W);
 void hedgehog_backward(Tensor* dx, Tensor* dW, const Tensor& dphi, const Tensor& phi, const Tensor& x, const Tensor& W);

@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "cuda/hybrid_attention.h"
 #include "tensor/check.h"
 #include "tensor/heads.h"
 
@@ -227,33 +228,71 @@ INSTANTIATE(double)
 
 
 // ---- Tensor-level entry points ---------------------------------------------------------------------
+// q, k, v, y and their gradients: f32 (cpu), f32 or bf16 (cuda); the features, Z, the window logits and
+// their gradients: f32 everywhere.
 
 namespace {
 float* opt(Tensor* t) { return t ? t->f32() : nullptr; }
+float* dev_opt(Tensor* t) { return t ? t->dev<float>() : nullptr; }
+template <typename T>
+T* dev_opt(Tensor* t) { return t ? t->dev<T>() : nullptr; }
+
+struct HybridDims { int B, T, H, Hkv, D, F; };
+// Checks devices, dtypes and shapes; returns the sizes and (in `cpu`) whether on the CPU.
+HybridDims check_hybrid(const char* op, bool& cpu, std::initializer_list<const Tensor*> acts,
+                        std::initializer_list<const Tensor*> f32s, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& phiq, const Tensor& phik, const Tensor& Z, const Tensor& wlogit) {
+  cpu = check_operands(op, acts);
+  ENSURE(check_devices(op, f32s) == cpu, "%s: operands live on different devices", op);
+  for (const Tensor* t : f32s)
+    ENSURE(!t || !t->defined() || t->dtype() == DType::f32, "%s: features, Z and window logits are f32, not %s",
+           op, t->str().c_str());
+  ENSURE(q.ndim() == 4 && k.ndim() == 4 && phiq.ndim() == 4, "%s: q %s, k %s, phi %s must be 4-D", op,
+         q.shape().str().c_str(), k.shape().str().c_str(), phiq.shape().str().c_str());
+  HybridDims d{int(q.size(0)), int(q.size(1)), int(q.size(2)), int(k.size(2)), int(q.size(3)), int(phiq.size(3))};
+  check_shape(k, {d.B, d.T, d.Hkv, d.D}, "hybrid attention k");
+  check_shape(v, {d.B, d.T, d.Hkv, d.D}, "hybrid attention v");
+  check_shape(phiq, {d.B, d.T, d.H, d.F}, "hybrid attention phi_q");
+  check_shape(phik, {d.B, d.T, d.H, d.F}, "hybrid attention phi_k");
+  check_shape(Z, {d.B, d.H, d.T}, "hybrid attention Z");
+  ENSURE(wlogit.numel() == d.H, "%s: %lld window logits for %d heads", op, (long long)wlogit.numel(), d.H);
+  return d;
+}
 }  // namespace
 
 void hybrid_attention_forward(Tensor& y, Tensor& Z, const Tensor& q, const Tensor& k, const Tensor& v,
                               const Tensor& phiq, const Tensor& phik, const Tensor& wlogit, HybridVariant variant) {
-  ENSURE(check_operands("hybrid_attention", {&y, &Z, &q, &k, &v, &phiq, &phik, &wlogit}),
-         "hybrid_attention has no cuda kernel yet");
-  int B = int(q.size(0)), T = int(q.size(1)), H = int(q.size(2)), D = int(q.size(3)), Hkv = int(k.size(2)),
-      F = int(phiq.size(3));
-  hybrid_attention_forward(y.f32(), Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(), wlogit.f32(), B, T,
-                           H, Hkv, D, F, variant);
+  bool cpu = false;
+  HybridDims d = check_hybrid("hybrid_attention", cpu, {&y, &q, &k, &v}, {&Z, &phiq, &phik, &wlogit}, q, k, v,
+                              phiq, phik, Z, wlogit);
+  check_same_shape("hybrid_attention", y, q);
+  if (cpu)
+    return hybrid_attention_forward(y.f32(), Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(),
+                                    wlogit.f32(), d.B, d.T, d.H, d.Hkv, d.D, d.F, variant);
+  ON_CUDA(q.dtype(), T,
+          cuda::hybrid_attention_forward(y.dev<T>(), Z.dev<float>(), q.dev<T>(), k.dev<T>(), v.dev<T>(),
+                                         phiq.dev<float>(), phik.dev<float>(), wlogit.dev<float>(), d.B, d.T, d.H,
+                                         d.Hkv, d.D, d.F, int(variant), nullptr));
 }
 
 void hybrid_attention_backward(Tensor* dq, Tensor* dk, Tensor* dv, Tensor* dphiq, Tensor* dphik, Tensor* dwlogit,
                                const Tensor& dy, const Tensor& y, const Tensor& Z, const Tensor& q, const Tensor& k,
                                const Tensor& v, const Tensor& phiq, const Tensor& phik, const Tensor& wlogit,
                                HybridVariant variant) {
-  ENSURE(check_operands("hybrid_attention backward",
-                        {dq, dk, dv, dphiq, dphik, dwlogit, &dy, &y, &Z, &q, &k, &v, &phiq, &phik, &wlogit}),
-         "hybrid_attention has no cuda kernel yet");
-  int B = int(q.size(0)), T = int(q.size(1)), H = int(q.size(2)), D = int(q.size(3)), Hkv = int(k.size(2)),
-      F = int(phiq.size(3));
-  hybrid_attention_backward(opt(dq), opt(dk), opt(dv), opt(dphiq), opt(dphik), opt(dwlogit), dy.f32(), y.f32(),
-                            Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(), wlogit.f32(), B, T, H, Hkv,
-                            D, F, variant);
+  bool cpu = false;
+  HybridDims d = check_hybrid("hybrid_attention backward", cpu, {dq, dk, dv, &dy, &y, &q, &k, &v},
+                              {dphiq, dphik, dwlogit, &Z, &phiq, &phik, &wlogit}, q, k, v, phiq, phik, Z, wlogit);
+  check_same_shape("hybrid_attention backward", dy, q);
+  if (cpu)
+    return hybrid_attention_backward(opt(dq), opt(dk), opt(dv), opt(dphiq), opt(dphik), opt(dwlogit), dy.f32(),
+                                     y.f32(), Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(),
+                                     wlogit.f32(), d.B, d.T, d.H, d.Hkv, d.D, d.F, variant);
+  ON_CUDA(q.dtype(), T,
+          cuda::hybrid_attention_backward(dev_opt<T>(dq), dev_opt<T>(dk), dev_opt<T>(dv), dev_opt(dphiq),
+                                          dev_opt(dphik), dev_opt(dwlogit), dy.dev<T>(), y.dev<T>(), Z.dev<float>(),
+                                          q.dev<T>(), k.dev<T>(), v.dev<T>(), phiq.dev<float>(), phik.dev<float>(),
+                                          wlogit.dev<float>(), d.B, d.T, d.H, d.Hkv, d.D, d.F, int(variant),
+                                          nullptr));
 }
 
 }  // namespace lolcats

@@ -56,8 +56,9 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
                                int T_, int H, int Hkv, int D, int F, HybridVariant variant);
 
 
-// Tensor-level entry points (tensor/device.h), shapes as above, read from the tensors. CPU only so
-// far (the CUDA twins are to come).
+// Tensor-level entry points (tensor/device.h), shapes as above, read from the tensors: the CPU code
+// above (f32) or its CUDA twin (cuda/hybrid_attention.h: q, k, v, y and their gradients f32 or bf16;
+// features, Z and window logits f32).
 class Tensor;
 void hybrid_attention_forward(Tensor& y, Tensor& Z, const Tensor& q, const Tensor& k, const Tensor& v,
                               const Tensor& phiq, const Tensor& phik, const Tensor& wlogit, HybridVariant variant);

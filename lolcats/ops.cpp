@@ -10,7 +10,7 @@ Var hedgehog(const Var& x, const Var& W) {
   ENSURE(sx.ndim == 4 && sw.ndim == 3 && sw[1] == sx[3],
          "hedgehog: input %s does not fit feature-map weight %s (H, D, Fh)", sx.str().c_str(),
          sw.str().c_str());
-  Tensor phi = Tensor::empty({sx[0], sx[1], sw[0], 2 * sw[2]}, x->value.dtype(), x->value.device());
+  Tensor phi = Tensor::empty({sx[0], sx[1], sw[0], 2 * sw[2]}, DType::f32, x->value.device());  // f32 features
   hedgehog_forward(phi, x->value, W->value);
   return make_node(phi, {x, W}, "hedgehog", [=](Node& n) {
     Grad dx(x, Grad::writes), dW(W, Grad::adds);
@@ -24,7 +24,7 @@ Var t2r(const Var& x, const Var& W, const Var& b) {
   ENSURE(sx.ndim == 4 && sw.ndim == 3 && sw[1] == sx[3] && b->value.numel() == sw[0] * sw[2],
          "t2r: input %s, weight %s (H, D, F) and bias %s (H, F) do not fit", sx.str().c_str(),
          sw.str().c_str(), b->value.shape().str().c_str());
-  Tensor phi = Tensor::empty({sx[0], sx[1], sw[0], sw[2]}, x->value.dtype(), x->value.device());
+  Tensor phi = Tensor::empty({sx[0], sx[1], sw[0], sw[2]}, DType::f32, x->value.device());
   t2r_forward(phi, x->value, W->value, b->value);
   return make_node(phi, {x, W, b}, "t2r", [=](Node& n) {
     Grad dx(x, Grad::writes), dW(W, Grad::adds), db(b, Grad::adds);

@@ -1,0 +1,235 @@
+// LoLCATs feature maps on CUDA: kernels, then launchers (math in lolcats/feature_map.h, layout in
+// cuda/feature_map.h). The steps mirror the CPU code line for line:
+//   forward:  xg = gather(x);  z[h] = xg[h / G] W[h] (gemm);  phi = softmax pair (or relu(z + b))
+//   backward: dz = the softmax pair's (or relu's) backward;  dW[h] += xg[h / G]^T dz[h] (gemm);
+//             dxg[h / G] = sum over the group of dz[h] W[h]^T (gemm);  dx = scatter(dxg)
+// z and dz are (H, rows, Fw) f32 scratch, rows = B T_, Fw = Fh (Hedgehog) or F (T2R).
+#include "cuda/feature_map.h"
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "cuda/gemm.h"
+
+namespace lolcats::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxBlocks = 2048;
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr float kClamp = 1e-12f;  // lolcats::kFeatureClamp
+
+#define GRID_STRIDE_LOOP(i, n) \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
+
+int blocks_for(int64_t n) {
+  const int64_t needed = (n + kThreads - 1) / kThreads;
+  return int(needed < kMaxBlocks ? needed : kMaxBlocks);
+}
+
+// xg (Hx, rows, D) f32  <-  x (rows, Hx, D), and back (the scatter writes dx in T).
+template <typename T>
+__global__ void gather_heads_kernel(float* xg, const T* x, int64_t rows, int Hx, int D) {
+  GRID_STRIDE_LOOP(e, rows * Hx * D) {
+    int64_t r = e / (int64_t(Hx) * D);
+    int hx = int(e / D % Hx), d = int(e % D);
+    xg[(hx * rows + r) * D + d] = to_f32(x[e]);
+  }
+}
+template <typename T>
+__global__ void scatter_heads_kernel(T* x, const float* xg, int64_t rows, int Hx, int D) {
+  GRID_STRIDE_LOOP(e, rows * Hx * D) {
+    int64_t r = e / (int64_t(Hx) * D);
+    int hx = int(e / D % Hx), d = int(e % D);
+    x[e] = from_f32<T>(xg[(hx * rows + r) * D + d]);
+  }
+}
+
+__device__ inline float warp_sum(float x) {
+  for (int off = 16; off > 0; off /= 2) x += __shfl_xor_sync(kFullMask, x, off);
+  return x;
+}
+__device__ inline float warp_max(float x) {
+  for (int off = 16; off > 0; off /= 2) x = fmaxf(x, __shfl_xor_sync(kFullMask, x, off));
+  return x;
+}
+
+// One warp per (row r, head h): phi[r, h] = [softmax(z), softmax(-z)], clamped below at 1e-12,
+// with z = z[h, r] (Fh). Lane l owns features l, l + 32, ...
+__global__ void softmax_pair_kernel(float* phi, const float* z, int64_t rows, int H, int Fh) {
+  const int64_t w = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= rows * H) return;  // whole warps leave together
+  const int64_t r = w / H;
+  const int h = int(w % H);
+  const float* zr = z + (h * rows + r) * Fh;
+  float* out = phi + w * 2 * Fh;
+  float zmax = -INFINITY, zmin = INFINITY;
+  for (int f = lane; f < Fh; f += 32) zmax = fmaxf(zmax, zr[f]), zmin = fminf(zmin, zr[f]);
+  zmax = warp_max(zmax);
+  zmin = -warp_max(-zmin);
+  float s1 = 0.f, s2 = 0.f;
+  for (int f = lane; f < Fh; f += 32) {
+    s1 += (out[f] = expf(zr[f] - zmax));
+    s2 += (out[Fh + f] = expf(zmin - zr[f]));
+  }
+  s1 = warp_sum(s1);
+  s2 = warp_sum(s2);
+  for (int f = lane; f < Fh; f += 32) {
+    out[f] = fmaxf(out[f] / s1, kClamp);
+    out[Fh + f] = fmaxf(out[Fh + f] / s2, kClamp);
+  }
+}
+
+// The softmax pair's backward, one warp per (r, h): dz = s (ds - <ds, s>) for each half, the second
+// entering with a minus sign; clamped entries pass no gradient and count as 0 (as on the CPU).
+__global__ void softmax_pair_backward_kernel(float* dz, const float* dphi, const float* phi, int64_t rows, int H,
+                                             int Fh) {
+  const int64_t w = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= rows * H) return;
+  const int64_t r = w / H;
+  const int h = int(w % H);
+  const float* p = phi + w * 2 * Fh;
+  const float* g = dphi + w * 2 * Fh;
+  auto live = [&](int f) { return p[f] > kClamp ? g[f] : 0.f; };
+  auto prob = [&](int f) { return p[f] > kClamp ? p[f] : 0.f; };
+  float dot1 = 0.f, dot2 = 0.f;
+  for (int f = lane; f < Fh; f += 32) dot1 += live(f) * p[f], dot2 += live(Fh + f) * p[Fh + f];
+  dot1 = warp_sum(dot1);
+  dot2 = warp_sum(dot2);
+  float* out = dz + (h * rows + r) * Fh;
+  for (int f = lane; f < Fh; f += 32) out[f] = prob(f) * (live(f) - dot1) - prob(Fh + f) * (live(Fh + f) - dot2);
+}
+
+// T2R: phi[r, h, f] = relu(z[h, r, f] + bias[h, f]).
+__global__ void bias_relu_kernel(float* phi, const float* z, const float* bias, int64_t rows, int H, int F) {
+  GRID_STRIDE_LOOP(e, rows * H * F) {
+    int64_t r = e / (int64_t(H) * F);
+    int h = int(e / F % H), f = int(e % F);
+    phi[e] = fmaxf(z[(h * rows + r) * F + f] + bias[h * F + f], 0.f);
+  }
+}
+// Its backward: dz[h, r, f] = dphi where phi > 0, else 0.
+__global__ void relu_backward_kernel(float* dz, const float* dphi, const float* phi, int64_t rows, int H, int F) {
+  GRID_STRIDE_LOOP(e, rows * H * F) {
+    int64_t r = e / (int64_t(H) * F);
+    int h = int(e / F % H), f = int(e % F);
+    dz[(h * rows + r) * F + f] = phi[e] > 0.f ? dphi[e] : 0.f;
+  }
+}
+// dbias[h, f] += sum over rows of dz[h, r, f] (one thread per (h, f), rows in order).
+__global__ void column_sum_kernel(float* dbias, const float* dz, int64_t rows, int H, int F) {
+  GRID_STRIDE_LOOP(e, int64_t(H) * F) {
+    const int64_t h = e / F, f = e % F;
+    float s = 0.f;
+    for (int64_t r = 0; r < rows; r++) s += dz[(h * rows + r) * F + f];
+    dbias[e] += s;
+  }
+}
+
+void check_sizes(const char* op, int B, int T_, int H, int Hx, int D, int Fw) {
+  ENSURE(B >= 0 && T_ >= 0 && H > 0 && Hx > 0 && H % Hx == 0 && D > 0 && Fw > 0,
+         "%s (cuda): bad sizes B = %d, T = %d, H = %d, Hx = %d, D = %d, F = %d (H a multiple of Hx)", op, B,
+         T_, H, Hx, D, Fw);
+}
+
+// z[h] = xg[h / G] W[h] for every h: (H, rows, Fw). Returns xg for the backward's use.
+template <typename T>
+void project(float* z, float* xg, const T* x, const float* W, int64_t rows, int H, int Hx, int D, int Fw,
+             Stream stream) {
+  launch_kernel(gather_heads_kernel<T>, blocks_for(rows * Hx * D), kThreads, 0, stream, xg, x, rows, Hx, D);
+  const int G = H / Hx;
+  for (int h = 0; h < H; h++)
+    gemm(z + h * rows * Fw, xg + (h / G) * rows * D, W + int64_t(h) * D * Fw,
+         GemmShape{1, int(rows), Fw, D, false, false, false}, nullptr, stream);
+}
+
+// The projections' backward from dz (H, rows, Fw): dW[h] += xg[h / G]^T dz[h], and dx.
+template <typename T>
+void project_backward(T* dx, float* dW, const float* dz, const T* x, const float* W, int64_t rows, int H, int Hx,
+                      int D, int Fw, Stream stream) {
+  const int G = H / Hx;
+  if (dW) {
+    DeviceScratch<float> xg(size_t(rows) * Hx * D);
+    launch_kernel(gather_heads_kernel<T>, blocks_for(rows * Hx * D), kThreads, 0, stream, xg.p, x, rows, Hx, D);
+    for (int h = 0; h < H; h++)
+      gemm(dW + int64_t(h) * D * Fw, xg.p + (h / G) * rows * D, dz + h * rows * Fw,
+           GemmShape{1, D, Fw, int(rows), true, false, true}, nullptr, stream);
+  }
+  if (dx) {
+    DeviceScratch<float> dxg(size_t(rows) * Hx * D);
+    for (int h = 0; h < H; h++)
+      gemm(dxg.p + (h / G) * rows * D, dz + h * rows * Fw, W + int64_t(h) * D * Fw,
+           GemmShape{1, int(rows), D, Fw, false, true, h % G != 0}, nullptr, stream);
+    const float* dxgp = dxg.p;
+    launch_kernel(scatter_heads_kernel<T>, blocks_for(rows * Hx * D), kThreads, 0, stream, dx, dxgp, rows, Hx, D);
+  }
+}
+
+unsigned warps_blocks(int64_t warps) { return unsigned((warps + kThreads / 32 - 1) / (kThreads / 32)); }
+
+}  // namespace
+
+template <typename T>
+void hedgehog_forward(float* phi, const T* x, const float* W, int B, int T_, int H, int Hx, int D, int Fh,
+                      Stream stream) {
+  check_sizes("hedgehog_forward", B, T_, H, Hx, D, Fh);
+  const int64_t rows = int64_t(B) * T_;
+  if (rows == 0) return;
+  DeviceScratch<float> z(size_t(rows) * H * Fh), xg(size_t(rows) * Hx * D);
+  project(z.p, xg.p, x, W, rows, H, Hx, D, Fh, stream);
+  const float* zp = z.p;
+  launch_kernel(softmax_pair_kernel, warps_blocks(rows * H), kThreads, 0, stream, phi, zp, rows, H, Fh);
+}
+
+template <typename T>
+void hedgehog_backward(T* dx, float* dW, const float* dphi, const float* phi, const T* x, const float* W, int B,
+                       int T_, int H, int Hx, int D, int Fh, Stream stream) {
+  check_sizes("hedgehog_backward", B, T_, H, Hx, D, Fh);
+  const int64_t rows = int64_t(B) * T_;
+  if (rows == 0 || (!dx && !dW)) return;
+  DeviceScratch<float> dz(size_t(rows) * H * Fh);
+  launch_kernel(softmax_pair_backward_kernel, warps_blocks(rows * H), kThreads, 0, stream, dz.p, dphi, phi, rows,
+                H, Fh);
+  project_backward(dx, dW, dz.p, x, W, rows, H, Hx, D, Fh, stream);
+}
+
+template <typename T>
+void t2r_forward(float* phi, const T* x, const float* W, const float* bias, int B, int T_, int H, int Hx, int D,
+                 int F, Stream stream) {
+  check_sizes("t2r_forward", B, T_, H, Hx, D, F);
+  const int64_t rows = int64_t(B) * T_;
+  if (rows == 0) return;
+  DeviceScratch<float> z(size_t(rows) * H * F), xg(size_t(rows) * Hx * D);
+  project(z.p, xg.p, x, W, rows, H, Hx, D, F, stream);
+  const float* zp = z.p;
+  launch_kernel(bias_relu_kernel, blocks_for(rows * H * F), kThreads, 0, stream, phi, zp, bias, rows, H, F);
+}
+
+template <typename T>
+void t2r_backward(T* dx, float* dW, float* dbias, const float* dphi, const float* phi, const T* x, const float* W,
+                  int B, int T_, int H, int Hx, int D, int F, Stream stream) {
+  check_sizes("t2r_backward", B, T_, H, Hx, D, F);
+  const int64_t rows = int64_t(B) * T_;
+  if (rows == 0 || (!dx && !dW && !dbias)) return;
+  DeviceScratch<float> dz(size_t(rows) * H * F);
+  launch_kernel(relu_backward_kernel, blocks_for(rows * H * F), kThreads, 0, stream, dz.p, dphi, phi, rows, H, F);
+  const float* dzp = dz.p;
+  if (dbias) launch_kernel(column_sum_kernel, blocks_for(int64_t(H) * F), kThreads, 0, stream, dbias, dzp, rows, H, F);
+  project_backward(dx, dW, dz.p, x, W, rows, H, Hx, D, F, stream);
+}
+
+#define INSTANTIATE(T)                                                                                           \
+  template void hedgehog_forward<T>(float*, const T*, const float*, int, int, int, int, int, int, Stream);      \
+  template void hedgehog_backward<T>(T*, float*, const float*, const float*, const T*, const float*, int, int,  \
+                                     int, int, int, int, Stream);                                               \
+  template void t2r_forward<T>(float*, const T*, const float*, const float*, int, int, int, int, int, int,      \
+                               Stream);                                                                         \
+  template void t2r_backward<T>(T*, float*, float*, const float*, const float*, const T*, const float*, int,    \
+                                int, int, int, int, int, Stream);
+INSTANTIATE(float)
+INSTANTIATE(bf16)
+
+}  // namespace lolcats::cuda

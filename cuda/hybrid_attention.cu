@@ -1,0 +1,653 @@
+// LoLCATs hybrid attention on CUDA: kernels, then launchers. The math is in
+// lolcats/hybrid_attention.h, the plan of the kernels in cuda/hybrid_attention.h.
+//
+// Every kernel has the same shape: a thread block of 256 threads owns 32 rows (queries, keys, or
+// features of a running state) and streams tiles of 32 columns through shared memory. All tiles
+// are f32 with rows padded by one float (a column's reads then fall on distinct banks). Work on a
+// tile is spread over the threads element by element, `for (e = threadIdx.x; e < n; e += 256)`:
+// an output element is updated by one thread at a time, and phases are separated by barriers.
+// Row reductions (max, sums) are done by one thread per row, in key order, so the window's argmax
+// is the first maximum, as on the CPU.
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "cuda/hybrid_attention.h"
+
+namespace lolcats::cuda {
+namespace {
+
+constexpr int kBlock = 64;     // C: the variants' block size (lolcats::kHybridBlock)
+constexpr int kRows = 32;      // rows per thread block: half a C block
+constexpr int kCols = 32;      // columns per streamed tile
+constexpr int kThreads = 256;
+enum Kind { kNone = 0, kWindow = 1, kLinear = 2 };
+
+// How key j enters query i's output, for j in block b(i) - 1 or b(i) (lolcats' classify).
+__device__ inline int pair_kind(int i, int j, int variant) {
+  if (j > i) return kNone;
+  if (variant == 0) return kWindow;                               // terrace
+  if (variant == 1) return i - j < kBlock ? kWindow : kLinear;    // sw
+  return kLinear;                                                 // linear
+}
+
+__device__ inline int imin(int a, int b) { return a < b ? a : b; }
+__device__ inline int imax(int a, int b) { return a > b ? a : b; }
+__device__ inline float sigmoidf(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ inline float dot(const float* a, const float* b, int n) {
+  float s = 0.f;
+  for (int x = 0; x < n; x++) s = fmaf(a[x], b[x], s);
+  return s;
+}
+
+// Hands out consecutive pieces of the dynamic shared memory.
+struct SharedBump {
+  float* p;
+  __device__ float* take(int count) {
+    float* r = p;
+    p += count;
+    return r;
+  }
+};
+
+// dst (rows, n), row stride ld  <-  rows [0, valid) of src (row r at src + r * stride), divided by
+// div[r] when div is set; the rest zeros.
+template <typename T>
+__device__ void load_tile(float* dst, int ld, const T* src, int64_t stride, int rows, int valid, int n,
+                          const float* div = nullptr) {
+  for (int e = threadIdx.x; e < rows * n; e += kThreads) {
+    int r = e / n, c = e % n;
+    float x = r < valid ? to_f32(src[r * stride + c]) : 0.f;
+    dst[r * ld + c] = div && r < valid ? x / div[r] : x;
+  }
+}
+
+// ---- the running states ---------------------------------------------------------------------------
+// For each block x of C rows of one (b, h), forward (reverse = false) and reverse:
+//   S[x] = sum over blocks u <= x - 2 (reverse: u >= x + 2) of  a_u^T (b_u / div_u)   (F, D)
+//   z[x] = the same of  a_u^T w_u                                                      (F)
+// a: (B, T_, H, F) head h;  b: (B, T_, Hb, D) head h / (H / Hb);  div, w: (B, H, T_) per row, or
+// null for 1. Forward: a = phi_k, b = v (the state queries read). Reverse: a = phi_q, b = dy,
+// div = Z, w = dZ (P and p of the backward).
+// grid (H, B, ceil(F / kCols)): features [f0, f0 + 32) of one (b, h), all blocks in turn.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    state_scan_kernel(float* S, float* z, const float* a, const T* bm, const float* div, const float* w,
+                      int T_, int H, int Hb, int D, int F, bool reverse) {
+  EXTERN_SHARED(float, smem);
+  const int ldd = D + 1, lda = kCols + 1;
+  SharedBump sm{smem};
+  float* sa = sm.take(kBlock * lda);    // (C, 32)  a of one block, this slice of features
+  float* sb = sm.take(kBlock * ldd);    // (C, D)   b / div of the block
+  float* sw = sm.take(kBlock);          // (C)      w
+  float* acc = sm.take(kCols * ldd);    // (32, D)  the running S slice
+  float* accz = sm.take(kCols);         // (32)     the running z slice
+
+  const int h = blockIdx.x, b = blockIdx.y, f0 = blockIdx.z * kCols, nf = imin(kCols, F - f0);
+  const int nb = ceil_div(T_, kBlock), G = H / Hb;
+  const float* ab = a + (int64_t(b) * T_ * H + h) * F + f0;  // row r at + r * H * F
+  const T* bb = bm + (int64_t(b) * T_ * Hb + h / G) * D;      // row r at + r * Hb * D
+  const float* divb = div ? div + (int64_t(b) * H + h) * T_ : nullptr;
+  const float* wb = w ? w + (int64_t(b) * H + h) * T_ : nullptr;
+  float* Sb = S + (int64_t(b) * H + h) * nb * F * D;  // block x at + x F D
+  float* zb = z + (int64_t(b) * H + h) * nb * F;
+  for (int e = threadIdx.x; e < kCols * D; e += kThreads) acc[(e / D) * ldd + e % D] = 0.f;
+  if (threadIdx.x < kCols) accz[threadIdx.x] = 0.f;
+
+  for (int step = 0; step < nb; step++) {
+    const int x = reverse ? nb - 1 - step : step;
+    __syncthreads();  // the running sums are complete
+    for (int e = threadIdx.x; e < nf * D; e += kThreads)
+      Sb[int64_t(x) * F * D + int64_t(f0 + e / D) * D + e % D] = acc[(e / D) * ldd + e % D];
+    if (threadIdx.x < nf) zb[int64_t(x) * F + f0 + threadIdx.x] = accz[threadIdx.x];
+    const int u = reverse ? x + 1 : x - 1;  // the block that becomes visible to block x -/+ 1
+    if (u < 0 || u >= nb) continue;
+    const int u0 = u * kBlock, rows = imin(kBlock, T_ - u0);
+    for (int e = threadIdx.x; e < kBlock * kCols; e += kThreads) {
+      int r = e / kCols, f = e % kCols;
+      sa[r * lda + f] = r < rows && f < nf ? ab[int64_t(u0 + r) * H * F + f] : 0.f;
+    }
+    load_tile(sb, ldd, bb + int64_t(u0) * Hb * D, int64_t(Hb) * D, kBlock, rows, D, divb ? divb + u0 : nullptr);
+    if (threadIdx.x < kBlock) sw[threadIdx.x] = threadIdx.x < rows ? (wb ? wb[u0 + threadIdx.x] : 1.f) : 0.f;
+    __syncthreads();
+    for (int e = threadIdx.x; e < kCols * D; e += kThreads) {
+      int f = e / D, d = e % D;
+      float s = 0.f;
+      for (int r = 0; r < kBlock; r++) s = fmaf(sa[r * lda + f], sb[r * ldd + d], s);
+      acc[f * ldd + d] += s;
+    }
+    if (threadIdx.x < kCols) {
+      float s = 0.f;
+      for (int r = 0; r < kBlock; r++) s = fmaf(sa[r * lda + threadIdx.x], sw[r], s);
+      accz[threadIdx.x] += s;
+    }
+  }
+}
+
+// ---- forward --------------------------------------------------------------------------------------
+// grid (H, B, ceil(T_ / kRows)): queries [i0, i0 + 32) of one (b, h), which see the local keys
+// [j0, i0 + rows) (blocks t - 1 and t) and, from block t >= 2 on, the state S[t], z[t].
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    hybrid_forward_kernel(T* y, float* Z, const T* q, const T* k, const T* v, const float* phiq,
+                          const float* phik, const float* wlogit, const float* S, const float* zs, int T_,
+                          int H, int Hkv, int D, int F, int variant) {
+  EXTERN_SHARED(float, smem);
+  const int ldd = D + 1, ldf = F + 1, ldc = kCols + 1;
+  SharedBump sm{smem};
+  float* sq = sm.take(kRows * ldd);   // (32, D) queries
+  float* spq = sm.take(kRows * ldf);  // (32, F) their features
+  float* sk = sm.take(kCols * ldd);   // (32, D) key tile; later a tile of S
+  float* sv = sm.take(kCols * ldd);   // (32, D) value tile; later a slice of z
+  float* spk = sm.take(kCols * ldf);  // (32, F) key features
+  float* sw = sm.take(kRows * ldc);   // (32, 32) pair weights (scores in the max pass)
+  float* acc = sm.take(kRows * ldd);  // (32, D) numerators
+  float* rmax = sm.take(kRows);       // window max m_i
+  float* rden = sm.take(kRows);       // normaliser Z_i
+
+  const int h = blockIdx.x, b = blockIdx.y, i0 = blockIdx.z * kRows, rows = imin(kRows, T_ - i0);
+  const int hk = h / (H / Hkv), t = i0 / kBlock, nb = ceil_div(T_, kBlock);
+  const int j0 = imax(0, (t - 1) * kBlock), kend = i0 + rows;
+  const float scale = 1.f / sqrtf(float(D)), g = sigmoidf(wlogit[h]);
+  const int64_t qs = int64_t(H) * D, ks = int64_t(Hkv) * D, fs = int64_t(H) * F;
+  const T* kb = k + (int64_t(b) * T_ * Hkv + hk) * D;  // key j at + j ks
+  const T* vb = v + (int64_t(b) * T_ * Hkv + hk) * D;
+  const float* pkb = phik + (int64_t(b) * T_ * H + h) * F;  // key j at + j fs
+
+  load_tile(sq, ldd, q + ((int64_t(b) * T_ + i0) * H + h) * D, qs, kRows, rows, D);
+  load_tile(spq, ldf, phiq + ((int64_t(b) * T_ + i0) * H + h) * F, fs, kRows, rows, F);
+  for (int e = threadIdx.x; e < kRows * D; e += kThreads) acc[(e / D) * ldd + e % D] = 0.f;
+  if (threadIdx.x < kRows) rmax[threadIdx.x] = -INFINITY, rden[threadIdx.x] = 0.f;
+
+  // 1. The window max (scores only).
+  for (int kt = j0; variant != 2 && kt < kend; kt += kCols) {
+    const int nk = imin(kCols, kend - kt);
+    __syncthreads();
+    load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
+    __syncthreads();
+    for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
+      int r = e / kCols, c = e % kCols;
+      bool win = r < rows && c < nk && pair_kind(i0 + r, kt + c, variant) == kWindow;
+      sw[r * ldc + c] = win ? dot(sq + r * ldd, sk + c * ldd, D) * scale : -INFINITY;
+    }
+    __syncthreads();
+    if (threadIdx.x < kRows)
+      for (int c = 0; c < kCols; c++) rmax[threadIdx.x] = fmaxf(rmax[threadIdx.x], sw[threadIdx.x * ldc + c]);
+  }
+  // 2. The local pairs: A = g exp(s - m) in the window, phi_q . phi_k for local linear pairs.
+  for (int kt = j0; kt < kend; kt += kCols) {
+    const int nk = imin(kCols, kend - kt);
+    __syncthreads();
+    load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
+    load_tile(sv, ldd, vb + kt * ks, ks, kCols, nk, D);
+    load_tile(spk, ldf, pkb + kt * fs, fs, kCols, nk, F);
+    __syncthreads();
+    for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
+      int r = e / kCols, c = e % kCols;
+      int kind = r < rows && c < nk ? pair_kind(i0 + r, kt + c, variant) : kNone;
+      float w = 0.f;
+      if (kind == kWindow) w = g * expf(dot(sq + r * ldd, sk + c * ldd, D) * scale - rmax[r]);
+      if (kind == kLinear) w = dot(spq + r * ldf, spk + c * ldf, F);
+      sw[r * ldc + c] = w;
+    }
+    __syncthreads();
+    if (threadIdx.x < kRows) {
+      float s = 0.f;
+      for (int c = 0; c < kCols; c++) s += sw[threadIdx.x * ldc + c];
+      rden[threadIdx.x] += s;
+    }
+    for (int e = threadIdx.x; e < kRows * D; e += kThreads) {
+      int r = e / D, d = e % D;
+      float s = 0.f;
+      for (int c = 0; c < kCols; c++) s = fmaf(sw[r * ldc + c], sv[c * ldd + d], s);
+      acc[r * ldd + d] += s;
+    }
+  }
+  // 3. Keys of blocks <= t - 2, through the state: num += phi_q S[t], den += phi_q . z[t].
+  if (t >= 2) {
+    const float* St = S + ((int64_t(b) * H + h) * nb + t) * F * D;
+    const float* zt = zs + ((int64_t(b) * H + h) * nb + t) * F;
+    for (int f0 = 0; f0 < F; f0 += kCols) {
+      const int nf = imin(kCols, F - f0);
+      __syncthreads();
+      load_tile(sk, ldd, St + int64_t(f0) * D, D, kCols, nf, D);
+      if (threadIdx.x < kCols) sv[threadIdx.x] = threadIdx.x < nf ? zt[f0 + threadIdx.x] : 0.f;
+      __syncthreads();
+      if (threadIdx.x < kRows) {
+        float s = 0.f;
+        for (int f = 0; f < nf; f++) s = fmaf(spq[threadIdx.x * ldf + f0 + f], sv[f], s);
+        rden[threadIdx.x] += s;
+      }
+      for (int e = threadIdx.x; e < kRows * D; e += kThreads) {
+        int r = e / D, d = e % D;
+        float s = 0.f;
+        for (int f = 0; f < nf; f++) s = fmaf(spq[r * ldf + f0 + f], sk[f * ldd + d], s);
+        acc[r * ldd + d] += s;
+      }
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < rows * D; e += kThreads) {
+    int r = e / D, d = e % D;
+    y[((int64_t(b) * T_ + i0 + r) * H + h) * D + d] = from_f32<T>(acc[r * ldd + d] / rden[r]);
+  }
+  if (threadIdx.x < rows) Z[(int64_t(b) * H + h) * T_ + i0 + threadIdx.x] = rden[threadIdx.x];
+}
+
+// ---- backward: queries -----------------------------------------------------------------------------
+// grid (H, B, ceil(T_ / kRows)): dq and dphi_q of queries [i0, i0 + 32) of one (b, h). With
+// dN_i = dy_i / Z_i, dZ_i = -(dy_i . y_i) / Z_i and, for each local pair, dw_ij = dN_i . v_j + dZ_i:
+//   window pairs:  ds_ij = dw_ij A_ij;  wsum_i = sum_j ds_ij;  dq_i = scale (sum_j ds_ij k_j - wsum_i k_argmax)
+//   linear pairs:  dphi_q(i) += dw_ij phi_k(j);   state: dphi_q(i) += S[t] dN_i + z[t] dZ_i
+// Saves per row m, argmax, dZ, wsum (B, H, T_) for the key kernel, and sum_i wsum_i (1 - g) of its
+// rows to part[(b H + h) gridDim.z + blockIdx.z] (the window factor's gradient, summed later).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    hybrid_backward_query_kernel(T* dq, float* dphiq, float* row_m, int* row_arg, float* row_dz,
+                                 float* row_wsum, float* part, const T* dy, const T* y, const float* Z,
+                                 const T* q, const T* k, const T* v, const float* phiq, const float* phik,
+                                 const float* wlogit, const float* S, const float* zs, int T_, int H,
+                                 int Hkv, int D, int F, int variant) {
+  EXTERN_SHARED(float, smem);
+  const int ldd = D + 1, ldf = F + 1, ldc = kCols + 1;
+  SharedBump sm{smem};
+  float* sq = sm.take(kRows * ldd);    // (32, D) queries
+  float* sdn = sm.take(kRows * ldd);   // (32, D) dN
+  float* spq = sm.take(kRows * ldf);   // (32, F) query features
+  float* sk = sm.take(kCols * ldd);    // (32, D) key tile; later a tile of S
+  float* sv = sm.take(kCols * ldd);    // (32, D) value tile; later a slice of z
+  float* spk = sm.take(kCols * ldf);   // (32, F) key features
+  float* sds = sm.take(kRows * ldc);   // (32, 32) ds (window pairs) or dw (linear pairs); scores first
+  float* adq = sm.take(kRows * ldd);   // (32, D) dq / scale
+  float* adpq = sm.take(kRows * ldf);  // (32, F) dphi_q
+  float* rmax = sm.take(kRows);
+  float* rdz = sm.take(kRows);
+  float* rsum = sm.take(kRows);
+  float* rz = sm.take(kRows);
+  int* rarg = reinterpret_cast<int*>(sm.take(kRows));
+
+  const int h = blockIdx.x, b = blockIdx.y, i0 = blockIdx.z * kRows, rows = imin(kRows, T_ - i0);
+  const int hk = h / (H / Hkv), t = i0 / kBlock, nb = ceil_div(T_, kBlock);
+  const int j0 = imax(0, (t - 1) * kBlock), kend = i0 + rows;
+  const float scale = 1.f / sqrtf(float(D)), g = sigmoidf(wlogit[h]);
+  const int64_t qs = int64_t(H) * D, ks = int64_t(Hkv) * D, fs = int64_t(H) * F;
+  const int64_t first = (int64_t(b) * T_ + i0) * H + h;  // row i0 of (b, h), in rows of the (B, T_, H) grid
+  const T* kb = k + (int64_t(b) * T_ * Hkv + hk) * D;
+  const T* vb = v + (int64_t(b) * T_ * Hkv + hk) * D;
+  const float* pkb = phik + (int64_t(b) * T_ * H + h) * F;
+  const int64_t stat = (int64_t(b) * H + h) * T_ + i0;  // row i0 in the (B, H, T_) statistics
+
+  if (threadIdx.x < kRows) {
+    int r = threadIdx.x;
+    rz[r] = r < rows ? Z[stat + r] : 1.f;
+    rmax[r] = -INFINITY, rsum[r] = 0.f, rarg[r] = -1, rdz[r] = 0.f;
+  }
+  __syncthreads();
+  load_tile(sq, ldd, q + first * D, qs, kRows, rows, D);
+  load_tile(sdn, ldd, dy + first * D, qs, kRows, rows, D, rz);
+  load_tile(spq, ldf, phiq + first * F, fs, kRows, rows, F);
+  for (int e = threadIdx.x; e < kRows * D; e += kThreads) adq[(e / D) * ldd + e % D] = 0.f;
+  for (int e = threadIdx.x; e < kRows * F; e += kThreads) adpq[(e / F) * ldf + e % F] = 0.f;
+  __syncthreads();
+  if (threadIdx.x < rows) {  // dZ_i = -(dN_i . y_i)
+    int r = threadIdx.x;
+    const T* yr = y + (first + int64_t(r) * H) * D;
+    float s = 0.f;
+    for (int d = 0; d < D; d++) s = fmaf(sdn[r * ldd + d], to_f32(yr[d]), s);
+    rdz[r] = -s;
+  }
+  // 1. The window max and its (first) argmax.
+  for (int kt = j0; variant != 2 && kt < kend; kt += kCols) {
+    const int nk = imin(kCols, kend - kt);
+    __syncthreads();
+    load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
+    __syncthreads();
+    for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
+      int r = e / kCols, c = e % kCols;
+      bool win = r < rows && c < nk && pair_kind(i0 + r, kt + c, variant) == kWindow;
+      sds[r * ldc + c] = win ? dot(sq + r * ldd, sk + c * ldd, D) * scale : -INFINITY;
+    }
+    __syncthreads();
+    if (threadIdx.x < kRows)
+      for (int c = 0; c < kCols; c++)
+        if (sds[threadIdx.x * ldc + c] > rmax[threadIdx.x])
+          rmax[threadIdx.x] = sds[threadIdx.x * ldc + c], rarg[threadIdx.x] = kt + c;
+  }
+  // 2. The local pairs.
+  for (int kt = j0; kt < kend; kt += kCols) {
+    const int nk = imin(kCols, kend - kt);
+    __syncthreads();
+    load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
+    load_tile(sv, ldd, vb + kt * ks, ks, kCols, nk, D);
+    load_tile(spk, ldf, pkb + kt * fs, fs, kCols, nk, F);
+    __syncthreads();
+    for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
+      int r = e / kCols, c = e % kCols;
+      int kind = r < rows && c < nk ? pair_kind(i0 + r, kt + c, variant) : kNone;
+      float val = 0.f;
+      if (kind != kNone) {
+        float dw = dot(sdn + r * ldd, sv + c * ldd, D) + rdz[r];
+        val = kind == kLinear ? dw : dw * g * expf(dot(sq + r * ldd, sk + c * ldd, D) * scale - rmax[r]);
+      }
+      sds[r * ldc + c] = val;
+    }
+    __syncthreads();
+    if (threadIdx.x < rows)
+      for (int c = 0; c < nk; c++)
+        if (pair_kind(i0 + threadIdx.x, kt + c, variant) == kWindow) rsum[threadIdx.x] += sds[threadIdx.x * ldc + c];
+    for (int e = threadIdx.x; e < kRows * D; e += kThreads) {
+      int r = e / D, d = e % D;
+      float s = 0.f;
+      for (int c = 0; c < nk; c++)
+        if (pair_kind(i0 + r, kt + c, variant) == kWindow) s = fmaf(sds[r * ldc + c], sk[c * ldd + d], s);
+      adq[r * ldd + d] += s;
+    }
+    for (int e = threadIdx.x; e < kRows * F; e += kThreads) {
+      int r = e / F, f = e % F;
+      float s = 0.f;
+      for (int c = 0; c < nk; c++)
+        if (pair_kind(i0 + r, kt + c, variant) == kLinear) s = fmaf(sds[r * ldc + c], spk[c * ldf + f], s);
+      adpq[r * ldf + f] += s;
+    }
+  }
+  __syncthreads();
+  // The max moves every window score of its row: ds(i, argmax_i) -= wsum_i.
+  for (int e = threadIdx.x; e < rows * D; e += kThreads) {
+    int r = e / D, d = e % D;
+    if (rarg[r] >= 0) adq[r * ldd + d] -= rsum[r] * to_f32(kb[int64_t(rarg[r]) * ks + d]);
+  }
+  if (threadIdx.x == 0) {
+    float s = 0.f;
+    for (int r = 0; r < rows; r++) s += rsum[r];
+    part[(int64_t(b) * H + h) * gridDim.z + blockIdx.z] = s * (1.f - g);
+  }
+  // 3. The state: dphi_q(i) += S[t] dN_i + z[t] dZ_i.
+  if (t >= 2) {
+    const float* St = S + ((int64_t(b) * H + h) * nb + t) * F * D;
+    const float* zt = zs + ((int64_t(b) * H + h) * nb + t) * F;
+    for (int f0 = 0; f0 < F; f0 += kCols) {
+      const int nf = imin(kCols, F - f0);
+      __syncthreads();
+      load_tile(sk, ldd, St + int64_t(f0) * D, D, kCols, nf, D);
+      if (threadIdx.x < kCols) sv[threadIdx.x] = threadIdx.x < nf ? zt[f0 + threadIdx.x] : 0.f;
+      __syncthreads();
+      for (int e = threadIdx.x; e < kRows * nf; e += kThreads) {
+        int r = e / nf, f = e % nf;
+        adpq[r * ldf + f0 + f] += dot(sdn + r * ldd, sk + f * ldd, D) + rdz[r] * sv[f];
+      }
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < rows * D; e += kThreads) {
+    int r = e / D, d = e % D;
+    if (dq) dq[(first + int64_t(r) * H) * D + d] = from_f32<T>(scale * adq[r * ldd + d]);
+  }
+  for (int e = threadIdx.x; e < rows * F; e += kThreads) {
+    int r = e / F, f = e % F;
+    if (dphiq) dphiq[(first + int64_t(r) * H) * F + f] = adpq[r * ldf + f];
+  }
+  if (threadIdx.x < rows) {
+    int r = threadIdx.x;
+    row_m[stat + r] = rmax[r], row_arg[stat + r] = rarg[r], row_dz[stat + r] = rdz[r], row_wsum[stat + r] = rsum[r];
+  }
+}
+
+// ---- backward: keys -------------------------------------------------------------------------------
+// grid (Hkv, B, ceil(T_ / kRows)): dk, dv of keys [j0, j0 + 32) of one (b, key head), and dphi_k of
+// those keys for each query head h of the group in turn. Key j of block u is seen locally by the
+// queries of blocks u and u + 1 (from j on), and through the state by blocks >= u + 2, whose sum
+// is P[u], p[u] (the reverse scan):
+//   window pairs: ds_ij = dw_ij A_ij - [j = argmax_i] wsum_i;  dk_j += scale ds_ij q_i
+//   every pair:   dv_j += w_ij dN_i;   linear pairs: dphi_k(j) += dw_ij phi_q(i)
+//   state:        dphi_k(j) += P[u] v_j + p[u];   dv_j += P[u]^T phi_k(j)
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    hybrid_backward_key_kernel(T* dk, T* dv, float* dphik, const T* dy, const float* Z, const T* q,
+                               const T* k, const T* v, const float* phiq, const float* phik,
+                               const float* wlogit, const float* row_m, const int* row_arg,
+                               const float* row_dz, const float* row_wsum, const float* P, const float* p,
+                               int T_, int H, int Hkv, int D, int F, int variant) {
+  EXTERN_SHARED(float, smem);
+  const int ldd = D + 1, ldf = F + 1, ldc = kCols + 1;
+  SharedBump sm{smem};
+  float* sk = sm.take(kRows * ldd);    // (32, D) keys
+  float* sv = sm.take(kRows * ldd);    // (32, D) values
+  float* spk = sm.take(kRows * ldf);   // (32, F) key features of head h
+  float* adk = sm.take(kRows * ldd);   // (32, D) dk / scale
+  float* adv = sm.take(kRows * ldd);   // (32, D) dv
+  float* adpk = sm.take(kRows * ldf);  // (32, F) dphi_k of head h
+  float* sq = sm.take(kCols * ldd);    // (32, D) query tile; later a tile of P
+  float* sdn = sm.take(kCols * ldd);   // (32, D) dN of the query tile
+  float* spq = sm.take(kCols * ldf);   // (32, F) query features
+  float* sw = sm.take(kRows * ldc);    // (32 keys, 32 queries) w_ij
+  float* sds = sm.take(kRows * ldc);   // (32 keys, 32 queries) ds_ij (window) or dw_ij (linear)
+  float* qm = sm.take(kCols);          // the query tile's m, dZ, wsum, argmax; later a slice of p
+  float* qdz = sm.take(kCols);
+  float* qsum = sm.take(kCols);
+  float* qz = sm.take(kCols);
+  int* qarg = reinterpret_cast<int*>(sm.take(kCols));
+
+  const int hk = blockIdx.x, b = blockIdx.y, j0 = blockIdx.z * kRows, nk = imin(kRows, T_ - j0);
+  const int G = H / Hkv, u = j0 / kBlock, nb = ceil_div(T_, kBlock), qend = imin(T_, (u + 2) * kBlock);
+  const float scale = 1.f / sqrtf(float(D));
+  const int64_t qs = int64_t(H) * D, ks = int64_t(Hkv) * D, fs = int64_t(H) * F;
+  const int64_t kfirst = (int64_t(b) * T_ + j0) * Hkv + hk;  // key j0 of (b, hk), in rows of (B, T_, Hkv)
+
+  load_tile(sk, ldd, k + kfirst * D, ks, kRows, nk, D);
+  load_tile(sv, ldd, v + kfirst * D, ks, kRows, nk, D);
+  for (int e = threadIdx.x; e < kRows * D; e += kThreads) adk[(e / D) * ldd + e % D] = adv[(e / D) * ldd + e % D] = 0.f;
+  for (int h = hk * G; h < (hk + 1) * G; h++) {
+    const float g = sigmoidf(wlogit[h]);
+    const int64_t stat = (int64_t(b) * H + h) * T_;
+    __syncthreads();  // the previous head's dphi_k is stored
+    load_tile(spk, ldf, phik + ((int64_t(b) * T_ + j0) * H + h) * F, fs, kRows, nk, F);
+    for (int e = threadIdx.x; e < kRows * F; e += kThreads) adpk[(e / F) * ldf + e % F] = 0.f;
+    // 1. The queries that see these keys locally.
+    for (int qt = j0; qt < qend; qt += kCols) {
+      const int nq = imin(kCols, qend - qt);
+      const int64_t qfirst = (int64_t(b) * T_ + qt) * H + h;
+      __syncthreads();
+      if (threadIdx.x < kCols) {
+        int r = threadIdx.x;
+        bool in = r < nq;
+        qm[r] = in ? row_m[stat + qt + r] : 0.f;
+        qdz[r] = in ? row_dz[stat + qt + r] : 0.f;
+        qsum[r] = in ? row_wsum[stat + qt + r] : 0.f;
+        qz[r] = in ? Z[stat + qt + r] : 1.f;
+        qarg[r] = in ? row_arg[stat + qt + r] : -1;
+      }
+      __syncthreads();
+      load_tile(sq, ldd, q + qfirst * D, qs, kCols, nq, D);
+      load_tile(sdn, ldd, dy + qfirst * D, qs, kCols, nq, D, qz);
+      load_tile(spq, ldf, phiq + qfirst * F, fs, kCols, nq, F);
+      __syncthreads();
+      for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
+        int c = e / kCols, r = e % kCols, i = qt + r, j = j0 + c;  // key c, query r
+        int kind = c < nk && r < nq ? pair_kind(i, j, variant) : kNone;
+        float w = 0.f, val = 0.f;
+        if (kind != kNone) {
+          float dw = dot(sdn + r * ldd, sv + c * ldd, D) + qdz[r];
+          if (kind == kWindow) {
+            w = g * expf(dot(sq + r * ldd, sk + c * ldd, D) * scale - qm[r]);
+            val = dw * w - (j == qarg[r] ? qsum[r] : 0.f);
+          } else {
+            w = dot(spq + r * ldf, spk + c * ldf, F);
+            val = dw;
+          }
+        }
+        sw[c * ldc + r] = w;
+        sds[c * ldc + r] = val;
+      }
+      __syncthreads();
+      for (int e = threadIdx.x; e < kRows * D; e += kThreads) {
+        int c = e / D, d = e % D;
+        float sv_ = 0.f, sk_ = 0.f;
+        for (int r = 0; r < nq; r++) {
+          sv_ = fmaf(sw[c * ldc + r], sdn[r * ldd + d], sv_);
+          if (pair_kind(qt + r, j0 + c, variant) == kWindow) sk_ = fmaf(sds[c * ldc + r], sq[r * ldd + d], sk_);
+        }
+        adv[c * ldd + d] += sv_;
+        adk[c * ldd + d] += sk_;
+      }
+      for (int e = threadIdx.x; e < kRows * F; e += kThreads) {
+        int c = e / F, f = e % F;
+        float s = 0.f;
+        for (int r = 0; r < nq; r++)
+          if (pair_kind(qt + r, j0 + c, variant) == kLinear) s = fmaf(sds[c * ldc + r], spq[r * ldf + f], s);
+        adpk[c * ldf + f] += s;
+      }
+    }
+    // 2. The queries that see them through the state.
+    if (u + 2 < nb) {
+      const float* Pu = P + ((int64_t(b) * H + h) * nb + u) * F * D;
+      const float* pu = p + ((int64_t(b) * H + h) * nb + u) * F;
+      for (int f0 = 0; f0 < F; f0 += kCols) {
+        const int nf = imin(kCols, F - f0);
+        __syncthreads();
+        load_tile(sq, ldd, Pu + int64_t(f0) * D, D, kCols, nf, D);
+        if (threadIdx.x < kCols) qm[threadIdx.x] = threadIdx.x < nf ? pu[f0 + threadIdx.x] : 0.f;
+        __syncthreads();
+        for (int e = threadIdx.x; e < kRows * nf; e += kThreads) {
+          int c = e / nf, f = e % nf;
+          adpk[c * ldf + f0 + f] += dot(sv + c * ldd, sq + f * ldd, D) + qm[f];
+        }
+        for (int e = threadIdx.x; e < kRows * D; e += kThreads) {
+          int c = e / D, d = e % D;
+          float s = 0.f;
+          for (int f = 0; f < nf; f++) s = fmaf(spk[c * ldf + f0 + f], sq[f * ldd + d], s);
+          adv[c * ldd + d] += s;
+        }
+      }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < nk * F; e += kThreads) {
+      int c = e / F, f = e % F;
+      if (dphik) dphik[((int64_t(b) * T_ + j0 + c) * H + h) * F + f] = adpk[c * ldf + f];
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < nk * D; e += kThreads) {
+    int c = e / D, d = e % D;
+    if (dk) dk[(kfirst + int64_t(c) * Hkv) * D + d] = from_f32<T>(scale * adk[c * ldd + d]);
+    if (dv) dv[(kfirst + int64_t(c) * Hkv) * D + d] = from_f32<T>(adv[c * ldd + d]);
+  }
+}
+
+// dwlogit[h] += the partials of head h, batch by batch and block by block (a fixed order).
+__global__ void sum_partials_kernel(float* dwlogit, const float* part, int B, int H, int n) {
+  for (int h = threadIdx.x; h < H; h += blockDim.x) {
+    float s = 0.f;
+    for (int b = 0; b < B; b++)
+      for (int x = 0; x < n; x++) s += part[(int64_t(b) * H + h) * n + x];
+    dwlogit[h] += s;
+  }
+}
+
+// ---- launchers ------------------------------------------------------------------------------------
+// Shared bytes of each kernel, in the order of its SharedBump takes.
+size_t scan_shared(int D) { return sizeof(float) * (kBlock * (kCols + 1) + kBlock * (D + 1) + kBlock + kCols * (D + 1) + kCols); }
+size_t forward_shared(int D, int F) {
+  return sizeof(float) * (kRows * (D + 1) + kRows * (F + 1) + 2 * kCols * (D + 1) + kCols * (F + 1) +
+                          kRows * (kCols + 1) + kRows * (D + 1) + 2 * kRows);
+}
+size_t query_shared(int D, int F) {
+  return sizeof(float) * (2 * kRows * (D + 1) + kRows * (F + 1) + 2 * kCols * (D + 1) + kCols * (F + 1) +
+                          kRows * (kCols + 1) + kRows * (D + 1) + kRows * (F + 1) + 5 * kRows);
+}
+size_t key_shared(int D, int F) {
+  return sizeof(float) * (4 * kRows * (D + 1) + 2 * kRows * (F + 1) + 2 * kCols * (D + 1) + kCols * (F + 1) +
+                          2 * kRows * (kCols + 1) + 5 * kCols);
+}
+
+template <typename Kernel>
+void launch_with_shared(Kernel* kernel, size_t bytes) {
+  cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+void check_sizes(const char* op, int B, int T_, int H, int Hkv, int D, int F, int variant) {
+  ENSURE(B >= 0 && T_ >= 0 && H > 0 && Hkv > 0 && H % Hkv == 0 && variant >= 0 && variant <= 2,
+         "%s (cuda): bad sizes B = %d, T = %d, H = %d, Hkv = %d, variant %d", op, B, T_, H, Hkv, variant);
+  ENSURE(D >= 1 && D <= 128 && F >= 1 && F <= 256,
+         "%s (cuda): head size %d (1..128) or feature count %d (1..256) out of range", op, D, F);
+}
+
+// The forward state S[x], z[x] of every block of every (b, h).
+template <typename T>
+void forward_states(float* S, float* z, const float* phik, const T* v, int B, int T_, int H, int Hkv, int D, int F,
+                    Stream stream) {
+  auto* kernel = state_scan_kernel<T>;
+  launch_with_shared(kernel, scan_shared(D));
+  launch_kernel(kernel, dim3(H, B, ceil_div(F, kCols)), kThreads, scan_shared(D), stream, S, z, phik, v,
+                static_cast<const float*>(nullptr), static_cast<const float*>(nullptr), T_, H, Hkv, D, F, false);
+}
+
+}  // namespace
+
+template <typename T>
+void hybrid_attention_forward(T* y, float* Z, const T* q, const T* k, const T* v, const float* phiq,
+                              const float* phik, const float* wlogit, int B, int T_, int H, int Hkv, int D,
+                              int F, int variant, Stream stream) {
+  check_sizes("hybrid_attention_forward", B, T_, H, Hkv, D, F, variant);
+  if (B == 0 || T_ == 0) return;
+  const int nb = ceil_div(T_, kBlock);
+  DeviceScratch<float> S(size_t(B) * H * nb * F * D), z(size_t(B) * H * nb * F);
+  forward_states(S.p, z.p, phik, v, B, T_, H, Hkv, D, F, stream);
+  auto* kernel = hybrid_forward_kernel<T>;
+  launch_with_shared(kernel, forward_shared(D, F));
+  const float *Sp = S.p, *zp = z.p;
+  launch_kernel(kernel, dim3(H, B, ceil_div(T_, kRows)), kThreads, forward_shared(D, F), stream, y, Z, q, k, v,
+                phiq, phik, wlogit, Sp, zp, T_, H, Hkv, D, F, variant);
+}
+
+template <typename T>
+void hybrid_attention_backward(T* dq, T* dk, T* dv, float* dphiq, float* dphik, float* dwlogit, const T* dy,
+                               const T* y, const float* Z, const T* q, const T* k, const T* v,
+                               const float* phiq, const float* phik, const float* wlogit, int B, int T_, int H,
+                               int Hkv, int D, int F, int variant, Stream stream) {
+  check_sizes("hybrid_attention_backward", B, T_, H, Hkv, D, F, variant);
+  if (B == 0 || T_ == 0) return;
+  const int nb = ceil_div(T_, kBlock), nq = ceil_div(T_, kRows);
+  const size_t rows = size_t(B) * H * T_;
+  DeviceScratch<float> S(size_t(B) * H * nb * F * D), z(size_t(B) * H * nb * F);
+  DeviceScratch<float> row_m(rows), row_dz(rows), row_wsum(rows), part(size_t(B) * H * nq);
+  DeviceScratch<int> row_arg(rows);
+  forward_states(S.p, z.p, phik, v, B, T_, H, Hkv, D, F, stream);
+
+  auto* query_kernel = hybrid_backward_query_kernel<T>;
+  launch_with_shared(query_kernel, query_shared(D, F));
+  const float *Sp = S.p, *zp = z.p;
+  launch_kernel(query_kernel, dim3(H, B, nq), kThreads, query_shared(D, F), stream, dq, dphiq, row_m.p, row_arg.p,
+                row_dz.p, row_wsum.p, part.p, dy, y, Z, q, k, v, phiq, phik, wlogit, Sp, zp, T_, H, Hkv, D, F,
+                variant);
+  if (dwlogit && variant != 2) {
+    const float* partp = part.p;
+    launch_kernel(sum_partials_kernel, 1, 64, 0, stream, dwlogit, partp, B, H, nq);
+  }
+
+  // The reverse scan reuses S, z as P, p: sums of phi_q dN^T and phi_q dZ over blocks >= u + 2.
+  auto* scan = state_scan_kernel<T>;
+  launch_with_shared(scan, scan_shared(D));
+  const float *rz = Z, *rdz = row_dz.p;
+  launch_kernel(scan, dim3(H, B, ceil_div(F, kCols)), kThreads, scan_shared(D), stream, S.p, z.p, phiq, dy, rz,
+                rdz, T_, H, H, D, F, true);
+
+  auto* key_kernel = hybrid_backward_key_kernel<T>;
+  launch_with_shared(key_kernel, key_shared(D, F));
+  const float *mp = row_m.p, *dzp = row_dz.p, *wsp = row_wsum.p;
+  const int* argp = row_arg.p;
+  launch_kernel(key_kernel, dim3(Hkv, B, nq), kThreads, key_shared(D, F), stream, dk, dv, dphik, dy, Z, q, k, v,
+                phiq, phik, wlogit, mp, argp, dzp, wsp, Sp, zp, T_, H, Hkv, D, F, variant);
+}
+
+#define INSTANTIATE(T)                                                                                       \
+  template void hybrid_attention_forward<T>(T*, float*, const T*, const T*, const T*, const float*,         \
+                                            const float*, const float*, int, int, int, int, int, int, int,  \
+                                            Stream);                                                        \
+  template void hybrid_attention_backward<T>(T*, T*, T*, float*, float*, float*, const T*, const T*,        \
+                                             const float*, const T*, const T*, const T*, const float*,      \
+                                             const float*, const float*, int, int, int, int, int, int, int, \
+                                             Stream);
+INSTANTIATE(float)
+INSTANTIATE(bf16)
+
+}  // namespace lolcats::cuda
