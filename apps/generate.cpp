@@ -53,11 +53,7 @@ void add_stop_ids(const Tokenizer& tok, SamplingConfig& sc) {
 // its f32 weights first: weights stored in another dtype cannot carry it.
 void place_weights(LinearizedModel& m, Device device, DType dtype) {
   if (device == Device::cpu && dtype == DType::f32) return;
-  for (LlamaLayer& L : m.base->layers)
-    for (auto [W, lora] : {std::pair{&L.wq, &L.lora_q}, {&L.wk, &L.lora_k}, {&L.wv, &L.lora_v}, {&L.wo, &L.lora_o}}) {
-      merge_lora(*W, *lora);
-      *lora = Lora{};
-    }
+  m.base->merge_loras();
   m.base->to(device, dtype);
 }
 

@@ -173,10 +173,9 @@ int main(int argc, char** argv) {
                  "with --plan-only, a published shape instead of --model: smollm2-135m, llama3.2-1b, "
                  "llama3-8b, llama3.1-8b, mistral-7b, llama3-70b");
   app.add_option("--device", o.device,
-                 "where training runs, as the memory plan counts it: cpu (f32) or cuda (bf16 weights, "
-                 "layers recomputed in stage 2's backward). cuda refuses when the GPU's free memory is below "
-                 "the plan's peak; training on cuda is not implemented yet, so a cuda run stops after that "
-                 "check")
+                 "where training runs: cpu (f32) or cuda (bf16 frozen weights; f32 feature maps, window "
+                 "factors, LoRA masters and AdamW state). cuda refuses when the GPU's free memory is below "
+                 "the memory plan's peak")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   set_num_threads(o.threads);
@@ -217,8 +216,6 @@ int main(int argc, char** argv) {
       parse_device("cuda");  // a build with CUDA, or one clear line
       DeviceMemoryInfo mem = device_memory_info();
       check_plan_fits(plan, mem.free);
-      ENSURE(false, "the plan fits the cuda device (%.2f GiB free), but training on cuda is not implemented "
-             "yet: run with --device cpu", mem.free / 1073741824.0);
     }
     make_dirs(o.out);
     write_file_atomic(o.out + "/config.ini", app.config_to_str(true, true));
@@ -236,7 +233,9 @@ int main(int argc, char** argv) {
         o.resume ? stage1_ckpt.seconds + checkpoint_info(o.out + "/stage2.ckpt").seconds : 0;
 
     std::fprintf(stderr, "loading %s\n", o.model.c_str());
-    auto base = Llama::load(o.model);
+    // On the GPU the frozen weights are bf16 (mixed precision: the trainable parameters, their
+    // gradients and AdamW's state stay f32).
+    auto base = Llama::load(o.model, po.device, po.device == Device::cuda ? DType::bf16 : DType::f32);
     Tokenizer tok = Tokenizer::from_model(o.model);
     std::fprintf(stderr, "%s\n", base->cfg.summary().c_str());
     std::fprintf(stderr, "memory: %s (%s)\n", base->memory_report().c_str(), device_name(base->device()));
@@ -247,14 +246,13 @@ int main(int argc, char** argv) {
     AlpacaData data = load_alpaca(o.data, tok, ao);
 
     LolcatsModel model(*base, lc);
-    auto student = [&](const Tensor& ids) { return model.forward(ids); };
-    auto teacher = [&](const Tensor& ids) { return base->forward(ids); };
+    // Next-token losses through the fused LM head (the logits are never whole on the GPU).
+    ChunkLoss student = chunk_loss([&](const Tensor& ids, const Tensor& t) { return model.loss(ids, t); });
+    ChunkLoss teacher = chunk_loss([&](const Tensor& ids, const Tensor& t) { return base->forward_loss(ids, t); });
     ChunkLoss transfer = [&](const Tensor& ids, const Tensor&, float scale) {
       return double(model.forward_transfer(ids, scale).loss);
     };
-    auto ppl = [&](std::function<Var(const Tensor&)> fwd) {
-      return std::exp(evaluate(data.val, o.eval_chunks, next_token_loss(fwd)));
-    };
+    auto ppl = [&](const ChunkLoss& loss) { return std::exp(evaluate(data.val, o.eval_chunks, loss)); };
 
     json summary;
     std::fprintf(stderr, "evaluating the teacher\n");
@@ -322,13 +320,14 @@ int main(int argc, char** argv) {
     summary["tokens_stage2"] = 0;
     if (o.stage != "1") {
       auto lora = base->add_lora(o.lora_rank, o.lora_alpha, o.lora_targets, uint64_t(o.seed));
+      base->recompute_layers = po.device == Device::cuda;  // one layer's activations at a time (the plan)
       StageConfig s2cfg = stage_cfg("stage2", o.lr2, o.steps2);
       if (stage1_trained && o.resume && exists(s2cfg.checkpoint)) {
         s2cfg.resume = false;  // its LoRA was trained on the feature maps stage 1 just changed
         std::fprintf(stderr, "[stage2] starting afresh: stage 1 changed after %s was written\n",
                      s2cfg.checkpoint.c_str());
       }
-      StageLog s2 = train_stage(s2cfg, lora, data.train, data.val, next_token_loss(student), log);
+      StageLog s2 = train_stage(s2cfg, lora, data.train, data.val, student, log);
       summary["tokens_stage2"] = s2.tokens;
       plot_stage(o.out + "/stage2_loss.svg", "Stage 2: LoRA (next-token cross-entropy)", s2, false);
       summary["stage2_val_ppl"] = ppl(student);
@@ -337,6 +336,7 @@ int main(int argc, char** argv) {
     export_linearized(exported, model, parse_lora_export(o.export_lora), o.model);
 
     // ---- samples and report -----------------------------------------------------------------------
+    if (base->device() == Device::cuda) base->merge_loras();  // the GPU's decode step takes plain weights
     std::string sample_student = tok.decode(lolcats_generate(model, prompt, sc, DecodeMode::exact), true);
     summary["sample_prompt"] = alpaca_sample_prompt();
     summary["sample_teacher"] = sample_teacher;

@@ -248,4 +248,25 @@ Var mean(const Var& x) {
   });
 }
 
+Var checkpoint(std::function<Var(const Var&)> fn, const Var& x, const std::vector<Var>& params) {
+  Tensor y;
+  {
+    NoGrad no_graph;  // nothing of fn's inside is kept
+    y = fn(leaf(x->value))->value;
+  }
+  std::vector<Var> parents{x};
+  parents.insert(parents.end(), params.begin(), params.end());
+  return make_node(y, parents, "checkpoint", [=](Node& n) {
+    ENSURE(grad_enabled(), "checkpoint: the backward must run with gradients enabled (not under NoGrad)");
+    Var xin = leaf(x->value, x->requires_grad);
+    Var out = fn(xin);  // the same forward again, this time with its graph
+    if (out->requires_grad) backward(out, n.grad);
+    if (!x->requires_grad) return;
+    Grad dx(x, Grad::writes);
+    if (!xin->grad.defined()) xin->grad = Tensor::zeros(x->value.shape(), x->value.dtype(), x->value.device());
+    dx.out()->copy_from(xin->grad.to(dx.out()->device(), dx.out()->dtype()), "checkpoint input gradient");
+    dx.done();
+  });
+}
+
 }  // namespace lolcats

@@ -3,6 +3,7 @@
 // a closure that calls the matching backward. Outputs take the input's dtype and device; losses are
 // host scalars. Gradients follow the rule of Grad (autograd/tape.h).
 #pragma once
+#include <functional>
 #include "autograd/tape.h"
 #include "tensor/rope.h"
 
@@ -43,5 +44,14 @@ Var mean(const Var& x);               // scalar
 
 // The scalar value of a (1-element) Var.
 float item(const Var& v);
+
+// Activation recomputation (gradient checkpointing): y = fn(x), keeping only x. The forward runs fn
+// without a graph; the backward runs it again with one, from a fresh leaf holding x's value, and
+// back-propagates y's gradient through it, so the parameters fn uses receive their gradients then,
+// and x its own. `params` lists those parameters (fn reads them by itself; listing them tells the
+// graph that y depends on them). The recomputed forward is the same arithmetic on the same values:
+// gradients equal those without recomputation bit for bit. fn must own what it captures (it runs
+// again after the caller has returned).
+Var checkpoint(std::function<Var(const Var&)> fn, const Var& x, const std::vector<Var>& params);
 
 }  // namespace lolcats

@@ -2,6 +2,7 @@
 
 #include <unordered_set>
 
+#include "tensor/device.h"
 #include "tensor/elementwise.h"
 
 namespace lolcats {
@@ -81,16 +82,16 @@ void zero_grad(const Var& param) {
   if (param->grad.defined()) param->grad.zero_();
 }
 
-void backward(const Var& loss, float seed) {
-  ENSURE(loss->value.numel() == 1, "backward() needs a scalar loss, got shape %s",
-        loss->value.shape().str().c_str());
-  ENSURE(loss->requires_grad, "backward(): the loss does not depend on any parameter");
+namespace {
+
+// Runs every closure from `root` (whose gradient is already set) back to the leaves.
+void run_backward(const Var& root) {
   // Topological order by iterative depth-first search (a 30-layer model is too deep to recurse
   // comfortably once every op is a node).
   std::vector<Var> order;  // owning: freeing a node's parents below must not free a node we visit later
   std::unordered_set<Node*> seen;
-  std::vector<std::pair<Var, size_t>> stack{{loss, 0}};
-  seen.insert(loss.get());
+  std::vector<std::pair<Var, size_t>> stack{{root, 0}};
+  seen.insert(root.get());
   while (!stack.empty()) {
     auto& [node, next] = stack.back();
     if (next < node->parents.size()) {
@@ -105,13 +106,6 @@ void backward(const Var& loss, float seed) {
     }
   }
   // `order` lists every node after its parents; walk it backwards.
-  // Losses are host scalars (ops return them as CPU f32 values on every device).
-  ENSURE(loss->value.device() == Device::cpu, "backward(): the loss must be a CPU scalar");
-  Tensor seed_grad = Tensor::from({seed}, loss->value.shape());
-  if (loss->grad.defined())
-    loss->grad.f32()[0] += seed;
-  else
-    loss->grad = seed_grad;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* n = it->get();
     if (n->is_leaf || !n->grad.defined()) continue;
@@ -121,6 +115,28 @@ void backward(const Var& loss, float seed) {
     n->backward_fn = nullptr;
     n->parents.clear();
   }
+}
+
+}  // namespace
+
+void backward(const Var& loss, float seed) {
+  ENSURE(loss->value.numel() == 1, "backward() needs a scalar loss, got shape %s",
+        loss->value.shape().str().c_str());
+  ENSURE(loss->requires_grad, "backward(): the loss does not depend on any parameter");
+  // Losses are host scalars (ops return them as CPU f32 values on every device).
+  ENSURE(loss->value.device() == Device::cpu, "backward(): the loss must be a CPU scalar");
+  if (loss->grad.defined())
+    loss->grad.f32()[0] += seed;
+  else
+    loss->grad = Tensor::from({seed}, loss->value.shape());
+  run_backward(loss);
+}
+
+void backward(const Var& out, const Tensor& grad) {
+  ENSURE(out->requires_grad, "backward(): the output does not depend on any parameter");
+  check_same_shape("backward", grad, out->value);
+  out->grad = grad;
+  run_backward(out);
 }
 
 }  // namespace lolcats

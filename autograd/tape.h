@@ -45,6 +45,10 @@ Var leaf(Tensor value, bool requires_grad = false);
 // Intermediate gradients are released as soon as they have been used.
 void backward(const Var& loss, float seed = 1.0f);
 
+// The same from a non-scalar output with a given gradient (of its shape, in its gradient's dtype):
+// what activation recomputation (checkpoint, autograd/ops.h) runs inside a layer.
+void backward(const Var& out, const Tensor& grad);
+
 // Clears a parameter's accumulated gradient.
 void zero_grad(const Var& param);
 

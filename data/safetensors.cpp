@@ -217,9 +217,11 @@ void save_safetensors(const std::string& path,
                       const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
+  // Tensors on the cuda device are written from a host copy.
+  std::vector<std::pair<std::string, Tensor>> host;
+  for (const auto& [name, t] : tensors) host.push_back({name, t.to(Device::cpu)});
   size_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    ENSURE(t.device() == Device::cpu, "save_safetensors: %s is not on the CPU", name.c_str());
+  for (const auto& [name, t] : host) {
     const char* dt = t.dtype() == DType::f32 ? "F32" : t.dtype() == DType::bf16 ? "BF16" : "I32";
     std::vector<int64_t> shape(t.shape().dims, t.shape().dims + t.ndim());
     header[name] = {{"dtype", dt}, {"shape", shape}, {"data_offsets", {offset, offset + t.nbytes()}}};
@@ -231,7 +233,7 @@ void save_safetensors(const std::string& path,
   uint64_t n = h.size();
   std::memcpy(bytes.data(), &n, 8);
   bytes += h;
-  for (const auto& kv : tensors)
+  for (const auto& kv : host)
     bytes.append(static_cast<const char*>(kv.second.data()), kv.second.nbytes());
   write_file_atomic(path, bytes);
 }

@@ -53,8 +53,9 @@ class SafeTensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes tensors (CPU f32 -> "F32", bf16 -> "BF16", i32 -> "I32") atomically: to PATH.tmp, then
-// renamed over PATH, so an interrupted write never leaves a half-written checkpoint.
+// Writes tensors (f32 -> "F32", bf16 -> "BF16", i32 -> "I32"; on the CPU or the cuda device)
+// atomically: to PATH.tmp, then renamed over PATH, so an interrupted write never leaves a
+// half-written checkpoint.
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});

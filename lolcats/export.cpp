@@ -52,13 +52,16 @@ int parse_count(const SafeTensorsFile& f, const std::string& key, const std::str
 }
 int meta_int(const SafeTensorsFile& f, const std::string& key) { return parse_count(f, key, meta(f, key)); }
 
-// A fingerprint of the base weights: FNV-1a over every RMSNorm weight (small, stored in f32 by
-// every checkpoint format, and different between fine-tunes of one architecture).
-std::string norms_fingerprint(const Llama& m) {
+// A fingerprint of the base weights: FNV-1a over every RMSNorm weight (small, and different between
+// fine-tunes of one architecture), rounded to bf16 so that a model trained with bf16 weights on the
+// GPU and the same model loaded in f32 on the CPU agree. (Exports written before used the f32
+// bytes: `legacy` computes that, and loading accepts either.)
+std::string norms_fingerprint(const Llama& m, bool legacy = false) {
   uint64_t h = 1469598103934665603ull;
   auto add = [&](const Var& v) {
-    const unsigned char* p = static_cast<const unsigned char*>(v->value.data());
-    for (size_t i = 0; i < v->value.nbytes(); i++) h = (h ^ p[i]) * 1099511628211ull;
+    Tensor host = v->value.to(Device::cpu, legacy ? DType::f32 : DType::bf16);
+    const unsigned char* p = static_cast<const unsigned char*>(host.data());
+    for (size_t i = 0; i < host.nbytes(); i++) h = (h ^ p[i]) * 1099511628211ull;
   };
   for (const LlamaLayer& L : m.layers) add(L.attn_norm), add(L.mlp_norm);
   add(m.norm);
@@ -141,7 +144,8 @@ LinearizedModel load_linearized(const std::string& path, const std::string& base
          "%s was made from a different base model (%s) than %s (%s)", path.c_str(),
          meta(f, "base_config").c_str(), out.base_model.c_str(), out.base->cfg.summary().c_str());
 
-  ENSURE(norms_fingerprint(*out.base) == meta(f, "base_norms_fnv1a"),
+  const std::string fingerprint = meta(f, "base_norms_fnv1a");
+  ENSURE(norms_fingerprint(*out.base) == fingerprint || norms_fingerprint(*out.base, true) == fingerprint,
          "%s was made from a model with other weights than %s (same architecture, different "
          "normalisation weights: another fine-tune?)", path.c_str(), out.base_model.c_str());
 

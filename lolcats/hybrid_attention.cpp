@@ -250,8 +250,8 @@ HybridDims check_hybrid(const char* op, bool& cpu, std::initializer_list<const T
   ENSURE(q.ndim() == 4 && k.ndim() == 4 && phiq.ndim() == 4, "%s: q %s, k %s, phi %s must be 4-D", op,
          q.shape().str().c_str(), k.shape().str().c_str(), phiq.shape().str().c_str());
   HybridDims d{int(q.size(0)), int(q.size(1)), int(q.size(2)), int(k.size(2)), int(q.size(3)), int(phiq.size(3))};
-  check_shape(k, {d.B, d.T, d.Hkv, d.D}, "hybrid attention k");
-  check_shape(v, {d.B, d.T, d.Hkv, d.D}, "hybrid attention v");
+  check_shape(k, {d.B, d.T, d.Hkv, d.D}, "hybrid attention k", q.dtype());
+  check_shape(v, {d.B, d.T, d.Hkv, d.D}, "hybrid attention v", q.dtype());
   check_shape(phiq, {d.B, d.T, d.H, d.F}, "hybrid attention phi_q");
   check_shape(phik, {d.B, d.T, d.H, d.F}, "hybrid attention phi_k");
   check_shape(Z, {d.B, d.H, d.T}, "hybrid attention Z");

@@ -22,17 +22,23 @@ LolcatsModel::LolcatsModel(const Llama& b, const LolcatsConfig& c) : base(b), cf
     LolcatsLayer L;
     L.converted = std::find(cfg.softmax_layers.begin(), cfg.softmax_layers.end(), l) ==
                   cfg.softmax_layers.end();
+    // Made on the CPU, then placed beside the base weights, always in f32 (the LoLCATs ops read
+    // f32 feature maps and window factors on every device).
+    auto param = [&](const Tensor& t) { return leaf(t.to(base.device(), DType::f32), true); };
     if (L.converted) {
       const int cols = t2r ? F : Fh;  // W (H, D, cols), identity init (LOLCATS.md 2.1)
-      L.wq_fm = leaf(Tensor::empty({m.n_heads, m.head_dim, cols}), true);
-      L.wk_fm = leaf(Tensor::empty({m.n_heads, m.head_dim, cols}), true);
-      hedgehog_identity_init(L.wq_fm->value.f32(), m.n_heads, m.head_dim, cols);
-      hedgehog_identity_init(L.wk_fm->value.f32(), m.n_heads, m.head_dim, cols);
+      auto identity = [&] {
+        Tensor W = Tensor::empty({m.n_heads, m.head_dim, cols});
+        hedgehog_identity_init(W.f32(), m.n_heads, m.head_dim, cols);
+        return W;
+      };
+      L.wq_fm = param(identity());
+      L.wk_fm = param(identity());
       if (t2r) {
-        L.bq_fm = leaf(Tensor::zeros({m.n_heads, F}), true);
-        L.bk_fm = leaf(Tensor::zeros({m.n_heads, F}), true);
+        L.bq_fm = param(Tensor::zeros({m.n_heads, F}));
+        L.bk_fm = param(Tensor::zeros({m.n_heads, F}));
       }
-      L.wlogit = leaf(Tensor::from(std::vector<float>(m.n_heads, cfg.window_logit_init), {m.n_heads}), true);
+      L.wlogit = param(Tensor::from(std::vector<float>(m.n_heads, cfg.window_logit_init), {m.n_heads}));
     }
     layers.push_back(L);
   }
@@ -65,6 +71,11 @@ Var LolcatsModel::forward(const Tensor& ids) const {
   return base.forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& v) {
     return student_attention(l, q, k, v);
   });
+}
+
+Var LolcatsModel::loss(const Tensor& ids, const Tensor& targets) const {
+  AttentionFn fn = [&](int l, const Var& q, const Var& k, const Var& v) { return student_attention(l, q, k, v); };
+  return base.forward_loss(ids, targets, &fn);
 }
 
 TransferResult LolcatsModel::forward_transfer(const Tensor& ids, float backward_scale,

@@ -60,6 +60,9 @@ class LolcatsModel {
   TransferResult forward_transfer(const Tensor& ids, float backward_scale, bool logits = false) const;
   // Student forward: logits (B*T, V).
   Var forward(const Tensor& ids) const;
+  // The student's mean next-token cross-entropy of ids (B, T) against targets (B*T), through the
+  // fused LM-head loss (Llama::forward_loss: on the cuda device the logits are never whole).
+  Var loss(const Tensor& ids, const Tensor& targets) const;
 
   std::vector<Var> parameters() const;  // feature maps and window factors of converted layers
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // reference names

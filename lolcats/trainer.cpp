@@ -31,7 +31,7 @@ bool exists(const std::string& p) {
   return stat(p.c_str(), &st) == 0;
 }
 
-void copy_values(const Tensor& dst, const Tensor& src) { std::memcpy(dst.data(), src.data(), src.nbytes()); }
+void copy_values(Tensor dst, const Tensor& src) { dst.copy_from(src, "parameter"); }
 
 // The counters a checkpoint records (JSON in its metadata), every one checked: a damaged file is
 // one error that names it, not a JSON library's message without a file.
@@ -51,14 +51,15 @@ nlohmann::json checkpoint_record(const SafeTensorsFile& f) {
 }
 
 // Everything needed to continue: parameters, AdamW moments, the best parameters so far, and the
-// counters (in the metadata).
+// counters (in the metadata). Parameters are AdamW's f32 masters (for f32 parameters, their
+// values), wherever they live: a checkpoint is the same file from the CPU or the cuda device.
 struct Checkpoint {
   static void save(const std::string& path, const std::vector<std::pair<std::string, Var>>& params,
                    AdamW& opt, const std::vector<Tensor>& best, const ReduceLROnPlateau& sched,
                    int64_t step, const StageLog& log) {
     std::vector<std::pair<std::string, Tensor>> t;
     for (size_t i = 0; i < params.size(); i++) {
-      t.push_back({"param." + params[i].first, params[i].second->value});
+      t.push_back({"param." + params[i].first, opt.master(i)});
       t.push_back({"adam_m." + params[i].first, opt.m(i)});
       t.push_back({"adam_v." + params[i].first, opt.v(i)});
       t.push_back({"best." + params[i].first, best[i]});
@@ -78,11 +79,12 @@ struct Checkpoint {
     const nlohmann::json m = checkpoint_record(f);
     for (size_t i = 0; i < params.size(); i++) {
       const std::string& n = params[i].first;
-      for (auto [prefix, dst] : {std::pair<std::string, Tensor>{"param.", params[i].second->value},
+      for (auto [prefix, dst] : {std::pair<std::string, Tensor>{"param.", opt.master(i)},
                                  {"adam_m.", opt.m(i)}, {"adam_v.", opt.v(i)}, {"best.", best[i]}}) {
         f.load_into(prefix + n, dst);
       }
     }
+    opt.refresh_working();
     opt.set_steps(m["adam_steps"].get<int64_t>());
     sched.restore({m["lr"].get<double>(), m["plateau_best"].get<double>(), m["plateau_bad"].get<int>(),
                    m["plateau_cooldown"].get<int>()});
@@ -111,12 +113,16 @@ std::pair<Tensor, Tensor> chunk_tensors(const Chunks& c, int64_t i) {
   return {Tensor::from_i32(ids, {1, c.T}), Tensor::from_i32(tg, {c.T})};
 }
 
-ChunkLoss next_token_loss(std::function<Var(const Tensor&)> forward) {
-  return [forward](const Tensor& ids, const Tensor& targets, float scale) {
-    Var loss = cross_entropy(forward(ids), targets);
+ChunkLoss chunk_loss(std::function<Var(const Tensor&, const Tensor&)> mean_loss) {
+  return [mean_loss](const Tensor& ids, const Tensor& targets, float scale) {
+    Var loss = mean_loss(ids, targets);
     if (scale > 0) backward(loss, scale);
     return double(item(loss));
   };
+}
+
+ChunkLoss next_token_loss(std::function<Var(const Tensor&)> forward) {
+  return chunk_loss([forward](const Tensor& ids, const Tensor& targets) { return cross_entropy(forward(ids), targets); });
 }
 
 double evaluate(const Chunks& val, int n, const ChunkLoss& loss) {
@@ -145,8 +151,8 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
   AdamW opt(vars, acfg);
   std::fprintf(stderr, "[%s] memory: %s\n", cfg.name.c_str(), opt.memory_report().c_str());
   ReduceLROnPlateau sched(cfg.lr, cfg.plateau_factor, cfg.plateau_patience, cfg.min_lr);
-  std::vector<Tensor> best;
-  for (const Var& v : vars) best.push_back(v->value.clone());
+  std::vector<Tensor> best;  // f32, beside the masters
+  for (size_t i = 0; i < vars.size(); i++) best.push_back(opt.master(i).clone());
   StageLog log;
   log.best_val = INFINITY;
   int64_t step = 0;
@@ -189,7 +195,7 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
       if (v < log.best_val) {  // keep the best parameters (LOLCATS.md 3: restored at the end)
         log.best_val = v;
         log.best_step = step + 1;
-        for (size_t i = 0; i < vars.size(); i++) copy_values(best[i], vars[i]->value);
+        for (size_t i = 0; i < vars.size(); i++) copy_values(best[i], opt.master(i));
       }
       opt.set_lr(float(sched.step(v)));
       log.evals.push_back({step + 1, v, opt.lr()});
@@ -202,8 +208,10 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
     }
   }
   log.seconds = now() - t_start;
-  if (step == cfg.max_steps)  // finished: continue with the best-validation parameters
-    for (size_t i = 0; i < vars.size(); i++) copy_values(vars[i]->value, best[i]);
+  if (step == cfg.max_steps) {  // finished: continue with the best-validation parameters
+    for (size_t i = 0; i < vars.size(); i++) copy_values(opt.master(i), best[i]);
+    opt.refresh_working();
+  }
   return log;
 }
 

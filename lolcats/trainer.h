@@ -64,8 +64,12 @@ CheckpointInfo checkpoint_info(const std::string& path);
 // Mean loss over the first n validation chunks (all when n <= 0), without gradients.
 double evaluate(const Chunks& val, int n, const ChunkLoss& loss);
 
-// Next-token cross-entropy of a model given as forward(ids (1, T)) -> logits (T, V); backward
-// when backward_scale > 0. exp(evaluate(val, n, next_token_loss(f))) is the validation perplexity.
+// A model's mean loss, mean_loss(ids (1, T), targets (T)) -> scalar Var, as a ChunkLoss (backward
+// when backward_scale > 0): e.g. Llama::forward_loss or LolcatsModel::loss, the fused LM-head
+// cross-entropy that also runs on the cuda device.
+ChunkLoss chunk_loss(std::function<Var(const Tensor&, const Tensor&)> mean_loss);
+// Next-token cross-entropy of a model given as forward(ids (1, T)) -> logits (T, V) (CPU only).
+// exp(evaluate(val, n, loss)) is the validation perplexity.
 ChunkLoss next_token_loss(std::function<Var(const Tensor&)> forward);
 
 // Chunk i of a set as (1, T) input ids and (T) targets.

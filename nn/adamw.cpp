@@ -130,6 +130,12 @@ void AdamW::step() {
                  working_.defined() ? &params_[i]->value : nullptr);
 }
 
+void AdamW::refresh_working() {
+  if (!working_.defined()) return;
+  for (size_t i = 0; i < params_.size(); i++)
+    params_[i]->value.copy_from(masters_[i].to(masters_[i].device(), DType::bf16), "parameter");
+}
+
 // The whole gradients arena in one memset; each parameter is then "without gradient" until
 // backward reaches it again (PyTorch's zero_grad(set_to_none=True)).
 void AdamW::zero_grad() {

@@ -59,6 +59,9 @@ class AdamW {
   Tensor& m(size_t i) { return m_[i]; }
   Tensor& v(size_t i) { return v_[i]; }
   void set_steps(int64_t t) { t_ = t; }
+  // After the masters were written from outside (a checkpoint, the best parameters): the bf16
+  // working copies the forward reads are rounded from them again (nothing to do for f32 ones).
+  void refresh_working();
 
  private:
   std::vector<Var> params_;

@@ -57,6 +57,16 @@ std::vector<std::pair<std::string, Var>> Llama::named_parameters() const {
   return out;
 }
 
+namespace {
+// One layer's weights, and its LoRA matrices where LoRA is attached.
+std::vector<Var> layer_parameters(const LlamaLayer& L) {
+  std::vector<Var> out = {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.mlp_norm, L.w_gate, L.w_up, L.w_down};
+  for (const Lora* lora : {&L.lora_q, &L.lora_k, &L.lora_v, &L.lora_o})
+    if (lora->active()) out.insert(out.end(), {lora->A, lora->B});
+  return out;
+}
+}  // namespace
+
 std::vector<Var> Llama::parameters() const {
   std::vector<Var> out;
   for (auto& [name, v] : named_parameters()) out.push_back(v);
@@ -79,11 +89,21 @@ std::vector<std::pair<std::string, Var>> Llama::add_lora(int rank, float alpha,
       if (std::find(targets.begin(), targets.end(), s.name) == targets.end()) continue;
       std::string p = "model.layers." + std::to_string(l) + ".self_attn." + s.name + "_proj.";
       *s.lora = make_lora(s.in, s.out, rank, alpha, lora_seed(seed, p + "lora_A.weight"));
+      // Beside the weights, in their dtype (bf16 on the GPU: AdamW then keeps f32 masters).
+      for (Var* w : {&s.lora->A, &s.lora->B}) (*w)->value = (*w)->value.to(device(), dtype());
       out.push_back({p + "lora_A.weight", s.lora->A});
       out.push_back({p + "lora_B.weight", s.lora->B});
     }
   }
   return out;
+}
+
+void Llama::merge_loras() {
+  for (LlamaLayer& L : layers)
+    for (auto [W, lora] : {std::pair{&L.wq, &L.lora_q}, {&L.wk, &L.lora_k}, {&L.wv, &L.lora_v}, {&L.wo, &L.lora_o}}) {
+      merge_lora(*W, *lora);
+      *lora = Lora{};
+    }
 }
 
 void Llama::to(Device device, DType dtype) {
@@ -138,8 +158,8 @@ Var Llama::forward_impl(const Tensor& ids, const AttentionFn* attention, int sta
   return reshape(logits, {int64_t(B) * T, cfg.vocab});
 }
 
-Var Llama::forward_loss(const Tensor& ids, const Tensor& targets) const {
-  Var x = rmsnorm(trunk(ids, nullptr, 0), norm, cfg.norm_eps);  // (B, T, C)
+Var Llama::forward_loss(const Tensor& ids, const Tensor& targets, const AttentionFn* attention) const {
+  Var x = rmsnorm(trunk(ids, attention, 0), norm, cfg.norm_eps);  // (B, T, C)
   return lm_head_cross_entropy(x, lm_head, targets.to(device()));
 }
 
@@ -150,14 +170,32 @@ Var Llama::trunk(const Tensor& ids_in, const AttentionFn* attention, int start) 
   const Tensor ids = ids_in.to(device());
   const int B = int(ids.size(0)), T = int(ids.size(1));
   Var x = embedding(ids, wte);  // (B, T, C)
+  const bool recompute = recompute_layers && grad_enabled();
+  // The recomputed layers run again in the backward, after the caller's attention stand-in may be
+  // gone: they keep a copy of it.
+  auto attention_copy = recompute && attention ? std::make_shared<AttentionFn>(*attention) : nullptr;
   for (int l = 0; l < cfg.n_layers; l++) {
-    const LlamaLayer& L = layers[l];
-    x = add(x, attention_block(L, rmsnorm(x, L.attn_norm, cfg.norm_eps), B, T, start, attention, l));
-    Var m = rmsnorm(x, L.mlp_norm, cfg.norm_eps);
-    // PyTorch: self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-    x = add(x, linear(swiglu(linear(m, L.w_gate), linear(m, L.w_up)), L.w_down));
+    if (!recompute) {
+      x = layer_forward(l, x, B, T, start, attention);
+      continue;
+    }
+    std::vector<Var> trainable;
+    for (const Var& p : layer_parameters(layers[l]))
+      if (p->requires_grad) trainable.push_back(p);
+    x = checkpoint([this, l, B, T, start, attention_copy](const Var& h) {
+      return layer_forward(l, h, B, T, start, attention_copy.get());
+    }, x, trainable);
   }
   return x;
+}
+
+// One decoder layer: x (B, T, C) -> x + attention(norm(x)), then + mlp(norm(.)).
+Var Llama::layer_forward(int l, const Var& x_in, int B, int T, int start, const AttentionFn* attention) const {
+  const LlamaLayer& L = layers[l];
+  Var x = add(x_in, attention_block(L, rmsnorm(x_in, L.attn_norm, cfg.norm_eps), B, T, start, attention, l));
+  Var m = rmsnorm(x, L.mlp_norm, cfg.norm_eps);
+  // PyTorch: self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+  return add(x, linear(swiglu(linear(m, L.w_gate), linear(m, L.w_up)), L.w_down));
 }
 
 void permute_qk_rows(Tensor& weight, int n_heads, int D, bool to_hf) {

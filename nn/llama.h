@@ -63,8 +63,12 @@ class Llama {
 
   // The mean next-token cross-entropy of ids (B, T) against targets (B*T) i32 (-100: ignored),
   // with the LM head fused into the loss (lm_head_cross_entropy: on the cuda device the (B*T, V)
-  // logits are never whole in memory).
-  Var forward_loss(const Tensor& ids, const Tensor& targets) const;
+  // logits are never whole in memory). With `attention`, as forward_with.
+  Var forward_loss(const Tensor& ids, const Tensor& targets, const AttentionFn* attention = nullptr) const;
+
+  // Merges every attached LoRA into its weight (W += scale B A, in the weight's dtype) and detaches
+  // it: the model computes the same function with plain weights (what decoding on the GPU needs).
+  void merge_loras();
 
   // Moves every weight to `device`, stored in `dtype` (the GPU's mixed precision keeps frozen
   // weights in bf16), into one allocation there; the old storage is released. Call before adding
@@ -79,10 +83,18 @@ class Llama {
   void set_requires_grad(bool on);
   // Adds LoRA (rank r, scale alpha / r) to the projections named in `targets` ("q", "k", "v", "o")
   // of every layer; returns the new trainable parameters with their peft names. Each site's A is
-  // drawn from its own stream, lora_seed(seed, its lora_A name): reproducible, never shared.
+  // drawn from its own stream, lora_seed(seed, its lora_A name): reproducible, never shared. They
+  // live beside the weights, in the weights' dtype.
   std::vector<std::pair<std::string, Var>> add_lora(int rank, float alpha,
                                                     const std::vector<std::string>& targets,
                                                     uint64_t seed);
+
+  // Activation recomputation: while gradients are recorded, keep only each layer's input and run
+  // the layer again in the backward (autograd/ops.h checkpoint), so one layer's activations are
+  // alive at a time instead of all of them. Same gradients, about a third more compute. Stage 2 on
+  // the GPU turns it on (the memory plan, lolcats/memory_plan.h, counts on it). Not for attention
+  // transfer: its per-layer backward runs inside the forward, which recomputation runs gradient-free.
+  bool recompute_layers = false;
 
   LlamaConfig cfg;
   Var wte;      // (V, C)
@@ -97,6 +109,7 @@ class Llama {
   Var trunk(const Tensor& ids, const AttentionFn* attention, int start) const;
   Var attention_block(const LlamaLayer& l, const Var& a, int B, int T, int start,
                       const AttentionFn* attention, int layer) const;
+  Var layer_forward(int layer, const Var& x, int B, int T, int start, const AttentionFn* attention) const;
 };
 
 // Permutes the rows of a q or k projection w (n_heads*D, C), CPU f32, between llama.cpp's GGUF
