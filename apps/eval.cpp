@@ -6,14 +6,18 @@
 //                                                                zero-shot (MMLU 5-shot) accuracies: a
 //                                                                table on stdout, JSON in --out
 //   ./eval --compare teacher.json linearized.json                side by side, with the paper's numbers
+//   ./eval --tasks passkey --passkey-len 512,1024,2048,4096 --out r.json
+//                                                                passkey retrieval by length and needle
+//                                                                depth: a table, r.json and r.passkey.svg
 // Without --tasks, one JSON line on stdout: {"model", "val_loss", "val_ppl", "chunks", "label_tokens",
 // "seq_len", "device"}. The tasks' data: ../shared/data/eval/ (data/eval_tasks.h); scoring:
-// nn/eval_harness.h on the CPU decode step (nn/loglik.h).
+// nn/eval_harness.h on the CPU decode step (nn/loglik.h); passkey: nn/passkey.h on the same step.
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "apps/svg_heatmap.h"
 #include "autograd/ops.h"
 #include "data/alpaca.h"
 #include "data/eval_tasks.h"
@@ -24,6 +28,7 @@
 #include "lolcats/recurrent.h"
 #include "lolcats/trainer.h"
 #include "nn/eval_harness.h"
+#include "nn/passkey.h"
 #include "tensor/device.h"
 #include "tensor/parallel.h"
 
@@ -70,6 +75,51 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
+// "512,1024" -> {512, 1024}.
+std::vector<int> int_list(const std::string& flag, const std::string& s) {
+  std::vector<int> out;
+  for (const std::string& x : split_list(s)) {
+    size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(x, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    ENSURE(used == x.size() && used > 0, "%s: \"%s\" is not a whole number (expected e.g. %s)", flag.c_str(),
+           x.c_str(), flag == "--passkey-len" ? "512,1024,2048,4096" : "0,25,50,75,100");
+    out.push_back(v);
+  }
+  ENSURE(!out.empty(), "%s: no values", flag.c_str());
+  return out;
+}
+
+// The passkey heatmap beside the results JSON: teacher.json -> teacher.passkey.svg.
+std::string passkey_svg_beside(const std::string& json_path) {
+  const size_t slash = json_path.rfind('/'), dot = json_path.rfind('.');
+  const bool ext = dot != std::string::npos && (slash == std::string::npos || dot > slash);
+  return (ext ? json_path.substr(0, dot) : json_path) + ".passkey.svg";
+}
+
+// Depth down, length across, as needle-in-a-haystack charts are drawn.
+void write_passkey_svg(const std::string& path, const nlohmann::json& pk, const std::string& model) {
+  Heatmap h;
+  h.title = "Passkey retrieval: " + model;
+  const int trials = pk["trials_per_cell"];
+  h.subtitle = strfmt("accuracy in %%, %d prompt%s per cell (greedy; the first number of the reply must be the key)",
+                      trials, trials == 1 ? "" : "s");
+  h.xlabel = "prompt length (tokens)";
+  h.ylabel = "needle depth (%)";
+  const std::vector<int> lengths = pk["lengths"], depths = pk["depths"];
+  for (int L : lengths) h.columns.push_back(std::to_string(L));
+  for (size_t d = 0; d < depths.size(); d++) {
+    h.rows.push_back(std::to_string(depths[d]) + "%");
+    h.values.emplace_back();
+    for (size_t l = 0; l < lengths.size(); l++) h.values.back().push_back(pk["accuracy"][l][d].get<double>());
+  }
+  write_svg_heatmap(path, h);
+}
+
 std::string folder_of(const std::string& path) {
   const size_t slash = path.rfind('/');
   return slash == std::string::npos ? "." : path.substr(0, slash);
@@ -88,17 +138,27 @@ int main(int argc, char** argv) {
   long limit = 0;
   uint64_t seed = kEvalSubsetSeed;
   HarnessOptions ho;
+  PasskeyOptions po;
+  std::string passkey_len = "512,1024,2048,4096", passkey_depths = "0,10,20,30,40,50,60,70,80,90,100", passkey_svg;
   app.add_option("--model", model_path, "Hugging Face folder or .gguf file (with --linearized: its base)")
       ->capture_default_str();
   app.add_option("--linearized", linearized, "a model exported by ./linearize (lolcats_params.safetensors)");
   app.add_option("--tasks", tasks_flag,
                  "comma-separated: piqa, arc_easy, arc_challenge, hellaswag, winogrande, mmlu (5-shot), "
-                 "ppl (the Alpaca validation perplexity); without it, ppl alone as one JSON line");
+                 "ppl (the Alpaca validation perplexity), passkey (retrieval by length and needle depth, "
+                 "--passkey-*); without it, ppl alone as one JSON line");
+  app.add_option("--passkey-len", passkey_len, "passkey: prompt lengths in tokens (each with the reply within "
+                 "the model's positions)")->capture_default_str();
+  app.add_option("--passkey-depths", passkey_depths, "passkey: needle depths in % of the filler")->capture_default_str();
+  app.add_option("--passkey-trials", po.trials, "passkey: prompts (keys) per length and depth")->capture_default_str();
+  app.add_option("--passkey-svg", passkey_svg, "passkey: the heatmap (default: beside the results JSON, "
+                 "NAME.json -> NAME.passkey.svg)");
   app.add_option("--eval-dir", eval_dir, "the evaluation sets (layout of ../shared/data/eval)")->capture_default_str();
   app.add_option("--limit", limit, "at most N items per task: a seeded subset (MMLU: per subject in proportion)")
       ->capture_default_str();
-  app.add_option("--seed", seed, "seed of the --limit subset")->capture_default_str();
-  app.add_option("--bos", bos_flag, "prepend BOS to each context (the paper's harness does not)")
+  app.add_option("--seed", seed, "seed of the --limit subset and of the passkeys")->capture_default_str();
+  app.add_option("--bos", bos_flag, "prepend BOS to each context (the paper's harness does not; passkey prompts "
+                 "get it anyway when the tokenizer adds it by default)")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
   app.add_option("--decode-mode", mode_flag, "linearized models: exact (= the parallel forward) or reference")
@@ -132,7 +192,11 @@ int main(int argc, char** argv) {
     const bool scored = std::any_of(tasks.begin(), tasks.end(), [](const std::string& t) { return t != "ppl"; });
     for (const std::string& t : tasks)
       ENSURE(std::find(eval_task_names().begin(), eval_task_names().end(), t) != eval_task_names().end(),
-             "--tasks: unknown task \"%s\" (piqa, arc_easy, arc_challenge, hellaswag, winogrande, mmlu, ppl)", t.c_str());
+             "--tasks: unknown task \"%s\" (piqa, arc_easy, arc_challenge, hellaswag, winogrande, mmlu, ppl, passkey)", t.c_str());
+    if (std::find(tasks.begin(), tasks.end(), "passkey") != tasks.end()) {  // flag errors before loading
+      po.lengths = int_list("--passkey-len", passkey_len);
+      po.depths = int_list("--passkey-depths", passkey_depths);
+    }
     LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0);
     Device device = scored && device_flag == "auto" ? Device::cpu : parse_device(device_flag);
     if (device == Device::cuda) {
@@ -164,6 +228,22 @@ int main(int argc, char** argv) {
                                    {"paper_metric", ""}, {"detail", p}};
         continue;
       }
+      if (name == "passkey") {
+        po.seed = seed;
+        // The prompt is plain text (no chat template), BOS when asked or when the tokenizer adds it.
+        po.bos = ho.bos || tok.adds_bos();
+        po.max_position = m.base->cfg.max_position;
+        po.gen.stop_ids = {tok.eos_id()};
+        // Reference mode's chunked prefill differs from its whole-prompt prefill: no shared anchor.
+        po.gen.share_prefix = !m.model || parse_decode_mode(mode_flag) == DecodeMode::exact;
+        std::fprintf(stderr, "passkey: lengths %s, depths %s, %d trial%s per cell\n", passkey_len.c_str(),
+                     passkey_depths.c_str(), po.trials, po.trials == 1 ? "" : "s");
+        PasskeyResult r = run_passkey(*decoder, tok, po);
+        std::fprintf(stderr, "passkey: %zu tokens in %.1f s (%.0f tokens/s)\n", r.tokens, r.seconds,
+                     double(r.tokens) / std::max(r.seconds, 1e-9));
+        results["tasks"]["passkey"] = passkey_json(r);
+        continue;
+      }
       EvalTask task = load_eval_task(name, eval_dir);
       const size_t all = task.items.size();
       limit_eval_task(task, limit, seed);
@@ -175,10 +255,20 @@ int main(int argc, char** argv) {
       results["tasks"][name] = result_json(r);
     }
     print_results_table(results["tasks"], stdout);
+    if (results["tasks"].contains("passkey")) print_passkey_table(results["tasks"]["passkey"], stdout);
     if (out_path.empty() && !linearized.empty()) out_path = folder_of(linearized) + "/eval_results.json";
     if (!out_path.empty()) {
       write_file_atomic(out_path, results.dump(2) + "\n");
       std::fprintf(stderr, "wrote %s\n", out_path.c_str());
+    }
+    if (results["tasks"].contains("passkey")) {
+      if (passkey_svg.empty() && !out_path.empty()) passkey_svg = passkey_svg_beside(out_path);
+      if (passkey_svg.empty()) {
+        std::fprintf(stderr, "passkey: no heatmap written (give --out or --passkey-svg)\n");
+      } else {
+        write_passkey_svg(passkey_svg, results["tasks"]["passkey"], model_name);
+        std::fprintf(stderr, "wrote %s\n", passkey_svg.c_str());
+      }
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "eval: %s\n", e.what());

@@ -15,7 +15,7 @@ namespace lolcats {
 
 const std::vector<std::string>& eval_task_names() {
   static const std::vector<std::string> names = {"piqa",       "arc_easy",   "arc_challenge", "hellaswag",
-                                                 "winogrande", "mmlu",       "ppl"};
+                                                 "winogrande", "mmlu",       "ppl",           "passkey"};
   return names;
 }
 

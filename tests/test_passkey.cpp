@@ -5,8 +5,9 @@
 //     prompt tests/reference/ref_passkey.py builds itself;
 //   - decoding with a shared anchor against generating each prompt alone (softmax and linearized);
 //   - SmolLM2-135M-Instruct retrieving at 256 tokens, with transformers' greedy replies;
-//   - lengths past the model's positions refused in one line; the heatmap SVG.
+//   - lengths past the model's positions refused in one line; the heatmap SVG; ./eval end to end.
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <fstream>
@@ -327,4 +328,44 @@ TEST_CASE("passkey: the heatmap SVG is well formed, one coloured cell per value,
   CHECK(svg.find("fill=\"#dddddd\"") != std::string::npos);
   h.values.pop_back();
   CHECK(error_of([&] { svg_heatmap(h); }).find("heatmap: 1 rows of values for 2 row labels") != std::string::npos);
+}
+
+TEST_CASE("passkey: ./eval --tasks passkey prints the grid, writes the JSON and the heatmap", "[passkey][apps]") {
+  if (!exists("./eval")) FAIL("./eval is missing: `make test` (or `make eval`) builds it before the tests");
+  const std::string dir = "build/test_passkey";
+  std::system(("rm -rf " + dir + " && mkdir -p " + dir).c_str());
+  const std::string cmd = "./eval --model " + tiny() + " --tasks passkey --passkey-len 300,420 --passkey-depths 0,50,100 " +
+                          "--passkey-trials 2 --out " + dir + "/r.json --threads 1 > " + dir + "/out 2> " + dir + "/err";
+  int rc = std::system(cmd.c_str());
+  INFO("$ " << cmd << "\n" << read_text(dir + "/out") << read_text(dir + "/err"));
+  REQUIRE(WIFEXITED(rc));
+  REQUIRE(WEXITSTATUS(rc) == 0);
+  const nlohmann::json j = nlohmann::json::parse(read_text(dir + "/r.json"))["tasks"]["passkey"];
+  CHECK(j["lengths"] == nlohmann::json({300, 420}));
+  CHECK(j["depths"] == nlohmann::json({0, 50, 100}));
+  CHECK(j["cells"].size() == 6);
+  for (const nlohmann::json& c : j["cells"]) CHECK(c["n"] == 2);
+  CHECK(j["trials"].size() == 12);
+  int correct = 0;
+  for (const nlohmann::json& t : j["trials"]) {
+    CHECK(t["prompt_tokens"].get<int>() <= t["length"].get<int>());
+    CHECK(t["correct"] == passkey_correct(t["output"], t["key"]));
+    correct += t["correct"].get<bool>();
+  }
+  CHECK(j["metrics"][0]["value"].get<double>() == Approx(correct / 12.0));
+  const std::string out = read_text(dir + "/out");
+  CHECK(out.find("passkey retrieval accuracy") != std::string::npos);
+  CHECK(out.find("\n300 ") != std::string::npos);
+  CHECK(out.find("\n420 ") != std::string::npos);
+  const std::string svg = read_text(dir + "/r.passkey.svg");
+  CHECK(xml_problem(svg) == "");
+  CHECK(svg.find(">420<") != std::string::npos);
+  // Past the model's 1024 positions: one line, exit 1, nothing written.
+  rc = std::system(("./eval --model " + tiny() + " --tasks passkey --passkey-len 2048 --out " + dir +
+                    "/big.json --threads 1 > " + dir + "/out2 2> " + dir + "/err2").c_str());
+  const std::string err = read_text(dir + "/err2");
+  INFO(err);
+  CHECK(WEXITSTATUS(rc) == 1);
+  CHECK(err.find("--passkey-len 2048") != std::string::npos);
+  CHECK(!exists(dir + "/big.json"));
 }
