@@ -8,6 +8,8 @@
 //                    --contexts, --batches, --steps, --max-cache-gib; charts in runs/bench/)
 //   ./bench gpu-ops  every CUDA kernel and cuBLASLt on Llama 3 8B shapes, against the device's
 //                    measured copy and GEMM ceilings (--smoke: toy sizes, e.g. under the emulator)
+//   ./bench linearize-8b --device cuda  both LoLCATs stages at Llama 3 8B's shape (random bf16
+//                    weights), T = 1024: tokens/s, peak memory, MFU, hours for the paper's 20M + 20M tokens
 // Where a comparison is claimed, both sides run in this one invocation with the same shapes and
 // threads: PyTorch through tests/reference/bench_matmul.py in the project's .venv.
 #include <CLI/CLI.hpp>
@@ -214,6 +216,7 @@ int bench_llama(int threads, int T, const std::string& model_path, Device device
 #include "apps/bench_linearize.h"
 #ifdef LOLCATS_CUDA
 #include "apps/bench_gpu.h"
+#include "apps/bench_linearize_gpu.h"
 #endif
 
 int main(int argc, char** argv) {
@@ -225,15 +228,16 @@ int main(int argc, char** argv) {
   bool smoke = false;
   std::string device_flag = "cpu";
   app.add_option("what", what,
-                 "which benchmark: matmul, llama, attention, linearize, all (these four), generate, or gpu-ops")
-      ->check(CLI::IsMember({"matmul", "llama", "attention", "linearize", "all", "gpu-ops", "generate"}))
+                 "which benchmark: matmul, llama, attention, linearize, all (these four), generate, gpu-ops, or "
+                 "linearize-8b (both LoLCATs stages at --config's shape on the cuda device)")
+      ->check(CLI::IsMember({"matmul", "llama", "attention", "linearize", "all", "gpu-ops", "generate", "linearize-8b"}))
       ->capture_default_str();
   app.add_option("--device", device_flag, "`llama`, `generate`: cpu, cuda or auto (cuda when a GPU is visible)")
       ->capture_default_str();
   std::string config = "llama3-8b";
   app.add_option("--config", config,
-                 "`generate --device cuda`: the model shape (zero bf16 weights): smollm2-135m, llama3.2-1b, "
-                 "llama3-8b, llama3.1-8b, mistral-7b, llama3-70b")
+                 "`generate --device cuda` (zero bf16 weights) and `linearize-8b` (random bf16 weights): the model "
+                 "shape: smollm2-135m, llama3.2-1b, llama3-8b, llama3.1-8b, mistral-7b, llama3-70b")
       ->capture_default_str();
   app.add_flag("--smoke", smoke, "`gpu-ops`: toy sizes (a check that it runs, e.g. under the emulator)");
   app.add_option("--seq", seq, "sequence length for `llama` and `linearize`")->capture_default_str();
@@ -252,6 +256,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-seconds", max_seconds, "`attention`: skip runs estimated to take longer")
       ->capture_default_str();
+  int train_steps = 3, layers = 0;
+  app.add_option("--train-steps", train_steps, "`linearize-8b`: timed optimizer steps per stage")->capture_default_str();
+  app.add_option("--layers", layers, "`linearize-8b`: keep only the first N layers (0 = all; smoke runs)")
+      ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
@@ -265,6 +273,15 @@ int main(int argc, char** argv) {
     if (what == "generate") {
       if (parse_device(device_flag) == Device::cuda) return bench_generate_device(config, contexts, batches, steps, max_cache_gib);
       bench_generate(threads, model, contexts, batches, steps, max_cache_gib);
+    }
+    if (what == "linearize-8b") {
+#ifdef LOLCATS_CUDA
+      ENSURE(parse_device(device_flag) == Device::cuda, "linearize-8b runs on the cuda device: add --device cuda");
+      return bench_linearize_device(config, seq, train_steps, layers);
+#else
+      std::fprintf(stderr, "bench: linearize-8b needs a build with CUDA (CUDA=nvcc, or CUDA=emu)\n");
+      return 1;
+#endif
     }
     if (what == "gpu-ops") {
 #ifdef LOLCATS_CUDA

@@ -32,6 +32,12 @@ __global__ void fill_random(T* p, size_t n, uint32_t seed) {
     p[i] = from_f32<T>(uniform(seed, i));
 }
 
+template <typename T>
+__global__ void fill_scaled(T* p, size_t n, uint32_t seed, float scale, float shift) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    p[i] = from_f32<T>(shift + scale * uniform(seed, i));
+}
+
 __global__ void fill_targets(int32_t* t, int n, int V) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) t[i] = int32_t((uint64_t(i) * 2654435761u) % uint64_t(V));
@@ -61,6 +67,16 @@ Buffer::Buffer(size_t bytes, bool bf16_elements, unsigned seed) : bytes_(bytes) 
   }
 }
 Buffer::~Buffer() { cudaFree(p_); }
+
+void fill_uniform(void* p, size_t n, bool bf16_elements, unsigned seed, float scale, float shift) {
+  if (bf16_elements) {
+    auto* k = fill_scaled<bf16>;
+    launch_kernel(k, grid_for(n), 256, 0, 0, static_cast<bf16*>(p), n, seed, scale, shift);
+  } else {
+    auto* k = fill_scaled<float>;
+    launch_kernel(k, grid_for(n), 256, 0, 0, static_cast<float*>(p), n, seed, scale, shift);
+  }
+}
 
 void copy(Buffer& dst, const Buffer& src) {
   cudaCheck(cudaMemcpyAsync(dst.data(), src.data(), std::min(dst.bytes(), src.bytes()),

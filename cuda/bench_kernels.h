@@ -29,6 +29,8 @@ class Buffer {
 };
 
 void copy(Buffer& dst, const Buffer& src);                 // device-to-device memcpy
+// n values at p (device; bf16 or f32) = shift + scale * uniform [-1, 1) (random weights for benches).
+void fill_uniform(void* p, size_t n, bool bf16_elements, unsigned seed, float scale, float shift = 0.0f);
 double time_once(const std::function<void()>& fn);       // seconds, by CUDA events
 
 // y (M, N) bf16 = x (M, K) bf16 @ W (N, K)^T, or x @ W (K, N) when !trans_w... (square ceilings).

@@ -3,7 +3,8 @@
 # [cuda] tests (every kernel against its CPU twin, on the hardware), compute-sanitizer's memcheck
 # on them and racecheck on all but the [slow] ones (API errors are not reported: tests provoke
 # some on purpose, e.g. a launch over the shared-memory limit), `bench gpu-ops`, `bench llama` and
-# the Llama 3 8B-shape decode (`bench generate --device cuda`); logs go to $OUT (or ./out), and a short table is
+# the Llama 3 8B-shape decode (`bench generate --device cuda`) and both LoLCATs stages at that shape
+# (`bench linearize-8b --device cuda`); logs go to $OUT (or ./out), and a short table is
 # printed last. Needs nothing from a package registry: cuBLASLt comes from the machine's CUDA
 # toolkit or PyTorch's wheels. Each step has a time limit so that the whole run ends in ~7 minutes.
 set -uo pipefail
@@ -51,14 +52,25 @@ step "compute-sanitizer racecheck" 120 racecheck.log \
   compute-sanitizer --tool racecheck --error-exitcode 9 ./run_tests "[cuda]~[slow]"
 step "bench gpu-ops" 100 bench.jsonl ./bench gpu-ops
 step "bench llama --device cuda" 60 bench_llama.jsonl ./bench llama --device cuda
+step "bench linearize-8b --device cuda" 120 bench_linearize_8b.jsonl ./bench linearize-8b --device cuda \
+  --config llama3-8b --seq 1024 --train-steps 3
 step "bench generate --device cuda" 90 bench_generate.jsonl ./bench generate --device cuda --config llama3-8b \
   --batches 1 64 512 2048 --contexts 1024 8192 32768 --steps 8 --max-cache-gib 100
 
 echo
 echo "=== bench gpu-ops"
-python3 - "$out/bench.jsonl" "$out/bench_llama.jsonl" "$out/bench_generate.jsonl" <<'PY'
+python3 - "$out/bench.jsonl" "$out/bench_llama.jsonl" "$out/bench_generate.jsonl" "$out/bench_linearize_8b.jsonl" <<'PY'
 import json, sys
 rows = []
+for line in open(sys.argv[4]) if len(sys.argv) > 4 else []:
+    try:
+        j = json.loads(line)
+        if j["stage"] == "both":
+            print(f"linearize {j['model']} T={j['seq']}: 20M + 20M tokens in {j['hours_for_20m_plus_20m_tokens']:.2f} h (paper: 6.5 h, A100-40GB)")
+        else:
+            print(f"linearize {j['model']} {j['stage']} T={j['seq']}: {j['tokens_per_s']:9.0f} tokens/s  MFU {100*j['mfu']:.1f}%  peak {j['peak_device_mib']:.0f} MiB")
+    except (ValueError, KeyError):
+        pass
 for line in open(sys.argv[3]) if len(sys.argv) > 3 else []:
     try:
         j = json.loads(line)

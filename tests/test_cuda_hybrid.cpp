@@ -124,7 +124,7 @@ const HybridVariant kVariants[] = {HybridVariant::terrace, HybridVariant::sw, Hy
 
 }  // namespace
 
-TEST_CASE("cuda hybrid attention matches the CPU twin: every variant, GQA, lengths 1..200 (f32)", "[cuda][hybrid]") {
+TEST_CASE("cuda hybrid attention matches the CPU twin: every variant, GQA, lengths 1..200 (f32)", "[cuda][hybrid][slow]") {
   SKIP_WITHOUT_CUDA();
   for (HybridVariant var : kVariants)
     for (int T : {1, 17, 64, 65, 130, 200}) {

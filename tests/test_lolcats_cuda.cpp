@@ -78,7 +78,7 @@ void check_close_seq(const std::vector<double>& got, const std::vector<double>& 
 
 }  // namespace
 
-TEST_CASE("lolcats on the cuda device: both stages follow the CPU run (f32 and bf16 weights)", "[cuda][lolcats]") {
+TEST_CASE("lolcats on the cuda device: both stages follow the CPU run (f32 and bf16 weights)", "[cuda][lolcats][slow]") {
   if (!cuda_available()) SKIP_TEST("no cuda device in this build");
   auto probe = Llama::load(tiny_path());
   Chunks train = synthetic_chunks(4, 130, probe->cfg.vocab, 1), val = synthetic_chunks(1, 130, probe->cfg.vocab, 2);
@@ -112,7 +112,7 @@ TEST_CASE("lolcats on the cuda device: both stages follow the CPU run (f32 and b
 }
 
 TEST_CASE("lolcats on the cuda device: a stopped and resumed stage repeats the uninterrupted run",
-          "[cuda][lolcats][trainer]") {
+          "[cuda][lolcats][trainer][slow]") {
   if (!cuda_available()) SKIP_TEST("no cuda device in this build");
   auto base = Llama::load(tiny_path(), Device::cuda, DType::bf16);
   Chunks train = synthetic_chunks(4, 130, base->cfg.vocab, 1), val = synthetic_chunks(1, 130, base->cfg.vocab, 2);
