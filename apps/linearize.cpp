@@ -66,7 +66,7 @@ struct Options {
   // memory plan
   bool plan_only = false;
   std::string config;         // a named shape (--plan-only)
-  std::string device = "cpu";
+  std::string device = "auto";
 };
 
 double now() {
@@ -173,10 +173,10 @@ int main(int argc, char** argv) {
                  "with --plan-only, a published shape instead of --model: smollm2-135m, llama3.2-1b, "
                  "llama3-8b, llama3.1-8b, mistral-7b, llama3-70b");
   app.add_option("--device", o.device,
-                 "where training runs: cpu (f32) or cuda (bf16 frozen weights; f32 feature maps, window "
-                 "factors, LoRA masters and AdamW state). cuda refuses when the GPU's free memory is below "
-                 "the memory plan's peak")
-      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+                 "where training runs: cpu (f32), cuda (bf16 frozen weights; f32 feature maps, window "
+                 "factors, LoRA masters and AdamW state), or auto: cuda when a GPU is visible. cuda refuses "
+                 "when the GPU's free memory is below the memory plan's peak")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   set_num_threads(o.threads);
   const double t_start = now();
@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
     lc.softmax_layers = o.softmax_layers;
     PlanOptions po;
     po.label = o.config.empty() ? o.model : o.config;
-    po.device = o.device == "cuda" ? Device::cuda : Device::cpu;
+    po.device = o.device == "cuda" || (o.device == "auto" && gpu_visible()) ? Device::cuda : Device::cpu;
     po.lora_targets = o.lora_targets;
     po.stage1 = o.stage != "2" && !o.no_transfer;
     po.stage2 = o.stage != "1";

@@ -62,6 +62,40 @@ __device__ void load_tile(float* dst, int ld, const T* src, int64_t stride, int 
   }
 }
 
+// Rows [i0, i0 + rows) against their local keys [j0, kend): each row's window max m_i and the key
+// where it is first reached (argmax; -1 and -inf without window pairs), one thread per row scanning
+// in key order. sq holds the rows' queries; sk (kCols, D) and ss (kRows, kCols) are scratch.
+template <typename T>
+__device__ void window_max(float* rmax, int* rarg, const float* sq, float* sk, float* ss, const T* kb, int64_t ks,
+                           int i0, int rows, int j0, int kend, int D, float scale, int variant) {
+  const int ldd = D + 1, ldc = kCols + 1;
+  for (int kt = j0; variant != 2 && kt < kend; kt += kCols) {
+    const int nk = imin(kCols, kend - kt);
+    __syncthreads();
+    load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
+    __syncthreads();
+    for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
+      int r = e / kCols, c = e % kCols;
+      bool win = r < rows && c < nk && pair_kind(i0 + r, kt + c, variant) == kWindow;
+      ss[r * ldc + c] = win ? dot(sq + r * ldd, sk + c * ldd, D) * scale : -INFINITY;
+    }
+    __syncthreads();
+    if (threadIdx.x < kRows)
+      for (int c = 0; c < kCols; c++)
+        if (ss[threadIdx.x * ldc + c] > rmax[threadIdx.x])
+          rmax[threadIdx.x] = ss[threadIdx.x * ldc + c], rarg[threadIdx.x] = kt + c;
+  }
+}
+
+// The local key tile [kt, kt + nk): keys, values and their features (head h), into shared memory.
+template <typename T>
+__device__ void load_key_tile(float* sk, float* sv, float* spk, const T* kb, const T* vb, const float* pkb,
+                              int64_t ks, int64_t fs, int kt, int nk, int D, int F) {
+  load_tile(sk, D + 1, kb + kt * ks, ks, kCols, nk, D);
+  load_tile(sv, D + 1, vb + kt * ks, ks, kCols, nk, D);
+  load_tile(spk, F + 1, pkb + kt * fs, fs, kCols, nk, F);
+}
+
 // ---- the running states ---------------------------------------------------------------------------
 // For each block x of C rows of one (b, h), forward (reverse = false) and reverse:
 //   S[x] = sum over blocks u <= x - 2 (reverse: u >= x + 2) of  a_u^T (b_u / div_u)   (F, D)
@@ -144,6 +178,7 @@ __global__ void __launch_bounds__(kThreads)
   float* acc = sm.take(kRows * ldd);  // (32, D) numerators
   float* rmax = sm.take(kRows);       // window max m_i
   float* rden = sm.take(kRows);       // normaliser Z_i
+  int* rarg = reinterpret_cast<int*>(sm.take(kRows));  // (the window's argmax: unused here)
 
   const int h = blockIdx.x, b = blockIdx.y, i0 = blockIdx.z * kRows, rows = imin(kRows, T_ - i0);
   const int hk = h / (H / Hkv), t = i0 / kBlock, nb = ceil_div(T_, kBlock);
@@ -157,30 +192,15 @@ __global__ void __launch_bounds__(kThreads)
   load_tile(sq, ldd, q + ((int64_t(b) * T_ + i0) * H + h) * D, qs, kRows, rows, D);
   load_tile(spq, ldf, phiq + ((int64_t(b) * T_ + i0) * H + h) * F, fs, kRows, rows, F);
   for (int e = threadIdx.x; e < kRows * D; e += kThreads) acc[(e / D) * ldd + e % D] = 0.f;
-  if (threadIdx.x < kRows) rmax[threadIdx.x] = -INFINITY, rden[threadIdx.x] = 0.f;
+  if (threadIdx.x < kRows) rmax[threadIdx.x] = -INFINITY, rden[threadIdx.x] = 0.f, rarg[threadIdx.x] = -1;
 
   // 1. The window max (scores only).
-  for (int kt = j0; variant != 2 && kt < kend; kt += kCols) {
-    const int nk = imin(kCols, kend - kt);
-    __syncthreads();
-    load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
-    __syncthreads();
-    for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
-      int r = e / kCols, c = e % kCols;
-      bool win = r < rows && c < nk && pair_kind(i0 + r, kt + c, variant) == kWindow;
-      sw[r * ldc + c] = win ? dot(sq + r * ldd, sk + c * ldd, D) * scale : -INFINITY;
-    }
-    __syncthreads();
-    if (threadIdx.x < kRows)
-      for (int c = 0; c < kCols; c++) rmax[threadIdx.x] = fmaxf(rmax[threadIdx.x], sw[threadIdx.x * ldc + c]);
-  }
+  window_max(rmax, rarg, sq, sk, sw, kb, ks, i0, rows, j0, kend, D, scale, variant);
   // 2. The local pairs: A = g exp(s - m) in the window, phi_q . phi_k for local linear pairs.
   for (int kt = j0; kt < kend; kt += kCols) {
     const int nk = imin(kCols, kend - kt);
     __syncthreads();
-    load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
-    load_tile(sv, ldd, vb + kt * ks, ks, kCols, nk, D);
-    load_tile(spk, ldf, pkb + kt * fs, fs, kCols, nk, F);
+    load_key_tile(sk, sv, spk, kb, vb, pkb, ks, fs, kt, nk, D, F);
     __syncthreads();
     for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
       int r = e / kCols, c = e % kCols;
@@ -297,29 +317,12 @@ __global__ void __launch_bounds__(kThreads)
     rdz[r] = -s;
   }
   // 1. The window max and its (first) argmax.
-  for (int kt = j0; variant != 2 && kt < kend; kt += kCols) {
-    const int nk = imin(kCols, kend - kt);
-    __syncthreads();
-    load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
-    __syncthreads();
-    for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
-      int r = e / kCols, c = e % kCols;
-      bool win = r < rows && c < nk && pair_kind(i0 + r, kt + c, variant) == kWindow;
-      sds[r * ldc + c] = win ? dot(sq + r * ldd, sk + c * ldd, D) * scale : -INFINITY;
-    }
-    __syncthreads();
-    if (threadIdx.x < kRows)
-      for (int c = 0; c < kCols; c++)
-        if (sds[threadIdx.x * ldc + c] > rmax[threadIdx.x])
-          rmax[threadIdx.x] = sds[threadIdx.x * ldc + c], rarg[threadIdx.x] = kt + c;
-  }
+  window_max(rmax, rarg, sq, sk, sds, kb, ks, i0, rows, j0, kend, D, scale, variant);
   // 2. The local pairs.
   for (int kt = j0; kt < kend; kt += kCols) {
     const int nk = imin(kCols, kend - kt);
     __syncthreads();
-    load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
-    load_tile(sv, ldd, vb + kt * ks, ks, kCols, nk, D);
-    load_tile(spk, ldf, pkb + kt * fs, fs, kCols, nk, F);
+    load_key_tile(sk, sv, spk, kb, vb, pkb, ks, fs, kt, nk, D, F);
     __syncthreads();
     for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
       int r = e / kCols, c = e % kCols;
@@ -548,7 +551,7 @@ __global__ void sum_partials_kernel(float* dwlogit, const float* part, int B, in
 size_t scan_shared(int D) { return sizeof(float) * (kBlock * (kCols + 1) + kBlock * (D + 1) + kBlock + kCols * (D + 1) + kCols); }
 size_t forward_shared(int D, int F) {
   return sizeof(float) * (kRows * (D + 1) + kRows * (F + 1) + 2 * kCols * (D + 1) + kCols * (F + 1) +
-                          kRows * (kCols + 1) + kRows * (D + 1) + 2 * kRows);
+                          kRows * (kCols + 1) + kRows * (D + 1) + 3 * kRows);
 }
 size_t query_shared(int D, int F) {
   return sizeof(float) * (2 * kRows * (D + 1) + kRows * (F + 1) + 2 * kCols * (D + 1) + kCols * (F + 1) +

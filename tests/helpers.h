@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "data/alpaca.h"
 #include "data/safetensors.h"
 #include "tensor/check.h"
 
@@ -26,6 +27,18 @@ extern bool g_skip_current;
 inline std::string fixture_dir() {
   const char* dir = std::getenv("LOLCATS_FIXTURES");
   return dir ? dir : "build/fixtures";
+}
+
+// `count` deterministic training chunks of T token ids below `vocab`, every fifth target ignored
+// (-100), for trainer tests that need data but no tokenizer.
+inline lolcats::Chunks synthetic_chunks(int count, int T, int vocab, int seed) {
+  lolcats::Chunks c;
+  c.T = T;
+  for (int i = 0; i < count * T; i++) {
+    c.inputs.push_back(int32_t((i * 7919 + seed * 104729) % vocab));
+    c.targets.push_back(i % 5 == 0 ? -100 : int32_t((i * 31 + seed) % vocab));
+  }
+  return c;
 }
 
 // The fixture file build/fixtures/NAME.safetensors (directory from $LOLCATS_FIXTURES), opened once.

@@ -18,17 +18,9 @@ namespace {
 
 std::string tiny_path() { return lolcats_test::fixture_dir() + "/tiny_llama"; }
 
-// Deterministic token chunks of length T (130: two full 64-token blocks and a partial one, so the
-// hybrid attention's state is read), every fifth target ignored.
-Chunks synthetic_chunks(int count, int T, int vocab, int seed) {
-  Chunks c;
-  c.T = T;
-  for (int i = 0; i < count * T; i++) {
-    c.inputs.push_back(int32_t((i * 7919 + seed * 104729) % vocab));
-    c.targets.push_back(i % 5 == 0 ? -100 : int32_t((i * 31 + seed) % vocab));
-  }
-  return c;
-}
+// Chunks of T = 130 tokens below: two full 64-token blocks and a partial one, so the hybrid
+// attention's state is read.
+using lolcats_test::synthetic_chunks;
 
 StageConfig three_steps(const std::string& name, float lr) {
   StageConfig cfg;

@@ -21,15 +21,7 @@ std::string tiny_path() {
 // sum(-w): a constant gradient of -1 (AdamW then moves w up by about lr per step).
 Var scale_var(const Var& w) { return scale(sum(w), -1.0f); }
 
-Chunks synthetic_chunks(int count, int T, int vocab, int seed) {
-  Chunks c;
-  c.T = T;
-  for (int i = 0; i < count * T; i++) {
-    c.inputs.push_back(int32_t((i * 7919 + seed * 104729) % vocab));
-    c.targets.push_back(i % 5 == 0 ? -100 : int32_t((i * 31 + seed) % vocab));
-  }
-  return c;
-}
+using lolcats_test::synthetic_chunks;
 
 // Stage 1 of a fresh LoLCATs conversion of the tiny model; returns the per-step losses.
 std::vector<double> run_stage1(const Llama& base, StageConfig cfg, const Chunks& train, const Chunks& val) {
