@@ -11,7 +11,9 @@
 //   ./bench linearize-8b --device cuda  both LoLCATs stages at Llama 3 8B's shape (random bf16
 //                    weights), T = 1024: tokens/s, peak memory, MFU, hours for the paper's 20M + 20M tokens
 // Where a comparison is claimed, both sides run in this one invocation with the same shapes and
-// threads: PyTorch through tests/reference/bench_matmul.py in the project's .venv.
+// threads: PyTorch through tests/reference/bench_*.py in the project's .venv. matmul, llama and
+// linearize alternate the two sides call by call and report medians and spreads
+// (apps/bench_interleave.h); every line names the host's CPU and vector extensions.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -104,6 +106,29 @@ void emit_vs_torch(json ours, double seconds, int T, const json* theirs) {
   std::fflush(stdout);
 }
 
+}  // namespace
+#include "apps/bench_interleave.h"  // after now(), which it uses
+namespace {
+
+// Prints one interleaved measurement (bench_interleave.h) of a step over `tokens` tokens as a JSON
+// line: the medians as the headline figures (seconds, tokens_per_s, and PyTorch's beside them with
+// speedup_vs_torch, the median of the per-pair ratios), the spreads under "interleaved", the host.
+void emit_interleaved(json line, const json& m, int tokens) {
+  const double sec = m["seconds"]["median"].get<double>();
+  line["seconds"] = sec;
+  line["tokens_per_s"] = tokens / sec;
+  if (m.contains("torch_seconds")) {
+    const double theirs = m["torch_seconds"]["median"].get<double>();
+    line["torch_seconds"] = theirs;
+    line["torch_tokens_per_s"] = tokens / theirs;
+    line["speedup_vs_torch"] = m["speedup_vs_torch"]["median"];
+  }
+  line["interleaved"] = m;
+  line["host"] = host_info();
+  std::printf("%s\n", line.dump().c_str());
+  std::fflush(stdout);
+}
+
 struct MatmulShape { int M, K, N; };  // y (M, N) = x (M, K) @ W^T, W (N, K): a linear layer
 
 // Runs a PyTorch reference script from tests/reference/ in the project's venv and returns the
@@ -130,32 +155,28 @@ double peak_rss_mib() {
   return ru.ru_maxrss / 1024.0;  // Linux reports KiB
 }
 
-// PyTorch's GFLOP/s for the same shapes and threads, keyed "MxKxN".
-std::map<std::string, double> torch_matmul(const std::vector<MatmulShape>& shapes, int threads) {
-  std::string args = "bench_matmul.py --threads " + std::to_string(threads) + " --shapes";
-  for (auto s : shapes) args += " " + std::to_string(s.M) + "x" + std::to_string(s.K) + "x" + std::to_string(s.N);
-  std::map<std::string, double> out;
-  for (const json& j : run_torch(args)) out[j["shape"].get<std::string>()] = j["gflops"].get<double>();
-  return out;
-}
-
-int bench_matmul(int threads) {
+// Each shape: a case of n calls (n chosen so that it takes about 0.25 s), timed interleaved with
+// PyTorch's n calls of F.linear on the same shape; GFLOP/s from the medians.
+int bench_matmul(int threads, int reps) {
   const std::vector<MatmulShape> shapes = {{1024, 576, 576}, {1024, 576, 1536}, {1024, 1536, 576},
                                            {1024, 576, 49152}};
-  auto theirs = torch_matmul(shapes, threads);
+  TorchServer torch("bench_matmul.py --threads " + std::to_string(threads));
   for (auto s : shapes) {
     std::vector<float> x(size_t(s.M) * s.K, 0.01f), w(size_t(s.N) * s.K, 0.02f), y(size_t(s.M) * s.N);
-    double sec = time_it([&] {
-      matmul_forward(y.data(), x.data(), w.data(), 1, s.M, s.N, s.K, false, true, false);
-    });
+    auto once = [&] { matmul_forward(y.data(), x.data(), w.data(), 1, s.M, s.N, s.K, false, true, false); };
+    const int n = std::max(1, int(0.25 / best_of(1, once)));
     std::string key = std::to_string(s.M) + "x" + std::to_string(s.K) + "x" + std::to_string(s.N);
-    double gflops = 2.0 * s.M * s.N * s.K / sec / 1e9;
-    json j = {{"bench", "matmul"}, {"shape", key}, {"op", "x @ W^T (f32, cpu)"},
-              {"threads", threads}, {"seconds", sec}, {"gflops", gflops}};
-    if (theirs.count(key)) {
-      j["torch_gflops"] = theirs[key];
-      j["ratio_vs_torch"] = gflops / theirs[key];
+    json m = interleaved(reps, [&] { for (int i = 0; i < n; i++) once(); }, &torch,
+                         std::to_string(n) + ":" + key, n);
+    const double flop = 2.0 * s.M * s.N * s.K, sec = m["seconds"]["median"].get<double>();
+    json j = {{"bench", "matmul"}, {"shape", key}, {"op", "x @ W^T (f32, cpu)"}, {"threads", threads},
+              {"calls_per_rep", n}, {"seconds", sec}, {"gflops", flop / sec / 1e9}};
+    if (m.contains("torch_seconds")) {
+      j["torch_gflops"] = flop / m["torch_seconds"]["median"].get<double>() / 1e9;
+      j["ratio_vs_torch"] = m["speedup_vs_torch"]["median"];
     }
+    j["interleaved"] = m;
+    j["host"] = host_info();
     std::printf("%s\n", j.dump().c_str());
     std::fflush(stdout);
   }
@@ -172,24 +193,38 @@ std::string gpu_summary() {
 
 // SmolLM2-135M forward and forward+backward over every weight, batch 1; on the cuda device in bf16
 // (f32 weight gradients), the loss through the fused LM-head cross-entropy.
-int bench_llama(int threads, int T, const std::string& model_path, Device device) {
+int bench_llama(int threads, int T, const std::string& model_path, Device device, int reps) {
   std::unique_ptr<Llama> model = smollm2_or_random(model_path);
   if (device == Device::cuda) model->to(Device::cuda, DType::bf16);
   std::fprintf(stderr, "bench llama: memory: %s (%s)\n", model->memory_report().c_str(), device_name(device));
   auto [x, targets] = bench_tokens(T, model->cfg.vocab);
-  double fwd = best_of(3, [&] {
+  auto forward = [&] {
     NoGrad ng;
     model->forward(x);
     device_synchronize();
-  });
-  model->set_requires_grad(true);
-  double fwd_bwd = best_of(3, [&] {
+  };
+  auto forward_backward = [&] {
     for (const Var& p : model->parameters()) zero_grad(p);
     backward(device == Device::cuda ? model->forward_loss(x, targets)
                                     : cross_entropy(model->forward(x), targets));
     device_synchronize();
-  });
-  if (device == Device::cuda) {
+  };
+  if (device == Device::cpu) {  // interleaved with PyTorch's same steps
+    TorchServer torch("bench_llama.py --threads " + std::to_string(threads) + " --seq " + std::to_string(T));
+    json f = interleaved(reps, forward, &torch, "forward");
+    model->set_requires_grad(true);
+    json fb = interleaved(reps, forward_backward, &torch, "forward_backward");
+    for (auto [what, m] : {std::pair{"forward", f}, std::pair{"forward_backward", fb}})
+      emit_interleaved({{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1}, {"seq", T},
+                        {"dtype", "f32"}, {"threads", threads}, {"peak_rss_mib", peak_rss_mib()},
+                        {"torch_peak_rss_mib", torch.peak_rss_mib()}},
+                       m, T);
+    return 0;
+  }
+  double fwd = best_of(3, forward);
+  model->set_requires_grad(true);
+  double fwd_bwd = best_of(3, forward_backward);
+  {
     DeviceMemoryStats mem = device_memory_stats();
     for (auto [what, sec] : {std::pair{"forward", fwd}, std::pair{"forward_backward", fwd_bwd}})
       emit_vs_torch({{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1},
@@ -198,16 +233,6 @@ int bench_llama(int threads, int T, const std::string& model_path, Device device
                     sec, T, nullptr);
     return 0;
   }
-  double ours_rss = peak_rss_mib();
-  std::map<std::string, json> theirs;
-  for (const json& j : run_torch("bench_llama.py --threads " + std::to_string(threads) +
-                                 " --seq " + std::to_string(T)))
-    theirs[j["what"].get<std::string>()] = j;
-  for (auto [what, sec] : {std::pair{"forward", fwd}, std::pair{"forward_backward", fwd_bwd}})
-    emit_vs_torch({{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1},
-                   {"seq", T}, {"dtype", "f32"}, {"threads", threads}, {"peak_rss_mib", ours_rss}},
-                  sec, T, theirs.count(what) ? &theirs[what] : nullptr);
-  return 0;
 }
 
 }  // namespace
@@ -256,7 +281,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-seconds", max_seconds, "`attention`: skip runs estimated to take longer")
       ->capture_default_str();
-  int train_steps = 3, layers = 0;
+  int train_steps = 3, layers = 0, reps = 7;
+  app.add_option("--reps", reps,
+                 "`matmul`, `llama`, `linearize`: interleaved repetitions (ours, PyTorch, ours, ...) after one "
+                 "warm-up each; medians and spreads are reported")
+      ->capture_default_str();
   app.add_option("--train-steps", train_steps, "`linearize-8b`: timed optimizer steps per stage")->capture_default_str();
   app.add_option("--layers", layers, "`linearize-8b`: keep only the first N layers (0 = all; smoke runs)")
       ->capture_default_str();
@@ -267,9 +296,9 @@ int main(int argc, char** argv) {
   try {
     // attention first: it forks, and libgomp's thread pool does not survive a fork.
     if (what == "attention" || what == "all") bench_attention(threads, seqs, max_seconds);
-    if (what == "matmul" || what == "all") bench_matmul(threads);
-    if (what == "llama" || what == "all") bench_llama(threads, seq, model, parse_device(device_flag));
-    if (what == "linearize" || what == "all") bench_linearize(threads, seq, model);
+    if (what == "matmul" || what == "all") bench_matmul(threads, reps);
+    if (what == "llama" || what == "all") bench_llama(threads, seq, model, parse_device(device_flag), reps);
+    if (what == "linearize" || what == "all") bench_linearize(threads, seq, model, reps);
     if (what == "generate") {
       if (parse_device(device_flag) == Device::cuda) return bench_generate_device(config, contexts, batches, steps, max_cache_gib);
       bench_generate(threads, model, contexts, batches, steps, max_cache_gib);

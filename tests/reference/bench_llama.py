@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
-from bench_common import parse_args, report, smollm2_config, timed
+from bench_common import parse_args, report, serve, smollm2_config, timed
 
 args = parse_args()
 cfg = smollm2_config()
@@ -25,5 +25,8 @@ def fwd_bwd():
     F.cross_entropy(logits, targets).backward()
 
 
-for name, fn in (("forward", fwd), ("forward_backward", fwd_bwd)):
-    report(name, timed(fn, args.reps), args.seq, attn=model.config._attn_implementation)
+if args.serve:
+    serve({"forward": fwd, "forward_backward": fwd_bwd})
+else:
+    for name, fn in (("forward", fwd), ("forward_backward", fwd_bwd)):
+        report(name, timed(fn, args.reps), args.seq, attn=model.config._attn_implementation)
