@@ -224,14 +224,17 @@ clean:
 # FUZZ_SECONDS, starting from tests/fuzz/seeds/NAME/ (and FUZZ_SEEDS_NAME, a list of more folders);
 # new interesting inputs accumulate in build-fuzz/corpus/NAME/. Any crash or sanitizer report fails
 # the target and leaves the input in build-fuzz/crash-NAME-*. Each target links the library code of
-# tensor/ and data/, built with the same flags (no CUDA: tensor/no_cuda.cpp is in).
+# tensor/ and data/, built with the same flags (no CUDA: tensor/no_cuda.cpp is in). The flags define
+# FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION (libFuzzer's convention), which skips checksums (the zip
+# CRC-32 of .pt files) so that mutated inputs reach the parsers behind them.
 FUZZ_CXX ?= clang++-14
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1 -std=c++17 \
-              -fopenmp -I. -isystem /usr/include/eigen3 -MMD -MP
+              -fopenmp -I. -isystem /usr/include/eigen3 -MMD -MP -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
 FUZZ_NAMES := $(patsubst tests/fuzz/%.cpp,%,$(wildcard tests/fuzz/fuzz_*.cpp))
 FUZZ_LIB_OBJ := $(patsubst %.cpp,build-fuzz/%.o,$(wildcard tensor/*.cpp data/*.cpp))
 FUZZ_SEEDS_fuzz_gguf := $(wildcard build/fixtures/gguf)  # small.gguf, when the fixtures exist
+FUZZ_SEEDS_fuzz_torch_pt := $(wildcard build/fixtures/torch_pt)  # torch.save's files, when the fixtures exist
 
 .PHONY: fuzz fuzz-clean
 .PRECIOUS: build-fuzz/%.o build-fuzz/fuzz_%
