@@ -2,6 +2,8 @@
 // validation perplexity on the Alpaca data exactly as ./linearize measures it.
 //   ./eval                                                       Alpaca val perplexity, one JSON line
 //   ./eval --linearized runs/default/lolcats_params.safetensors  the same for a model made by ./linearize
+//   ./eval --model BASE --linearized A_distill.pt,B_ft.pt       the same for the reference implementation's
+//                                                                checkpoints (lolcats/reference_checkpoint.h)
 //   ./eval --tasks piqa,arc_easy,arc_challenge,hellaswag,winogrande,mmlu,ppl --limit 500 --out r.json
 //                                                                zero-shot (MMLU 5-shot) accuracies: a
 //                                                                table on stdout, JSON in --out
@@ -142,7 +144,16 @@ int main(int argc, char** argv) {
   std::string passkey_len = "512,1024,2048,4096", passkey_depths = "0,10,20,30,40,50,60,70,80,90,100", passkey_svg;
   app.add_option("--model", model_path, "Hugging Face folder or .gguf file (with --linearized: its base)")
       ->capture_default_str();
-  app.add_option("--linearized", linearized, "a model exported by ./linearize (lolcats_params.safetensors)");
+  app.add_option("--linearized", linearized, "a model exported by ./linearize (lolcats_params.safetensors), or "
+                 "the LoLCATs reference implementation's checkpoints A_distill.pt[,B_ft.pt] on the base in --model");
+  ReferenceOptions ref;
+  std::string ref_attention = "terrace";
+  app.add_option("--reference-attention", ref_attention, "with --linearized *.pt: the attention the checkpoints "
+                 "were trained with (terrace: lolcats_llama_window_tk, the published one; sw: "
+                 "lolcats_llama_window_sw; linear: no window)")
+      ->check(CLI::IsMember({"terrace", "sw", "linear"}))->capture_default_str();
+  app.add_option("--reference-lora-alpha", ref.lora_alpha, "with --linearized *.pt: the LoRA alpha (scale alpha / r; "
+                 "the published fine-tunes used 16)")->capture_default_str();
   app.add_option("--tasks", tasks_flag,
                  "comma-separated: piqa, arc_easy, arc_challenge, hellaswag, winogrande, mmlu (5-shot), "
                  "ppl (the Alpaca validation perplexity), passkey (retrieval by length and needle depth, "
@@ -197,7 +208,8 @@ int main(int argc, char** argv) {
       po.lengths = int_list("--passkey-len", passkey_len);
       po.depths = int_list("--passkey-depths", passkey_depths);
     }
-    LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0);
+    ref.variant = parse_variant(ref_attention);
+    LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0, ref);
     Device device = scored && device_flag == "auto" ? Device::cpu : parse_device(device_flag);
     if (device == Device::cuda) {
       ENSURE(!m.model, "--device cuda: linearized models run on the CPU until the LoLCATs kernels "
@@ -256,7 +268,8 @@ int main(int argc, char** argv) {
     }
     print_results_table(results["tasks"], stdout);
     if (results["tasks"].contains("passkey")) print_passkey_table(results["tasks"]["passkey"], stdout);
-    if (out_path.empty() && !linearized.empty()) out_path = folder_of(linearized) + "/eval_results.json";
+    if (out_path.empty() && !linearized.empty())  // beside the export (the first file of a list)
+      out_path = folder_of(linearized.substr(0, linearized.find(','))) + "/eval_results.json";
     if (!out_path.empty()) {
       write_file_atomic(out_path, results.dump(2) + "\n");
       std::fprintf(stderr, "wrote %s\n", out_path.c_str());

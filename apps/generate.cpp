@@ -3,6 +3,7 @@
 //   ./generate --prompt "What is the capital of France?"            (default model, chat template)
 //   ./generate --model DIR_OR_GGUF --prompt "Once upon" --raw --temperature 0.8 --top-p 0.9
 //   ./generate --linearized runs/default/lolcats_params.safetensors --prompt "..."
+//   ./generate --model BASE --linearized A_distill.pt,B_ft.pt --prompt "..."   the reference's checkpoints
 //   ./generate --prompts prompts.jsonl --batch 8     many prompts, batched; results as JSONL lines
 // Instruct models get their chat template (read from the checkpoint) unless --raw is given.
 // Statistics (prompt tokens, generated tokens, tokens/s) go to stderr.
@@ -67,7 +68,8 @@ DType weight_dtype(const std::string& flag, Device device) {
 // --prompts: every prompt of a JSONL file, batched (nn/generate.h generate_batch).
 int serve_prompts(const std::string& path, int batch, const std::string& model_path, const std::string& linearized,
                   bool raw, const std::string& system, SamplingConfig sc, bool model_given,
-                  const std::string& device_flag, const std::string& dtype_flag, DecodeMode mode) {
+                  const std::string& device_flag, const std::string& dtype_flag, DecodeMode mode,
+                  const ReferenceOptions& ref) {
   ENSURE(batch > 0, "--batch must be positive, got %d", batch);
   std::ifstream in(path);
   ENSURE(in, "cannot read %s", path.c_str());
@@ -88,7 +90,7 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
     ids.push_back(j.is_object() && j.contains("id") ? j["id"] : nlohmann::json(texts.size() - 1));
   }
   ENSURE(!texts.empty(), "%s holds no prompts", path.c_str());
-  LinearizedModel m = load_for_inference(linearized, model_path, model_given);
+  LinearizedModel m = load_for_inference(linearized, model_path, model_given, ref);
   const Device device = parse_device(device_flag);
   place_weights(m, device, weight_dtype(dtype_flag, device));
   Tokenizer tok = Tokenizer::from_model(m.base_model);
@@ -127,7 +129,17 @@ int main(int argc, char** argv) {
   app.add_option("--model", model_path, "Hugging Face folder or .gguf file")->capture_default_str();
   app.add_option("--linearized", linearized,
                  "a model exported by ./linearize (lolcats_params.safetensors); its base model is the "
-                 "one it records unless --model is given");
+                 "one it records unless --model is given. Or the LoLCATs reference implementation's "
+                 "checkpoints A_distill.pt[,B_ft.pt] on the base in --model (--decode reference decodes as "
+                 "the reference does)");
+  ReferenceOptions ref;
+  std::string ref_attention = "terrace";
+  app.add_option("--reference-attention", ref_attention, "with --linearized *.pt: the attention the checkpoints "
+                 "were trained with (terrace: lolcats_llama_window_tk, the published one; sw: "
+                 "lolcats_llama_window_sw; linear: no window)")
+      ->check(CLI::IsMember({"terrace", "sw", "linear"}))->capture_default_str();
+  app.add_option("--reference-lora-alpha", ref.lora_alpha, "with --linearized *.pt: the LoRA alpha (scale alpha / r; "
+                 "the published fine-tunes used 16)")->capture_default_str();
   app.add_option("--decode", decode, "recurrent decoding of a linearized model: exact or reference (the CPU only)")
       ->check(CLI::IsMember({"exact", "reference"}))->capture_default_str();
   app.add_option("--prompt", prompt, "the prompt (read from stdin when absent)");
@@ -157,13 +169,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   try {
+    ref.variant = parse_variant(ref_attention);
     if (!prompts_file.empty()) return serve_prompts(prompts_file, batch, model_path, linearized, raw, system, sc,
                                                     app.count("--model") > 0, device_flag, dtype_flag,
-                                                    parse_decode_mode(decode));
+                                                    parse_decode_mode(decode), ref);
     if (prompt.empty()) prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
     ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
     // A linearized model brings its base (for weights, tokenizer and template) along.
-    LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0);
+    LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0, ref);
     const Device device = parse_device(device_flag);
     place_weights(m, device, weight_dtype(dtype_flag, device));
     const Llama& model = *m.base;

@@ -171,7 +171,12 @@ LinearizedModel load_linearized(const std::string& path, const std::string& base
 }
 
 LinearizedModel load_for_inference(const std::string& linearized, const std::string& model_path,
-                                   bool base_given) {
+                                   bool base_given, const ReferenceOptions& reference) {
+  if (is_reference_checkpoint(linearized)) {
+    ENSURE(base_given, "--linearized %s: the reference implementation's checkpoints do not record their "
+           "base model: name it with --model (a Hugging Face folder or .gguf file)", linearized.c_str());
+    return load_reference_checkpoints(linearized, model_path, reference);
+  }
   if (!linearized.empty()) return load_linearized(linearized, base_given ? model_path : "");
   LinearizedModel out;
   out.base = Llama::load(model_path);

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "lolcats/model.h"
+#include "lolcats/reference_checkpoint.h"
 
 namespace lolcats {
 
@@ -40,9 +41,12 @@ LinearizedModel load_linearized(const std::string& path, const std::string& base
 
 // What the apps run: the export at `linearized` when it is not empty (its base from `model_path`
 // when `base_given`, else from the path recorded in it), otherwise the plain model at `model_path`
-// (then `model` is null and `base` is the model).
+// (then `model` is null and `base` is the model). A `linearized` of .pt files ("A_distill.pt" or
+// "A_distill.pt,B_ft.pt") is the reference implementation's checkpoints
+// (lolcats/reference_checkpoint.h): their base must be given, and `reference` supplies what they do
+// not record.
 LinearizedModel load_for_inference(const std::string& linearized, const std::string& model_path,
-                                   bool base_given);
+                                   bool base_given, const ReferenceOptions& reference = {});
 
 // Whether `path` is a file written by export_linearized (safetensors with LoLCATs metadata).
 bool is_linearized_export(const std::string& path);
