@@ -25,6 +25,7 @@
 #include "data/tokenizer.h"
 #include "lolcats/export.h"
 #include "lolcats/memory_plan.h"
+#include "lolcats/peft_export.h"
 #include "lolcats/recurrent.h"
 #include "lolcats/trainer.h"
 #include "nn/generate.h"
@@ -55,6 +56,7 @@ struct Options {
   float lora_alpha = 16.0f;
   std::vector<std::string> lora_targets = {"q", "k", "v", "o"};
   std::string export_lora = "separate";
+  std::string export_format = "lolcats";
   // both stages
   int grad_accum = 1, eval_every = 25, eval_chunks = 4;
   float plateau_factor = 0.1f, min_lr = 1e-5f;
@@ -153,6 +155,11 @@ int main(int argc, char** argv) {
   app.add_option("--export-lora", o.export_lora,
                  "LoRA in lolcats_params.safetensors: separate (A, B) or merged (whole model, W + BA)")
       ->check(CLI::IsMember({"separate", "merged"}))->capture_default_str();
+  app.add_option("--export-format", o.export_format,
+                 "lolcats: lolcats_params.safetensors alone; peft: also RUN/peft/ for PyTorch users "
+                 "(adapter_config.json + adapter_model.safetensors in peft's names, and the feature maps "
+                 "as the reference saves its stage 1, lolcats_distill.pt)")
+      ->check(CLI::IsMember({"lolcats", "peft"}))->capture_default_str();
   app.add_option("--grad-accum", o.grad_accum, "chunks per optimizer step (paper: 8)")->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "steps between evaluations (paper: 100)")->capture_default_str();
   app.add_option("--eval-chunks", o.eval_chunks, "validation chunks per evaluation (0 = all)")->capture_default_str();
@@ -334,6 +341,11 @@ int main(int argc, char** argv) {
     }
     const std::string exported = o.out + "/lolcats_params.safetensors";
     export_linearized(exported, model, parse_lora_export(o.export_lora), o.model);
+    if (o.export_format == "peft") {
+      export_peft(o.out + "/peft", model, o.model);
+      std::fprintf(stderr, "[export] %s/peft: PeftModel.from_pretrained(base, \"%s/peft\") loads the LoRA; "
+                   "lolcats_distill.pt holds the feature maps\n", o.out.c_str(), o.out.c_str());
+    }
 
     // ---- samples and report -----------------------------------------------------------------------
     if (base->device() == Device::cuda) base->merge_loras();  // the GPU's decode step takes plain weights
