@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <malloc.h>
 
 #include "tensor/bf16.h"
 
@@ -57,7 +58,26 @@ std::string Shape::str() const {
   return s + (ndim == 1 ? ",)" : ")");
 }
 
+namespace {
+// Training frees and allocates the same large activations every step. glibc serves blocks above
+// its mmap threshold (at most 32 MiB) with fresh mappings and unmaps them on free, so every step
+// faulted each page of them in again: 12-15% of a SmolLM2 forward+backward went to the kernel's
+// page-fault path (perf record on ./bench llama). Served from the heap and kept there after free
+// (trimmed only when 1 GiB lies free at its top), the next step reuses them: forward+backward about
+// 8% faster, results unchanged. The process's peak memory is the same; it is just not handed back
+// between steps.
+void keep_freed_memory() {
+  static const bool once = [] {
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, int(1) << 30);
+    return true;
+  }();
+  (void)once;
+}
+}  // namespace
+
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  keep_freed_memory();
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
