@@ -12,36 +12,21 @@
 #include "lolcats/export.h"
 #include "lolcats/peft_export.h"
 #include "tests/helpers.h"
+#include "tests/torch_pt_fixtures.h"
 
 using namespace lolcats;
 using lolcats_test::fixture;
 using lolcats_test::fixture_dir;
+using lolcats_test::pt_file;
+using lolcats_test::tiny_base;
+using lolcats_test::values;
+using lolcats_test::read_bytes;
+using lolcats_test::temp_dir;
 
 namespace {
 
-std::string pt_file(const std::string& name) {
-  fixture("ref_torch_pt");  // fails with "run `make test`" when never generated
-  const std::string path = fixture_dir() + "/torch_pt/" + name;
-  if (!std::ifstream(path).good())
-    FAIL(path << " is missing: delete " << fixture_dir() << "/ref_torch_pt.safetensors and run `make test`");
-  return path;
-}
-std::string tiny_base() { return fixture_dir() + "/pt_tiny_llama"; }  // written by ref_torch_pt.py
 
-std::vector<double> values(const Tensor& t) {
-  Tensor f = t.to(Device::cpu, DType::f32);
-  return std::vector<double>(f.f32(), f.f32() + f.numel());
-}
 
-std::string temp_dir() {
-  char tmpl[] = "/tmp/lolcats_peft_XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  return tmpl;
-}
-std::string read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
 }  // namespace
 
@@ -63,7 +48,7 @@ TEST_CASE("--export-format peft: peft loads our adapter and merges it as we do; 
   for (auto& [name, v] : params)
     for (int64_t i = 0; i < v->value.numel(); i++) v->value.f32()[i] = normal(rng);
 
-  const std::string dir = temp_dir(), adapter = dir + "/peft", out = dir + "/peft_check.safetensors";
+  const std::string dir = temp_dir("lolcats_peft_"), adapter = dir + "/peft", out = dir + "/peft_check.safetensors";
   export_peft(adapter, model, base_path);
   const std::string python = ".venv/bin/python";
   if (access(python.c_str(), X_OK) != 0) FAIL(python << " is missing: `make venv` (or `make test`) creates it");

@@ -6,26 +6,20 @@
 
 #include "lolcats/export.h"
 #include "tests/helpers.h"
+#include "tests/torch_pt_fixtures.h"
 
 using namespace lolcats;
 using lolcats_test::fixture;
 using lolcats_test::fixture_dir;
+using lolcats_test::pt_file;
+using lolcats_test::tiny_base;
+using lolcats_test::values;
+using lolcats_test::read_bytes;
+using lolcats_test::temp_dir;
 
 namespace {
 
-std::string pt_file(const std::string& name) {
-  fixture("ref_torch_pt");  // fails with "run `make test`" when never generated
-  const std::string path = fixture_dir() + "/torch_pt/" + name;
-  if (!std::ifstream(path).good())
-    FAIL(path << " is missing: delete " << fixture_dir() << "/ref_torch_pt.safetensors and run `make test`");
-  return path;
-}
-std::string tiny_base() { return fixture_dir() + "/pt_tiny_llama"; }  // written by ref_torch_pt.py
 
-std::vector<double> values(const Tensor& t) {
-  Tensor f = t.to(Device::cpu, DType::f32);
-  return std::vector<double>(f.f32(), f.f32() + f.numel());
-}
 
 }  // namespace
 

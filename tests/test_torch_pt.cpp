@@ -11,32 +11,22 @@
 #include "data/safetensors.h"
 #include "data/torch_pt.h"
 #include "tests/helpers.h"
+#include "tests/torch_pt_fixtures.h"
 
 using namespace lolcats;
 using lolcats_test::fixture;
 using lolcats_test::fixture_dir;
+using lolcats_test::pt_file;
+using lolcats_test::tiny_base;
+using lolcats_test::values;
+using lolcats_test::read_bytes;
+using lolcats_test::temp_dir;
 
 namespace {
 
-std::string pt_file(const std::string& name) {
-  fixture("ref_torch_pt");  // fails with "run `make test`" when never generated
-  const std::string path = fixture_dir() + "/torch_pt/" + name;
-  if (!std::ifstream(path).good())
-    FAIL(path << " is missing: delete " << fixture_dir() << "/ref_torch_pt.safetensors and run `make test`");
-  return path;
-}
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
 void write_bytes(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
 
-std::string temp_dir() {
-  char tmpl[] = "/tmp/lolcats_pt_XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  return tmpl;
-}
 
 // The error opening (or, with `load`, loading every tensor of) `path` throws: must be lolcats::Error.
 std::string error_of(const std::string& path, bool load = false) {
@@ -50,10 +40,6 @@ std::string error_of(const std::string& path, bool load = false) {
   return "";
 }
 
-std::vector<double> values(const Tensor& t) {
-  Tensor f = t.to(Device::cpu, DType::f32);
-  return std::vector<double>(f.f32(), f.f32() + f.numel());
-}
 
 }  // namespace
 
@@ -104,7 +90,7 @@ TEST_CASE("torch.save files: what cannot be read is one clear error", "[pt]") {
   CHECK_THAT(error_of(pt_file("deflated.pt")), Contains("is compressed (zip method 8)"));
   CHECK_THAT(error_of("/nonexistent.pt"), Contains("cannot open /nonexistent.pt"));
 
-  const std::string dir = temp_dir(), bad = dir + "/bad.pt";
+  const std::string dir = temp_dir("lolcats_pt_"), bad = dir + "/bad.pt";
   write_bytes(bad, "not a checkpoint at all");
   CHECK_THAT(error_of(bad), Contains("is not a PyTorch checkpoint"));
 
@@ -163,7 +149,7 @@ TEST_CASE("torch.save files: what cannot be read is one clear error", "[pt]") {
 }
 
 TEST_CASE("torch.save files: ours read back, dtype and values intact", "[pt]") {
-  const std::string dir = temp_dir(), path = dir + "/ours.pt";
+  const std::string dir = temp_dir("lolcats_pt_"), path = dir + "/ours.pt";
   Tensor a = Tensor::from({1.5f, -2.25f, 3e-20f, 7.0f, 0.0f, -0.0f}, {2, 3});
   Tensor b = a.to(Device::cpu, DType::bf16);
   save_torch_state_dict(path, {{"a", a}, {"model.b", b}});
