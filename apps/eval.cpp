@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "apps/reference_flags.h"
 #include "apps/svg_heatmap.h"
 #include "autograd/ops.h"
 #include "data/alpaca.h"
@@ -147,13 +148,7 @@ int main(int argc, char** argv) {
   app.add_option("--linearized", linearized, "a model exported by ./linearize (lolcats_params.safetensors), or "
                  "the LoLCATs reference implementation's checkpoints A_distill.pt[,B_ft.pt] on the base in --model");
   ReferenceOptions ref;
-  std::string ref_attention = "terrace";
-  app.add_option("--reference-attention", ref_attention, "with --linearized *.pt: the attention the checkpoints "
-                 "were trained with (terrace: lolcats_llama_window_tk, the published one; sw: "
-                 "lolcats_llama_window_sw; linear: no window)")
-      ->check(CLI::IsMember({"terrace", "sw", "linear"}))->capture_default_str();
-  app.add_option("--reference-lora-alpha", ref.lora_alpha, "with --linearized *.pt: the LoRA alpha (scale alpha / r; "
-                 "the published fine-tunes used 16)")->capture_default_str();
+  add_reference_flags(app, ref);
   app.add_option("--tasks", tasks_flag,
                  "comma-separated: piqa, arc_easy, arc_challenge, hellaswag, winogrande, mmlu (5-shot), "
                  "ppl (the Alpaca validation perplexity), passkey (retrieval by length and needle depth, "
@@ -208,7 +203,6 @@ int main(int argc, char** argv) {
       po.lengths = int_list("--passkey-len", passkey_len);
       po.depths = int_list("--passkey-depths", passkey_depths);
     }
-    ref.variant = parse_variant(ref_attention);
     LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0, ref);
     Device device = scored && device_flag == "auto" ? Device::cpu : parse_device(device_flag);
     if (device == Device::cuda) {

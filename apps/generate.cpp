@@ -14,6 +14,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "apps/reference_flags.h"
 #include "data/chat_template.h"
 #include "data/tokenizer.h"
 #include "lolcats/export.h"
@@ -133,13 +134,7 @@ int main(int argc, char** argv) {
                  "checkpoints A_distill.pt[,B_ft.pt] on the base in --model (--decode reference decodes as "
                  "the reference does)");
   ReferenceOptions ref;
-  std::string ref_attention = "terrace";
-  app.add_option("--reference-attention", ref_attention, "with --linearized *.pt: the attention the checkpoints "
-                 "were trained with (terrace: lolcats_llama_window_tk, the published one; sw: "
-                 "lolcats_llama_window_sw; linear: no window)")
-      ->check(CLI::IsMember({"terrace", "sw", "linear"}))->capture_default_str();
-  app.add_option("--reference-lora-alpha", ref.lora_alpha, "with --linearized *.pt: the LoRA alpha (scale alpha / r; "
-                 "the published fine-tunes used 16)")->capture_default_str();
+  add_reference_flags(app, ref);
   app.add_option("--decode", decode, "recurrent decoding of a linearized model: exact or reference (the CPU only)")
       ->check(CLI::IsMember({"exact", "reference"}))->capture_default_str();
   app.add_option("--prompt", prompt, "the prompt (read from stdin when absent)");
@@ -169,7 +164,6 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   try {
-    ref.variant = parse_variant(ref_attention);
     if (!prompts_file.empty()) return serve_prompts(prompts_file, batch, model_path, linearized, raw, system, sc,
                                                     app.count("--model") > 0, device_flag, dtype_flag,
                                                     parse_decode_mode(decode), ref);

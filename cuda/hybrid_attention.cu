@@ -62,6 +62,15 @@ __device__ void load_tile(float* dst, int ld, const T* src, int64_t stride, int 
   }
 }
 
+// The weight of a local pair (query row q/pq, key row k/pk in shared memory): A = g exp(s - m) in
+// the window (m: the query's window max), phi_q . phi_k for a linear pair, 0 for none.
+__device__ inline float pair_weight(int kind, const float* q, const float* k, const float* pq, const float* pk,
+                                    int D, int F, float scale, float g, float m) {
+  if (kind == kWindow) return g * expf(dot(q, k, D) * scale - m);
+  if (kind == kLinear) return dot(pq, pk, F);
+  return 0.f;
+}
+
 // Rows [i0, i0 + rows) against their local keys [j0, kend): each row's window max m_i and the key
 // where it is first reached (argmax; -1 and -inf without window pairs), one thread per row scanning
 // in key order. sq holds the rows' queries; sk (kCols, D) and ss (kRows, kCols) are scratch.
@@ -205,10 +214,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
       int r = e / kCols, c = e % kCols;
       int kind = r < rows && c < nk ? pair_kind(i0 + r, kt + c, variant) : kNone;
-      float w = 0.f;
-      if (kind == kWindow) w = g * expf(dot(sq + r * ldd, sk + c * ldd, D) * scale - rmax[r]);
-      if (kind == kLinear) w = dot(spq + r * ldf, spk + c * ldf, F);
-      sw[r * ldc + c] = w;
+      sw[r * ldc + c] = pair_weight(kind, sq + r * ldd, sk + c * ldd, spq + r * ldf, spk + c * ldf, D, F, scale, g,
+                                    rmax[r]);
     }
     __syncthreads();
     if (threadIdx.x < kRows) {
@@ -330,7 +337,10 @@ __global__ void __launch_bounds__(kThreads)
       float val = 0.f;
       if (kind != kNone) {
         float dw = dot(sdn + r * ldd, sv + c * ldd, D) + rdz[r];
-        val = kind == kLinear ? dw : dw * g * expf(dot(sq + r * ldd, sk + c * ldd, D) * scale - rmax[r]);
+        // linear pairs: dw (for dphi_q); window pairs: ds = dw A
+        val = kind == kLinear ? dw
+                              : dw * pair_weight(kind, sq + r * ldd, sk + c * ldd, spq + r * ldf, spk + c * ldf, D, F,
+                                                 scale, g, rmax[r]);
       }
       sds[r * ldc + c] = val;
     }
@@ -470,13 +480,8 @@ __global__ void __launch_bounds__(kThreads)
         float w = 0.f, val = 0.f;
         if (kind != kNone) {
           float dw = dot(sdn + r * ldd, sv + c * ldd, D) + qdz[r];
-          if (kind == kWindow) {
-            w = g * expf(dot(sq + r * ldd, sk + c * ldd, D) * scale - qm[r]);
-            val = dw * w - (j == qarg[r] ? qsum[r] : 0.f);
-          } else {
-            w = dot(spq + r * ldf, spk + c * ldf, F);
-            val = dw;
-          }
+          w = pair_weight(kind, sq + r * ldd, sk + c * ldd, spq + r * ldf, spk + c * ldf, D, F, scale, g, qm[r]);
+          val = kind == kWindow ? dw * w - (j == qarg[r] ? qsum[r] : 0.f) : dw;
         }
         sw[c * ldc + r] = w;
         sds[c * ldc + r] = val;
