@@ -42,20 +42,6 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Runs fn once to warm up, then repeats it until at least `min_seconds` have passed; seconds per call.
-template <typename Fn>
-double time_it(Fn fn, double min_seconds = 1.0) {
-  fn();
-  int reps = 0;
-  double t0 = now(), t;
-  do {
-    fn();
-    reps++;
-    t = now();
-  } while (t - t0 < min_seconds);
-  return (t - t0) / reps;
-}
-
 // Warm-up once, then the best of `reps` timed calls (seconds): the steady state, without noise
 // from other processes inflating the figure.
 template <typename Fn>
@@ -91,17 +77,10 @@ std::pair<Tensor, Tensor> bench_tokens(int T, int vocab) {
   return {Tensor::from_i32(ids, {1, T}), Tensor::from_i32(tg, {T})};
 }
 
-// Prints our measurement of one model step as a JSON line, with PyTorch's figures for the same
-// step (`theirs`, from a tests/reference/bench_*.py line) and the speed ratio beside it.
-void emit_vs_torch(json ours, double seconds, int T, const json* theirs) {
+// Prints our measurement of one model step over T tokens as a JSON line (no PyTorch side).
+void emit_step(json ours, double seconds, int T) {
   ours["seconds"] = seconds;
   ours["tokens_per_s"] = T / seconds;
-  if (theirs) {
-    ours["torch_seconds"] = (*theirs)["seconds"];
-    ours["torch_tokens_per_s"] = (*theirs)["tokens_per_s"];
-    ours["torch_peak_rss_mib"] = (*theirs)["peak_rss_mib"];
-    ours["speedup_vs_torch"] = (*theirs)["seconds"].get<double>() / seconds;
-  }
   std::printf("%s\n", ours.dump().c_str());
   std::fflush(stdout);
 }
@@ -227,10 +206,10 @@ int bench_llama(int threads, int T, const std::string& model_path, Device device
   {
     DeviceMemoryStats mem = device_memory_stats();
     for (auto [what, sec] : {std::pair{"forward", fwd}, std::pair{"forward_backward", fwd_bwd}})
-      emit_vs_torch({{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1},
-                     {"seq", T}, {"dtype", "bf16"}, {"device", "cuda"}, {"gpu", gpu_summary()},
-                     {"peak_device_mib", mem.peak / 1048576.0}},
-                    sec, T, nullptr);
+      emit_step({{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1}, {"seq", T},
+                 {"dtype", "bf16"}, {"device", "cuda"}, {"gpu", gpu_summary()},
+                 {"peak_device_mib", mem.peak / 1048576.0}},
+                sec, T);
     return 0;
   }
 }
