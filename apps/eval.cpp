@@ -3,7 +3,9 @@
 //   ./eval                                                       Alpaca val perplexity, one JSON line
 //   ./eval --linearized runs/default/lolcats_params.safetensors  the same for a model made by ./linearize
 //   ./eval --model BASE --linearized A_distill.pt,B_ft.pt       the same for the reference implementation's
-//                                                                checkpoints (lolcats/reference_checkpoint.h)
+//                                                                checkpoints (lolcats/reference_checkpoint.h);
+//                                                                --attention-mask reference scores them
+//                                                                under its mask, as its authors did
 //   ./eval --tasks piqa,arc_easy,arc_challenge,hellaswag,winogrande,mmlu,ppl --limit 500 --out r.json
 //                                                                zero-shot (MMLU 5-shot) accuracies: a
 //                                                                table on stdout, JSON in --out
@@ -13,7 +15,8 @@
 //                                                                depth: a table, r.json and r.passkey.svg
 // Without --tasks, one JSON line on stdout: {"model", "val_loss", "val_ppl", "chunks", "label_tokens",
 // "seq_len", "device"}. The tasks' data: ../shared/data/eval/ (data/eval_tasks.h); scoring:
-// nn/eval_harness.h on the CPU decode step (nn/loglik.h); passkey: nn/passkey.h on the same step.
+// nn/eval_harness.h on the CPU decode step (nn/loglik.h; under the reference mask one whole forward
+// per request); passkey: nn/passkey.h on the same step.
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
@@ -221,11 +224,24 @@ int main(int argc, char** argv) {
       return 0;
     }
     ho.bos = bos_flag == "on";
+    const DecodeMode mode = resolve_decode_mode(ref, mode_flag, app.count("--decode-mode") > 0);
     std::unique_ptr<SequenceDecoder> decoder;
-    if (m.model) decoder = std::make_unique<LolcatsSequenceDecoder>(*m.model, parse_decode_mode(mode_flag));
+    if (m.model) decoder = std::make_unique<LolcatsSequenceDecoder>(*m.model, mode);
     else decoder = std::make_unique<LlamaSequenceDecoder>(*m.base);
+    // Under the reference mask a position's output depends on the sequence's length: each request
+    // is scored by a whole forward of its own (the decode step cannot share prefixes then).
+    const bool whole = m.model && ref.mask == AttentionMask::reference;
+    LoglikScorer whole_scorer = [&](const std::vector<std::vector<LoglikRequest>>& reqs,
+                                    const std::function<void(size_t, size_t)>& progress) {
+      return score_loglik_whole([&](const std::vector<int32_t>& ids, int rows) { return m.model->tail_logits(ids, rows); },
+                                m.base->cfg.vocab, reqs, progress);
+    };
     nlohmann::json results = {{"model", model_name}, {"bos", ho.bos}, {"limit", limit}, {"seed", seed},
                               {"tasks", nlohmann::json::object()}};
+    if (m.model) {
+      results["attention_mask"] = ref.mask == AttentionMask::reference ? "reference" : "paper";
+      results["decode_mode"] = mode == DecodeMode::reference ? "reference" : "exact";
+    }
     for (const std::string& name : tasks) {
       if (name == "ppl") {
         nlohmann::json p = validation_ppl(m, tok, ppl);
@@ -241,7 +257,7 @@ int main(int argc, char** argv) {
         po.max_position = m.base->cfg.max_position;
         po.gen.stop_ids = {tok.eos_id()};
         // Reference mode's chunked prefill differs from its whole-prompt prefill: no shared anchor.
-        po.gen.share_prefix = !m.model || parse_decode_mode(mode_flag) == DecodeMode::exact;
+        po.gen.share_prefix = !m.model || mode == DecodeMode::exact;
         std::fprintf(stderr, "passkey: lengths %s, depths %s, %d trial%s per cell\n", passkey_len.c_str(),
                      passkey_depths.c_str(), po.trials, po.trials == 1 ? "" : "s");
         PasskeyResult r = run_passkey(*decoder, tok, po);
@@ -255,7 +271,7 @@ int main(int argc, char** argv) {
       limit_eval_task(task, limit, seed);
       for (const std::string& note : task.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
       std::fprintf(stderr, "%s: %zu of %zu items\n", name.c_str(), task.items.size(), all);
-      TaskResult r = evaluate_task(task, tok, *decoder, ho);
+      TaskResult r = whole ? evaluate_task(task, tok, whole_scorer, ho) : evaluate_task(task, tok, *decoder, ho);
       std::fprintf(stderr, "%s: %zu tokens in %.1f s (%.0f tokens/s)\n", name.c_str(), r.tokens, r.seconds,
                    double(r.tokens) / std::max(r.seconds, 1e-9));
       results["tasks"][name] = result_json(r);

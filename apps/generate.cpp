@@ -3,7 +3,8 @@
 //   ./generate --prompt "What is the capital of France?"            (default model, chat template)
 //   ./generate --model DIR_OR_GGUF --prompt "Once upon" --raw --temperature 0.8 --top-p 0.9
 //   ./generate --linearized runs/default/lolcats_params.safetensors --prompt "..."
-//   ./generate --model BASE --linearized A_distill.pt,B_ft.pt --prompt "..."   the reference's checkpoints
+//   ./generate --model BASE --linearized A_distill.pt,B_ft.pt --attention-mask reference --prompt "..."
+//                                                  the reference's checkpoints, run as it runs them
 //   ./generate --prompts prompts.jsonl --batch 8     many prompts, batched; results as JSONL lines
 // Instruct models get their chat template (read from the checkpoint) unless --raw is given.
 // Statistics (prompt tokens, generated tokens, tokens/s) go to stderr.
@@ -131,11 +132,11 @@ int main(int argc, char** argv) {
   app.add_option("--linearized", linearized,
                  "a model exported by ./linearize (lolcats_params.safetensors); its base model is the "
                  "one it records unless --model is given. Or the LoLCATs reference implementation's "
-                 "checkpoints A_distill.pt[,B_ft.pt] on the base in --model (--decode reference decodes as "
+                 "checkpoints A_distill.pt[,B_ft.pt] on the base in --model (--decode-mode reference decodes as "
                  "the reference does)");
   ReferenceOptions ref;
   add_reference_flags(app, ref);
-  app.add_option("--decode", decode, "recurrent decoding of a linearized model: exact or reference (the CPU only)")
+  app.add_option("--decode-mode,--decode", decode, "recurrent decoding of a linearized model: exact or reference (the CPU only)")
       ->check(CLI::IsMember({"exact", "reference"}))->capture_default_str();
   app.add_option("--prompt", prompt, "the prompt (read from stdin when absent)");
   std::string prompts_file;
@@ -166,7 +167,7 @@ int main(int argc, char** argv) {
   try {
     if (!prompts_file.empty()) return serve_prompts(prompts_file, batch, model_path, linearized, raw, system, sc,
                                                     app.count("--model") > 0, device_flag, dtype_flag,
-                                                    parse_decode_mode(decode), ref);
+                                                    resolve_decode_mode(ref, decode, app.count("--decode-mode") > 0), ref);
     if (prompt.empty()) prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
     ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
     // A linearized model brings its base (for weights, tokenizer and template) along.
@@ -194,7 +195,7 @@ int main(int argc, char** argv) {
       return true;
     };
     const int max_len = int(ids.size()) + sc.max_new_tokens;
-    generate_one(m.model ? lolcats_decoder(*m.model, 1, max_len, parse_decode_mode(decode))
+    generate_one(m.model ? lolcats_decoder(*m.model, 1, max_len, resolve_decode_mode(ref, decode, app.count("--decode-mode") > 0))
                          : llama_decoder(model, 1, max_len),
                  ids, sc, on_token);
     double t1 = now();

@@ -1,9 +1,11 @@
 // The flags that go with `--linearized A_distill.pt[,B_ft.pt]` (the LoLCATs reference
-// implementation's checkpoints), shared by ./eval and ./generate: what those files do not record.
+// implementation's checkpoints), shared by ./eval and ./generate: what those files do not record,
+// and how the reference ran them (its attention mask and its decoder).
 #pragma once
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "lolcats/recurrent.h"
 #include "lolcats/reference_checkpoint.h"
 
 inline void add_reference_flags(CLI::App& app, lolcats::ReferenceOptions& ref) {
@@ -16,4 +18,23 @@ inline void add_reference_flags(CLI::App& app, lolcats::ReferenceOptions& ref) {
   app.add_option("--reference-lora-alpha", ref.lora_alpha,
                  "with --linearized *.pt: the LoRA alpha (scale alpha / r; the published fine-tunes used 16)")
       ->capture_default_str();
+  app.add_option_function<std::string>(
+         "--attention-mask", [&ref](const std::string& name) { ref.mask = lolcats::parse_attention_mask(name); },
+         "linearized terrace models: paper (64-token blocks from the first token, LOLCATS.md) or reference (as "
+         "the reference implementation's get_masks, which its published scores used: blocks end at the "
+         "sequence's last token, and up to 64 tokens every key is in both the window and the linear term; "
+         "zero-shot scoring then runs one whole forward per request, and decoding is --decode-mode reference)")
+      ->check(CLI::IsMember({"paper", "reference"}))
+      ->default_str("paper");
+}
+
+// The decode mode of a linearized model from its flag (`given`: on the command line). The reference
+// mask implies the reference decoder, which prefills a prompt with that mask: decoding cannot
+// follow blocks that end where the sequence ends, so an explicit exact mode is refused.
+inline lolcats::DecodeMode resolve_decode_mode(const lolcats::ReferenceOptions& ref, const std::string& flag,
+                                               bool given) {
+  if (ref.mask == lolcats::AttentionMask::paper) return lolcats::parse_decode_mode(flag);
+  ENSURE(!given || flag == "reference", "--attention-mask reference decodes as the reference does: "
+         "--decode-mode %s cannot follow its blocks (they end at the sequence's last token)", flag.c_str());
+  return lolcats::DecodeMode::reference;
 }

@@ -172,12 +172,20 @@ LinearizedModel load_linearized(const std::string& path, const std::string& base
 
 LinearizedModel load_for_inference(const std::string& linearized, const std::string& model_path,
                                    bool base_given, const ReferenceOptions& reference) {
+  ENSURE(reference.mask == AttentionMask::paper || !linearized.empty(),
+         "--attention-mask reference: only a linearized model has terrace blocks (give --linearized)");
   if (is_reference_checkpoint(linearized)) {
     ENSURE(base_given, "--linearized %s: the reference implementation's checkpoints do not record their "
            "base model: name it with --model (a Hugging Face folder or .gguf file)", linearized.c_str());
-    return load_reference_checkpoints(linearized, model_path, reference);
+    LinearizedModel m = load_reference_checkpoints(linearized, model_path, reference);
+    m.model->cfg.mask = reference.mask;
+    return m;
   }
-  if (!linearized.empty()) return load_linearized(linearized, base_given ? model_path : "");
+  if (!linearized.empty()) {
+    LinearizedModel m = load_linearized(linearized, base_given ? model_path : "");
+    m.model->cfg.mask = reference.mask;
+    return m;
+  }
   LinearizedModel out;
   out.base = Llama::load(model_path);
   out.base_model = model_path;

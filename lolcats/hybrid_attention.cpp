@@ -23,16 +23,28 @@ const char* variant_name(HybridVariant v) {
   return v == HybridVariant::terrace ? "terrace" : v == HybridVariant::sw ? "sw" : "linear";
 }
 
+AttentionMask parse_attention_mask(const std::string& name) {
+  if (name == "paper") return AttentionMask::paper;
+  if (name == "reference") return AttentionMask::reference;
+  fail(__FILE__, __LINE__, "unknown attention mask \"" + name + "\" (paper or reference)");
+}
+
+HybridBlocks::HybridBlocks(int T_, HybridVariant variant, AttentionMask mask) : T(T_), offset(0), overlap(false) {
+  if (mask != AttentionMask::reference || variant != HybridVariant::terrace) return;
+  if (T <= kHybridBlock) overlap = true;
+  else offset = (kHybridBlock - T % kHybridBlock) % kHybridBlock;
+}
+
 namespace {
 
 constexpr int C = kHybridBlock;
-enum Pair : uint8_t { kNone, kWindow, kLinear };
+enum Pair : uint8_t { kNone, kWindow, kLinear, kBoth };
 
 // How key j takes part in query i's output, for a key in block b(i)-1 or b(i) (older keys are
 // always linear and go through the state).
-inline Pair classify(int i, int j, HybridVariant v) {
+inline Pair classify(int i, int j, HybridVariant v, bool overlap) {
   if (j > i) return kNone;
-  if (v == HybridVariant::terrace) return kWindow;
+  if (v == HybridVariant::terrace) return overlap ? kBoth : kWindow;
   if (v == HybridVariant::sw) return i - j < C ? kWindow : kLinear;
   return kLinear;
 }
@@ -40,16 +52,19 @@ inline Pair classify(int i, int j, HybridVariant v) {
 template <typename T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 template <typename T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 
-// The exact (local) part of block t for one head: pair weights w (rows, keys) over keys
-// j0 .. i0+rows-1, and per row the position of the window max m_i (argmax, -1 without window).
+// The exact (local) part of block t for one head: pair weights w = a + b (rows, keys) over keys
+// j0 .. i0+rows-1 (a: the window's share g exp(s - m), b: the linear share phi_q . phi_k), and per
+// row the position of the window max m_i (argmax, -1 without window).
 template <typename T>
 struct LocalTile {
   int i0, rows, j0, keys;
-  Mat<T> s, w;
+  bool overlap;
+  Mat<T> s, a, w;
   std::vector<Pair> cls;
   std::vector<int> argmax;
 
-  LocalTile(int t, int T_) : i0(t * C), rows(std::min(C, T_ - t * C)), j0(std::max(0, t * C - C)) {
+  LocalTile(int t, const HybridBlocks& bl)
+      : i0(bl.begin(t)), rows(bl.end(t) - bl.begin(t)), j0(t > 0 ? bl.begin(t - 1) : i0), overlap(bl.overlap) {
     keys = i0 + rows - j0;
   }
   Pair at(int r, int c) const { return cls[size_t(r) * keys + c]; }
@@ -59,20 +74,21 @@ struct LocalTile {
   void build(const Q& q, const K& k, const PQ& pq, const PK& pk, T scale, T g, HybridVariant v) {
     s.noalias() = (q * k.transpose()) * scale;
     Mat<T> bl;
-    if (v != HybridVariant::terrace) bl.noalias() = pq * pk.transpose();
+    if (v != HybridVariant::terrace || overlap) bl.noalias() = pq * pk.transpose();
+    a.setZero(rows, keys);
     w.setZero(rows, keys);
     cls.assign(size_t(rows) * keys, kNone);
     argmax.assign(rows, -1);
     for (int r = 0; r < rows; r++) {
       T mx = -std::numeric_limits<T>::infinity();
       for (int c = 0; c < keys; c++) {
-        Pair p = cls[size_t(r) * keys + c] = classify(i0 + r, j0 + c, v);
-        if (p == kWindow && s(r, c) > mx) mx = s(r, c), argmax[r] = c;
+        Pair p = cls[size_t(r) * keys + c] = classify(i0 + r, j0 + c, v, overlap);
+        if ((p == kWindow || p == kBoth) && s(r, c) > mx) mx = s(r, c), argmax[r] = c;
       }
       for (int c = 0; c < keys; c++) {
         Pair p = at(r, c);
-        if (p == kWindow) w(r, c) = g * std::exp(s(r, c) - mx);
-        if (p == kLinear) w(r, c) = bl(r, c);
+        if (p == kWindow || p == kBoth) a(r, c) = g * std::exp(s(r, c) - mx);
+        w(r, c) = a(r, c) + (p == kLinear || p == kBoth ? bl(r, c) : T(0));
       }
     }
   }
@@ -83,9 +99,10 @@ struct LocalTile {
 template <typename T>
 void hybrid_attention_forward(T* y, T* Z, const T* q, const T* k, const T* v, const T* phiq,
                               const T* phik, const T* wlogit, int B, int T_, int H, int Hkv, int D,
-                              int F, HybridVariant variant) {
+                              int F, HybridVariant variant, AttentionMask mask) {
   ENSURE(Hkv > 0 && H % Hkv == 0, "hybrid attention: %d heads not a multiple of %d kv heads", H, Hkv);
-  const int G = H / Hkv, nb = (T_ + C - 1) / C;
+  const HybridBlocks blocks(T_, variant, mask);
+  const int G = H / Hkv, nb = blocks.count();
   const T scale = T(1) / std::sqrt(T(D));
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int b = 0; b < B; b++)
@@ -94,7 +111,7 @@ void hybrid_attention_forward(T* y, T* Z, const T* q, const T* k, const T* v, co
       Mat<T> S = Mat<T>::Zero(F, D);  // state: sum over keys of blocks <= t-2 of phi_k v^T
       Vec<T> zs = Vec<T>::Zero(F);    //        sum of phi_k
       for (int t = 0; t < nb; t++) {
-        LocalTile<T> tile(t, T_);
+        LocalTile<T> tile(t, blocks);
         const int i0 = tile.i0, rows = tile.rows, j0 = tile.j0, keys = tile.keys;
         auto pq = head(phiq, b, i0, rows, h, T_, H, F);
         auto vloc = head(v, b, j0, keys, h / G, T_, Hkv, D);
@@ -108,9 +125,9 @@ void hybrid_attention_forward(T* y, T* Z, const T* q, const T* k, const T* v, co
           Z[(int64_t(b) * H + h) * T_ + i0 + r] = den(r);
         }
         if (t >= 1) {  // block t-1 leaves the window of the next block: fold it into the state
-          int u0 = (t - 1) * C;
-          auto pk = head(phik, b, u0, C, h, T_, H, F);
-          S.noalias() += pk.transpose() * head(v, b, u0, C, h / G, T_, Hkv, D);
+          const int u0 = blocks.begin(t - 1), n = blocks.end(t - 1) - u0;
+          auto pk = head(phik, b, u0, n, h, T_, H, F);
+          S.noalias() += pk.transpose() * head(v, b, u0, n, h / G, T_, Hkv, D);
           zs += pk.colwise().sum().transpose();
         }
       }
@@ -121,8 +138,10 @@ template <typename T>
 void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlogit, const T* dy,
                                const T* y, const T* Z, const T* q, const T* k,
                                const T* v, const T* phiq, const T* phik, const T* wlogit, int B,
-                               int T_, int H, int Hkv, int D, int F, HybridVariant variant) {
-  const int G = H / Hkv, nb = (T_ + C - 1) / C;
+                               int T_, int H, int Hkv, int D, int F, HybridVariant variant,
+                               AttentionMask mask) {
+  const HybridBlocks blocks(T_, variant, mask);
+  const int G = H / Hkv, nb = blocks.count();
   const T scale = T(1) / std::sqrt(T(D));
   // One task per (batch, kv head): it owns dk/dv of that head for its G query heads.
 #pragma omp parallel for collapse(2) schedule(dynamic)
@@ -146,7 +165,7 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
         T dwl = 0;
         // 1. The exact local tiles.
         for (int t = 0; t < nb; t++) {
-          LocalTile<T> tile(t, T_);
+          LocalTile<T> tile(t, blocks);
           const int i0 = tile.i0, rows = tile.rows, j0 = tile.j0, keys = tile.keys;
           auto qt = head(q, b, i0, rows, h, T_, H, D);
           auto kloc = head(k, b, j0, keys, gk, T_, Hkv, D);
@@ -161,8 +180,8 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
             T row_sum = 0;
             for (int c = 0; c < keys; c++) {
               Pair p = tile.at(r, c);
-              if (p == kWindow) row_sum += (ds(r, c) = dw(r, c) * tile.w(r, c));
-              if (p == kLinear) dB(r, c) = dw(r, c);
+              if (p == kWindow || p == kBoth) row_sum += (ds(r, c) = dw(r, c) * tile.a(r, c));
+              if (p == kLinear || p == kBoth) dB(r, c) = dw(r, c);
             }
             dwl += row_sum * (T(1) - g);
             if (tile.argmax[r] >= 0) ds(r, tile.argmax[r]) -= row_sum;  // through m_i = max
@@ -171,7 +190,7 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
             dq_h.middleRows(i0, rows).noalias() += scale * (ds * kloc);
             dk_acc.middleRows(j0, keys).noalias() += scale * (ds.transpose() * qt);
           }
-          if (variant != HybridVariant::terrace) {
+          if (variant != HybridVariant::terrace || blocks.overlap) {
             dPQ.middleRows(i0, rows).noalias() += dB * pk;
             dPK.middleRows(j0, keys).noalias() += dB.transpose() * pq;
           }
@@ -180,12 +199,13 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
         Mat<T> S = Mat<T>::Zero(F, D);
         Vec<T> zs = Vec<T>::Zero(F);
         for (int t = 0; t < nb; t++) {
-          int i0 = t * C, rows = std::min(C, T_ - i0);
+          const int i0 = blocks.begin(t), rows = blocks.end(t) - i0;
           dPQ.middleRows(i0, rows).noalias() += dN.middleRows(i0, rows) * S.transpose();
           dPQ.middleRows(i0, rows).noalias() += dZ.segment(i0, rows) * zs.transpose();
           if (t >= 1) {
-            S.noalias() += PK.middleRows(i0 - C, C).transpose() * Vh.middleRows(i0 - C, C);
-            zs += PK.middleRows(i0 - C, C).colwise().sum().transpose();
+            const int u0 = blocks.begin(t - 1), n = blocks.end(t - 1) - u0;
+            S.noalias() += PK.middleRows(u0, n).transpose() * Vh.middleRows(u0, n);
+            zs += PK.middleRows(u0, n).colwise().sum().transpose();
           }
         }
         // 3. The state, backward: key block u is read by query blocks >= u+2.
@@ -193,11 +213,11 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
         Vec<T> p = Vec<T>::Zero(F);
         for (int u = nb - 1; u >= 0; u--) {
           if (u + 2 < nb) {
-            int i0 = (u + 2) * C, rows = std::min(C, T_ - i0);
+            const int i0 = blocks.begin(u + 2), rows = blocks.end(u + 2) - i0;
             P.noalias() += PQ.middleRows(i0, rows).transpose() * dN.middleRows(i0, rows);
             p.noalias() += PQ.middleRows(i0, rows).transpose() * dZ.segment(i0, rows);
           }
-          int j0 = u * C, rows = std::min(C, T_ - j0);
+          const int j0 = blocks.begin(u), rows = blocks.end(u) - j0;
           dPK.middleRows(j0, rows).noalias() += Vh.middleRows(j0, rows) * P.transpose();
           dPK.middleRows(j0, rows).rowwise() += p.transpose();
           dv_acc.middleRows(j0, rows).noalias() += PK.middleRows(j0, rows) * P;
@@ -218,11 +238,11 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
 #define INSTANTIATE(T)                                                                             \
   template void hybrid_attention_forward<T>(T*, T*, const T*, const T*, const T*, const T*,        \
                                             const T*, const T*, int, int, int, int, int, int,      \
-                                            HybridVariant);                                        \
+                                            HybridVariant, AttentionMask);                         \
   template void hybrid_attention_backward<T>(T*, T*, T*, T*, T*, T*, const T*, const T*, const T*, \
                                              const T*, const T*, const T*, const T*, const T*,     \
                                              const T*, int, int, int, int, int, int,               \
-                                             HybridVariant);
+                                             HybridVariant, AttentionMask);
 INSTANTIATE(float)
 INSTANTIATE(double)
 
@@ -258,17 +278,25 @@ HybridDims check_hybrid(const char* op, bool& cpu, std::initializer_list<const T
   ENSURE(wlogit.numel() == d.H, "%s: %lld window logits for %d heads", op, (long long)wlogit.numel(), d.H);
   return d;
 }
+
+// The cuda kernels know the paper's blocks only; the reference mask is for scoring on the CPU.
+void refuse_reference_mask_on_cuda(int T, HybridVariant variant, AttentionMask mask) {
+  const HybridBlocks b(T, variant, mask);
+  ENSURE(b.offset == 0 && !b.overlap, "hybrid attention: the reference mask (T = %d) runs on the CPU only", T);
+}
 }  // namespace
 
 void hybrid_attention_forward(Tensor& y, Tensor& Z, const Tensor& q, const Tensor& k, const Tensor& v,
-                              const Tensor& phiq, const Tensor& phik, const Tensor& wlogit, HybridVariant variant) {
+                              const Tensor& phiq, const Tensor& phik, const Tensor& wlogit, HybridVariant variant,
+                              AttentionMask mask) {
   bool cpu = false;
   HybridDims d = check_hybrid("hybrid_attention", cpu, {&y, &q, &k, &v}, {&Z, &phiq, &phik, &wlogit}, q, k, v,
                               phiq, phik, Z, wlogit);
   check_same_shape("hybrid_attention", y, q);
   if (cpu)
     return hybrid_attention_forward(y.f32(), Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(),
-                                    wlogit.f32(), d.B, d.T, d.H, d.Hkv, d.D, d.F, variant);
+                                    wlogit.f32(), d.B, d.T, d.H, d.Hkv, d.D, d.F, variant, mask);
+  refuse_reference_mask_on_cuda(d.T, variant, mask);
   ON_CUDA(q.dtype(), T,
           cuda::hybrid_attention_forward(y.dev<T>(), Z.dev<float>(), q.dev<T>(), k.dev<T>(), v.dev<T>(),
                                          phiq.dev<float>(), phik.dev<float>(), wlogit.dev<float>(), d.B, d.T, d.H,
@@ -278,7 +306,7 @@ void hybrid_attention_forward(Tensor& y, Tensor& Z, const Tensor& q, const Tenso
 void hybrid_attention_backward(Tensor* dq, Tensor* dk, Tensor* dv, Tensor* dphiq, Tensor* dphik, Tensor* dwlogit,
                                const Tensor& dy, const Tensor& y, const Tensor& Z, const Tensor& q, const Tensor& k,
                                const Tensor& v, const Tensor& phiq, const Tensor& phik, const Tensor& wlogit,
-                               HybridVariant variant) {
+                               HybridVariant variant, AttentionMask mask) {
   bool cpu = false;
   HybridDims d = check_hybrid("hybrid_attention backward", cpu, {dq, dk, dv, &dy, &y, &q, &k, &v},
                               {dphiq, dphik, dwlogit, &Z, &phiq, &phik, &wlogit}, q, k, v, phiq, phik, Z, wlogit);
@@ -286,7 +314,8 @@ void hybrid_attention_backward(Tensor* dq, Tensor* dk, Tensor* dv, Tensor* dphiq
   if (cpu)
     return hybrid_attention_backward(opt(dq), opt(dk), opt(dv), opt(dphiq), opt(dphik), opt(dwlogit), dy.f32(),
                                      y.f32(), Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(),
-                                     wlogit.f32(), d.B, d.T, d.H, d.Hkv, d.D, d.F, variant);
+                                     wlogit.f32(), d.B, d.T, d.H, d.Hkv, d.D, d.F, variant, mask);
+  refuse_reference_mask_on_cuda(d.T, variant, mask);
   ON_CUDA(q.dtype(), T,
           cuda::hybrid_attention_backward(dev_opt<T>(dq), dev_opt<T>(dk), dev_opt<T>(dv), dev_opt(dphiq),
                                           dev_opt(dphik), dev_opt(dwlogit), dy.dev<T>(), y.dev<T>(), Z.dev<float>(),

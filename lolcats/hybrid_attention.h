@@ -11,6 +11,13 @@
 //   terrace (default): W(i) = {j <= i : b(j) >= b(i) - 1},  Lin(i) = {j : b(j) <= b(i) - 2}
 //   sw:                W(i) = {i-63 .. i},                   Lin(i) = {j <= i - 64}
 //   linear:            W(i) = {},                            Lin(i) = {j <= i}   ("Hedgehog only")
+// Terrace under the reference implementation's mask (AttentionMask::reference, `get_masks` in its
+// linear_window_attention_tk.py), which the published checkpoints were trained and scored with:
+//   T > 64:  the blocks are aligned to the END of the sequence: b(i) = (i + o) / C with
+//            o = 64 ceil(T / 64) - T (it builds the mask for a whole number of blocks and keeps the
+//            last T rows and columns); W and Lin as above with that b. Equal to paper when C | T.
+//   T <= 64: one block, and every causal key is in BOTH W(i) and Lin(i): its weight is A_ij + B_ij.
+// sw and linear have no blocks: the same under both masks.
 //
 // Linear time and memory: for the queries of block t, keys of blocks t-1 and t are handled
 // exactly (a C x 2C tile, where the variant decides which pairs are window and which linear);
@@ -39,13 +46,27 @@ constexpr int kHybridBlock = 64;  // C: block size of terrace, window size of sw
 HybridVariant parse_variant(const std::string& name);  // "terrace", "sw", "linear"
 const char* variant_name(HybridVariant v);
 
+enum class AttentionMask { paper, reference };  // see above: where terrace's blocks lie
+AttentionMask parse_attention_mask(const std::string& name);  // "paper", "reference"
+
+// Terrace's blocks for one sequence length: block u holds tokens [begin(u), end(u)). The paper's
+// blocks start at token 0; the reference mask's (T > 64) end at token T, so block 0 is short.
+struct HybridBlocks {
+  int T, offset;  // offset o: block u starts at u C - o (clamped at 0)
+  bool overlap;   // the reference mask at T <= 64: window pairs are linear pairs too
+  HybridBlocks(int T, HybridVariant variant, AttentionMask mask);
+  int count() const { return (T + offset + kHybridBlock - 1) / kHybridBlock; }
+  int begin(int u) const { return u * kHybridBlock - offset > 0 ? u * kHybridBlock - offset : 0; }
+  int end(int u) const { return (u + 1) * kHybridBlock - offset < T ? (u + 1) * kHybridBlock - offset : T; }
+};
+
 // Shapes: q (B, T, H, D); k, v (B, T, Hkv, D); phiq, phik (B, T, H, F); wlogit (H);
 // outputs y (B, T, H, D) and the normaliser Z (B, H, T), which the backward reads. The window
 // max m_i is not kept: the backward rebuilds each tile's scores anyway and needs the argmax too.
 template <typename T>
 void hybrid_attention_forward(T* y, T* Z, const T* q, const T* k, const T* v, const T* phiq,
                               const T* phik, const T* wlogit, int B, int T_, int H, int Hkv, int D,
-                              int F, HybridVariant variant);
+                              int F, HybridVariant variant, AttentionMask mask = AttentionMask::paper);
 
 // Gradients are written; any of dq, dk, dv, dphiq, dphik, dwlogit may be null (not wanted).
 // dwlogit is a parameter gradient and accumulates.
@@ -53,18 +74,21 @@ template <typename T>
 void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlogit, const T* dy,
                                const T* y, const T* Z, const T* q, const T* k,
                                const T* v, const T* phiq, const T* phik, const T* wlogit, int B,
-                               int T_, int H, int Hkv, int D, int F, HybridVariant variant);
+                               int T_, int H, int Hkv, int D, int F, HybridVariant variant,
+                               AttentionMask mask = AttentionMask::paper);
 
 
 // Tensor-level entry points (tensor/device.h), shapes as above, read from the tensors: the CPU code
 // above (f32) or its CUDA twin (cuda/hybrid_attention.h: q, k, v, y and their gradients f32 or bf16;
-// features, Z and window logits f32).
+// features, Z and window logits f32). The reference mask runs on the CPU only (for scoring the
+// published checkpoints); the cuda twin refuses it.
 class Tensor;
 void hybrid_attention_forward(Tensor& y, Tensor& Z, const Tensor& q, const Tensor& k, const Tensor& v,
-                              const Tensor& phiq, const Tensor& phik, const Tensor& wlogit, HybridVariant variant);
+                              const Tensor& phiq, const Tensor& phik, const Tensor& wlogit, HybridVariant variant,
+                              AttentionMask mask = AttentionMask::paper);
 void hybrid_attention_backward(Tensor* dq, Tensor* dk, Tensor* dv, Tensor* dphiq, Tensor* dphik, Tensor* dwlogit,
                                const Tensor& dy, const Tensor& y, const Tensor& Z, const Tensor& q, const Tensor& k,
                                const Tensor& v, const Tensor& phiq, const Tensor& phik, const Tensor& wlogit,
-                               HybridVariant variant);
+                               HybridVariant variant, AttentionMask mask = AttentionMask::paper);
 
 }  // namespace lolcats

@@ -8,14 +8,29 @@ namespace lolcats {
 
 namespace {
 
-// The sets of LOLCATS.md 2.2, straight from the definition.
-bool in_window(int i, int j, HybridVariant v) {
-  if (j > i) return false;
-  if (v == HybridVariant::terrace) return j / kHybridBlock >= i / kHybridBlock - 1;
-  if (v == HybridVariant::sw) return i - j < kHybridBlock;
-  return false;
-}
-bool in_linear(int i, int j, HybridVariant v) { return j <= i && !in_window(i, j, v); }
+// The sets of LOLCATS.md 2.2, straight from the definition; under the reference mask (terrace
+// only) the blocks of a sequence of T tokens end at token T, and for T <= 64 every causal pair is
+// in both sets.
+struct Sets {
+  HybridVariant v;
+  bool reference;
+  int T;
+  int block(int i) const {
+    const int whole = (T + kHybridBlock - 1) / kHybridBlock * kHybridBlock;  // tokens of whole blocks
+    return (reference ? i + whole - T : i) / kHybridBlock;
+  }
+  bool window(int i, int j) const {
+    if (j > i) return false;
+    if (v == HybridVariant::terrace) return block(j) >= block(i) - 1;
+    if (v == HybridVariant::sw) return i - j < kHybridBlock;
+    return false;
+  }
+  bool linear(int i, int j) const {
+    if (j > i) return false;
+    if (reference && v == HybridVariant::terrace && T <= kHybridBlock) return true;
+    return !window(i, j);
+  }
+};
 
 template <typename T>
 T dot(const T* a, const T* b, int n) {
@@ -37,8 +52,9 @@ struct Idx {  // flat offsets into (B, T, heads, X) tensors
 template <typename T>
 void hybrid_reference_forward(T* y, T* Z, T* m, const T* q, const T* k, const T* v, const T* phiq,
                               const T* phik, const T* wlogit, int B, int T_, int H, int Hkv, int D,
-                              int F, HybridVariant variant) {
+                              int F, HybridVariant variant, AttentionMask mask) {
   const Idx ix{T_, H, Hkv, D, F};
+  const Sets set{variant, mask == AttentionMask::reference, T_};
   const int G = H / Hkv;
   const T scale = T(1) / std::sqrt(T(D));
   for (int b = 0; b < B; b++)
@@ -47,15 +63,13 @@ void hybrid_reference_forward(T* y, T* Z, T* m, const T* q, const T* k, const T*
       for (int i = 0; i < T_; i++) {
         T mx = -std::numeric_limits<T>::infinity();
         for (int j = 0; j <= i; j++)
-          if (in_window(i, j, variant)) mx = std::max(mx, dot(q + ix.q(b, i, h), k + ix.kv(b, j, h / G), D) * scale);
+          if (set.window(i, j)) mx = std::max(mx, dot(q + ix.q(b, i, h), k + ix.kv(b, j, h / G), D) * scale);
         std::vector<T> num(D, T(0));
         T den = 0;
         for (int j = 0; j <= i; j++) {
           T w = 0;
-          if (in_window(i, j, variant))
-            w = g * std::exp(dot(q + ix.q(b, i, h), k + ix.kv(b, j, h / G), D) * scale - mx);
-          else if (in_linear(i, j, variant))
-            w = dot(phiq + ix.phi(b, i, h), phik + ix.phi(b, j, h), F);
+          if (set.window(i, j)) w += g * std::exp(dot(q + ix.q(b, i, h), k + ix.kv(b, j, h / G), D) * scale - mx);
+          if (set.linear(i, j)) w += dot(phiq + ix.phi(b, i, h), phik + ix.phi(b, j, h), F);
           for (int d = 0; d < D; d++) num[d] += w * v[ix.kv(b, j, h / G) + d];
           den += w;
         }
@@ -70,8 +84,10 @@ template <typename T>
 void hybrid_reference_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlogit, const T* dy,
                                const T* y, const T* Z, const T* m, const T* q, const T* k,
                                const T* v, const T* phiq, const T* phik, const T* wlogit, int B,
-                               int T_, int H, int Hkv, int D, int F, HybridVariant variant) {
+                               int T_, int H, int Hkv, int D, int F, HybridVariant variant,
+                               AttentionMask mask) {
   const Idx ix{T_, H, Hkv, D, F};
+  const Sets set{variant, mask == AttentionMask::reference, T_};
   const int G = H / Hkv;
   const T scale = T(1) / std::sqrt(T(D));
   auto zero = [](T* p, int64_t n) { if (p) std::fill(p, p + n, T(0)); };
@@ -97,7 +113,7 @@ void hybrid_reference_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
           // d loss / d (weight of pair i, j) = dN_i . v_j + dZ_i,  dN_i = dy_i / Z_i
           T dw = dot(dy + ix.q(b, i, h), vj, D) / Zi + dZi;
           T w = 0;
-          if (in_window(i, j, variant)) {
+          if (set.window(i, j)) {
             T s = dot(qi, kj, D) * scale;
             if (s > best) best = s, argmax = j;
             w = g * std::exp(s - mi);
@@ -108,10 +124,11 @@ void hybrid_reference_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
               if (dq) dq[ix.q(b, i, h) + d] += ds * kj[d] * scale;
               if (dk) dk[ix.kv(b, j, gk) + d] += ds * qi[d] * scale;
             }
-          } else if (in_linear(i, j, variant)) {
+          }
+          if (set.linear(i, j)) {
             const T* pqi = phiq + ix.phi(b, i, h);
             const T* pkj = phik + ix.phi(b, j, h);
-            w = dot(pqi, pkj, F);
+            w += dot(pqi, pkj, F);
             for (int f = 0; f < F; f++) {
               if (dphiq) dphiq[ix.phi(b, i, h) + f] += dw * pkj[f];
               if (dphik) dphik[ix.phi(b, j, h) + f] += dw * pqi[f];
@@ -133,11 +150,11 @@ void hybrid_reference_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
 #define INSTANTIATE(T)                                                                             \
   template void hybrid_reference_forward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,    \
                                             const T*, const T*, int, int, int, int, int, int,      \
-                                            HybridVariant);                                        \
+                                            HybridVariant, AttentionMask);                         \
   template void hybrid_reference_backward<T>(T*, T*, T*, T*, T*, T*, const T*, const T*, const T*, \
                                              const T*, const T*, const T*, const T*, const T*,     \
                                              const T*, const T*, int, int, int, int, int, int,     \
-                                             HybridVariant);
+                                             HybridVariant, AttentionMask);
 INSTANTIATE(float)
 INSTANTIATE(double)
 

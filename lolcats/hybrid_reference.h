@@ -9,12 +9,13 @@ namespace lolcats {
 template <typename T>
 void hybrid_reference_forward(T* y, T* Z, T* m, const T* q, const T* k, const T* v, const T* phiq,
                               const T* phik, const T* wlogit, int B, int T_, int H, int Hkv, int D,
-                              int F, HybridVariant variant);
+                              int F, HybridVariant variant, AttentionMask mask = AttentionMask::paper);
 
 template <typename T>
 void hybrid_reference_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlogit, const T* dy,
                                const T* y, const T* Z, const T* m, const T* q, const T* k,
                                const T* v, const T* phiq, const T* phik, const T* wlogit, int B,
-                               int T_, int H, int Hkv, int D, int F, HybridVariant variant);
+                               int T_, int H, int Hkv, int D, int F, HybridVariant variant,
+                               AttentionMask mask = AttentionMask::paper);
 
 }  // namespace lolcats

@@ -47,7 +47,7 @@ LolcatsModel::LolcatsModel(const Llama& b, const LolcatsConfig& c) : base(b), cf
 Var LolcatsModel::student_attention(int l, const Var& q, const Var& k, const Var& v) const {
   const LolcatsLayer& L = layers[l];
   if (!L.converted) return attention(q, k, v);
-  return hybrid_attention(q, k, v, features(l, q, false), features(l, k, true), L.wlogit, cfg.variant);
+  return hybrid_attention(q, k, v, features(l, q, false), features(l, k, true), L.wlogit, cfg.variant, cfg.mask);
 }
 
 Var LolcatsModel::features(int l, const Var& x, bool key) const {
@@ -119,6 +119,20 @@ std::vector<std::pair<std::string, Var>> LolcatsModel::named_parameters() const 
     out.push_back({p + "window_factors", layers[l].wlogit});
   }
   return out;
+}
+
+std::vector<float> LolcatsModel::tail_logits(const std::vector<int32_t>& ids, int rows) const {
+  const int T = int(ids.size()), C = base.cfg.d_model;
+  ENSURE(rows >= 1 && rows <= T, "tail_logits: %d rows of a %d-token sequence", rows, T);
+  NoGrad no_grad;
+  Tensor h = base.forward_with(Tensor::from_i32(ids, {1, T}), [&](int l, const Var& q, const Var& k, const Var& v) {
+    return student_attention(l, q, k, v);
+  }, 0, false)->value.to(Device::cpu, DType::f32);  // (1, T, C)
+  Tensor tail = Tensor::empty({1, rows, C});
+  std::memcpy(tail.f32(), h.f32() + size_t(T - rows) * C, size_t(rows) * C * sizeof(float));
+  Tensor logits = linear(rmsnorm(leaf(tail.to(base.device(), base.dtype())), base.norm, base.cfg.norm_eps),
+                         base.lm_head)->value.to(Device::cpu, DType::f32);  // (1, rows, V)
+  return std::vector<float>(logits.f32(), logits.f32() + logits.numel());
 }
 
 std::vector<Var> LolcatsModel::parameters() const {

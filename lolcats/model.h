@@ -32,6 +32,10 @@ struct LolcatsConfig {
   int feature_half = 64;                   // Hedgehog's Fh; F = 2 Fh (Fh capped at the head dim D)
   float window_logit_init = -2.1972245773f;  // logit(0.1)
   std::vector<int> softmax_layers;         // layers left as softmax attention
+  // Where terrace's blocks lie (lolcats/hybrid_attention.h): the paper's (aligned to token 0), or
+  // the reference implementation's (aligned to the sequence's end), to score its checkpoints as
+  // their authors did. An inference setting: not saved with the parameters.
+  AttentionMask mask = AttentionMask::paper;
 };
 
 struct LolcatsLayer {
@@ -63,6 +67,9 @@ class LolcatsModel {
   // The student's mean next-token cross-entropy of ids (B, T) against targets (B*T), through the
   // fused LM-head loss (Llama::forward_loss: on the cuda device the logits are never whole).
   Var loss(const Tensor& ids, const Tensor& targets) const;
+  // The student's logits (rows, V) of the last `rows` positions of one sequence, without the tape
+  // and with the LM head on those rows only (whole-sequence scoring: nn/loglik.h score_loglik_whole).
+  std::vector<float> tail_logits(const std::vector<int32_t>& ids, int rows) const;
 
   std::vector<Var> parameters() const;  // feature maps and window factors of converted layers
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // reference names

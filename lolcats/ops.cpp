@@ -34,7 +34,7 @@ Var t2r(const Var& x, const Var& W, const Var& b) {
 }
 
 Var hybrid_attention(const Var& q, const Var& k, const Var& v, const Var& phiq, const Var& phik,
-                     const Var& wlogit, HybridVariant variant) {
+                     const Var& wlogit, HybridVariant variant, AttentionMask mask) {
   const Shape &sq = q->value.shape(), &sk = k->value.shape(), &sp = phiq->value.shape();
   ENSURE(sq.ndim == 4 && sk.ndim == 4 && sp.ndim == 4, "hybrid_attention: q %s, k %s, phi %s must be 4-D",
          sq.str().c_str(), sk.str().c_str(), sp.str().c_str());
@@ -46,12 +46,13 @@ Var hybrid_attention(const Var& q, const Var& k, const Var& v, const Var& phiq, 
          phik->value.shape().str().c_str(), wlogit->value.shape().str().c_str());
   Tensor y = Tensor::empty(sq, q->value.dtype(), q->value.device());
   Tensor Z = Tensor::empty({B, H, T}, DType::f32, q->value.device());
-  hybrid_attention_forward(y, Z, q->value, k->value, v->value, phiq->value, phik->value, wlogit->value, variant);
+  hybrid_attention_forward(y, Z, q->value, k->value, v->value, phiq->value, phik->value, wlogit->value, variant, mask);
   return make_node(y, {q, k, v, phiq, phik, wlogit}, "hybrid_attention", [=](Node& n) {
     Grad dq(q, Grad::writes), dk(k, Grad::writes), dv(v, Grad::writes), dpq(phiq, Grad::writes),
         dpk(phik, Grad::writes), dw(wlogit, Grad::adds);
     hybrid_attention_backward(dq.out(), dk.out(), dv.out(), dpq.out(), dpk.out(), dw.out(), n.grad, y, Z,
-                              q->value, k->value, v->value, phiq->value, phik->value, wlogit->value, variant);
+                              q->value, k->value, v->value, phiq->value, phik->value, wlogit->value, variant,
+                              mask);
     dq.done();
     dk.done();
     dv.done();

@@ -11,8 +11,8 @@ Var hedgehog(const Var& x, const Var& W);
 Var t2r(const Var& x, const Var& W, const Var& b);
 
 // Hybrid window + linear attention. q (B, T, H, D), k/v (B, T, Hkv, D), phiq/phik (B, T, H, F),
-// wlogit (H) -> y (B, T, H, D).
+// wlogit (H) -> y (B, T, H, D). `mask`: where terrace's blocks lie (lolcats/hybrid_attention.h).
 Var hybrid_attention(const Var& q, const Var& k, const Var& v, const Var& phiq, const Var& phik,
-                     const Var& wlogit, HybridVariant variant);
+                     const Var& wlogit, HybridVariant variant, AttentionMask mask = AttentionMask::paper);
 
 }  // namespace lolcats

@@ -35,8 +35,9 @@ namespace lolcats {
 struct LinearizedModel;
 
 struct ReferenceOptions {
-  HybridVariant variant = HybridVariant::terrace;
+  HybridVariant variant = HybridVariant::terrace;  // what .pt checkpoints do not record
   float lora_alpha = 16.0f;
+  AttentionMask mask = AttentionMask::paper;  // for any linearized model: where terrace's blocks lie
 };
 
 // Whether --linearized names reference checkpoints: one path or a comma-separated list of paths,

@@ -108,6 +108,14 @@ void compute_metrics(const EvalTask& task, TaskResult& r) {
 
 TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, SequenceDecoder& decoder,
                          const HarnessOptions& o) {
+  return evaluate_task(task, tok, [&](const std::vector<std::vector<LoglikRequest>>& reqs,
+                                      const std::function<void(size_t, size_t)>& progress) {
+    return score_loglik(decoder, reqs, o.loglik, progress);
+  }, o);
+}
+
+TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, const LoglikScorer& scorer,
+                         const HarnessOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::vector<LoglikRequest>> reqs;
   for (const EvalItem& it : task.items) reqs.push_back(item_requests(it, tok, o.bos));
@@ -129,7 +137,7 @@ TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, SequenceDec
   TaskResult r;
   r.task = task.name;
   size_t fed = 0;
-  r.logliks = score_loglik(decoder, reqs, o.loglik, [&](size_t done, size_t tokens) {
+  r.logliks = scorer(reqs, [&](size_t done, size_t tokens) {
     fed = tokens;
     progress(done, tokens);
   });

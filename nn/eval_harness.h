@@ -45,8 +45,13 @@ struct TaskResult {
   double seconds = 0;
 };
 
-// Scores every item of `task` and computes its metrics.
+// Scores every item of `task` and computes its metrics: on a decoder (score_loglik), or with any
+// scorer of requests (score_loglik_whole), which reports progress(items done, tokens fed).
 TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, SequenceDecoder& decoder,
+                         const HarnessOptions& options);
+using LoglikScorer = std::function<std::vector<std::vector<Loglik>>(
+    const std::vector<std::vector<LoglikRequest>>& items, const std::function<void(size_t, size_t)>& progress)>;
+TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, const LoglikScorer& scorer,
                          const HarnessOptions& options);
 // Metrics of already-scored items (what evaluate_task computes after scoring).
 void compute_metrics(const EvalTask& task, TaskResult& result);

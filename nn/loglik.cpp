@@ -213,4 +213,47 @@ std::vector<std::vector<Loglik>> score_loglik(SequenceDecoder& dec, const std::v
   return out;
 }
 
+std::vector<std::vector<Loglik>> score_loglik_whole(const TailLogits& tail_logits, int V,
+                                                    const std::vector<std::vector<LoglikRequest>>& reqs,
+                                                    const std::function<void(size_t, size_t)>& progress) {
+  std::vector<std::vector<Loglik>> out(reqs.size());
+  size_t fed = 0;
+  for (size_t i = 0; i < reqs.size(); i++) {
+    const Prepared p = prepare(reqs[i], i);
+    out[i].assign(p.full.size(), Loglik{});
+    std::vector<bool> done(p.full.size(), false);
+    for (size_t r = 0; r < p.full.size(); r++) {
+      if (done[r]) continue;
+      // The requests whose input is this one's: (context + continuation)[:-1].
+      const std::vector<int32_t> input(p.full[r].begin(), p.full[r].end() - 1);
+      std::vector<size_t> same;
+      int rows = 0;
+      for (size_t s = r; s < p.full.size(); s++)
+        if (!done[s] && p.full[s].size() == p.full[r].size() &&
+            std::equal(input.begin(), input.end(), p.full[s].begin())) {
+          same.push_back(s);
+          rows = std::max(rows, int(p.full[s].size()) - p.context[s]);
+        }
+      const std::vector<float> logits = tail_logits(input, rows);
+      ENSURE(logits.size() == size_t(rows) * V, "loglik: %zu logits for %d rows of %d", logits.size(), rows, V);
+      fed += input.size();
+      // Continuation token t (position t of full) is predicted by input position t-1, which is
+      // row (t-1) - (T-rows) of the tail.
+      const int T = int(input.size());
+      for (size_t s : same) {
+        done[s] = true;
+        Loglik& l = out[i][s];
+        for (size_t t = size_t(p.context[s]); t < p.full[s].size(); t++) {
+          auto [lp, greedy] = token_logprob(logits.data() + size_t(int(t) - 1 - (T - rows)) * V, V, p.full[s][t]);
+          l.logprob += lp;
+          l.greedy = l.greedy && greedy;
+          l.tokens++;
+        }
+      }
+    }
+    if (progress) progress(i + 1, fed);
+  }
+  return out;
+}
+
 }  // namespace lolcats

@@ -79,4 +79,15 @@ std::vector<std::vector<Loglik>> score_loglik(SequenceDecoder& decoder,
                                               const LoglikOptions& options = {},
                                               const std::function<void(size_t, size_t)>& progress = {});
 
+// Scoring with one whole forward pass per request instead of the decode step, for a model whose
+// output at a position depends on the sequence's length (a linearized model under the reference
+// implementation's mask, whose blocks end at the last token: lolcats/hybrid_attention.h). The model
+// sees what the harness gives it: each request's (context + continuation) minus its last token,
+// alone (no padding). Requests of an item with the same input (MMLU's one-token letters) share one
+// pass. tail_logits(ids, rows): the logits (rows, V), row after row, of the last `rows` positions.
+using TailLogits = std::function<std::vector<float>(const std::vector<int32_t>& ids, int rows)>;
+std::vector<std::vector<Loglik>> score_loglik_whole(const TailLogits& tail_logits, int V,
+                                                    const std::vector<std::vector<LoglikRequest>>& items,
+                                                    const std::function<void(size_t, size_t)>& progress = {});
+
 }  // namespace lolcats

@@ -447,3 +447,34 @@ TEST_CASE("apps: --feature-map t2r is recorded in the export and read back by ./
   CHECK(wrong.rc == 1);
   CHECK(wrong.err.find("holds t2r feature maps, but this model uses hedgehog") != std::string::npos);
 }
+
+TEST_CASE("apps: ./eval and ./generate under the reference implementation's attention mask", "[apps][eval]") {
+  REQUIRE_APPS();
+  const std::string out = kWork + "/refmask", exported = out + "/lolcats_params.safetensors";
+  fresh(out);
+  REQUIRE(run("linearize", linearize_args(out, 1, 1)).rc == 0);
+  // Zero-shot scoring under either mask; the results say which (and the decoder it implies).
+  for (const char* mask : {"paper", "reference"}) {
+    INFO(mask);
+    const std::string json_path = out + "/" + mask + ".json";
+    Result e = run("eval", "--linearized " + exported + " --tasks arc_easy --limit 6 --attention-mask " + mask +
+                               " --out " + json_path);
+    REQUIRE(e.rc == 0);
+    json j = read_json(json_path);
+    CHECK(j["attention_mask"] == mask);
+    CHECK(j["decode_mode"] == (std::string(mask) == "reference" ? "reference" : "exact"));
+    CHECK(j["tasks"]["arc_easy"]["metrics"][0]["n"] == 6);
+  }
+  Result g = run("generate", "--linearized " + exported + " --attention-mask reference --raw --max-new-tokens 4", "Hello");
+  CHECK(g.rc == 0);
+  CHECK(g.err.find("4 new tokens") != std::string::npos);
+  // One line for what cannot be: a softmax model has no blocks; exact decoding cannot follow blocks
+  // that end where the sequence ends.
+  Result plain = run("eval", "--model " + model_dir() + " --tasks arc_easy --limit 2 --attention-mask reference");
+  CHECK(plain.rc == 1);
+  CHECK(plain.err.find("only a linearized model has terrace blocks") != std::string::npos);
+  Result exact = run("generate", "--linearized " + exported + " --attention-mask reference --decode-mode exact --raw",
+                     "Hello");
+  CHECK(exact.rc == 1);
+  CHECK(exact.err.find("cannot follow its blocks") != std::string::npos);
+}

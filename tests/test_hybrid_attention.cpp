@@ -36,45 +36,55 @@ using FwdKernel = decltype(&hybrid_reference_forward<double>);
 using BwdKernel = decltype(&hybrid_reference_backward<double>);
 void fast_forward(double* y, double* Z, double*, const double* q, const double* k, const double* v,
                   const double* phiq, const double* phik, const double* w, int B, int T, int H, int Hkv,
-                  int D, int F, HybridVariant var) {
-  hybrid_attention_forward(y, Z, q, k, v, phiq, phik, w, B, T, H, Hkv, D, F, var);
+                  int D, int F, HybridVariant var, AttentionMask mask) {
+  hybrid_attention_forward(y, Z, q, k, v, phiq, phik, w, B, T, H, Hkv, D, F, var, mask);
 }
 void fast_backward(double* dq, double* dk, double* dv, double* dphiq, double* dphik, double* dw,
                    const double* dy, const double* y, const double* Z, const double*, const double* q,
                    const double* k, const double* v, const double* phiq, const double* phik,
-                   const double* w, int B, int T, int H, int Hkv, int D, int F, HybridVariant var) {
+                   const double* w, int B, int T, int H, int Hkv, int D, int F, HybridVariant var,
+                   AttentionMask mask) {
   hybrid_attention_backward(dq, dk, dv, dphiq, dphik, dw, dy, y, Z, q, k, v, phiq, phik, w, B, T, H, Hkv,
-                            D, F, var);
+                            D, F, var, mask);
 }
 
 struct Result { V y, Z, m, dq, dk, dv, dphiq, dphik, dw; };
 
-Result run(FwdKernel fwd, BwdKernel bwd, const Dims& d, const Inputs& in, const V& dy, HybridVariant var) {
+Result run(FwdKernel fwd, BwdKernel bwd, const Dims& d, const Inputs& in, const V& dy, HybridVariant var,
+           AttentionMask mask = AttentionMask::paper) {
   Result r;
   int64_t nq = int64_t(d.B) * d.T * d.H * d.D, nkv = int64_t(d.B) * d.T * d.Hkv * d.D,
           nphi = int64_t(d.B) * d.T * d.H * d.F(), nbht = int64_t(d.B) * d.H * d.T;
   r.y.resize(nq), r.Z.resize(nbht), r.m.resize(nbht);
   fwd(r.y.data(), r.Z.data(), r.m.data(), in.q.data(), in.k.data(), in.v.data(), in.phiq.data(),
-      in.phik.data(), in.wlogit.data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var);
+      in.phik.data(), in.wlogit.data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var, mask);
   r.dq.resize(nq), r.dk.resize(nkv), r.dv.resize(nkv), r.dphiq.resize(nphi), r.dphik.resize(nphi);
   r.dw.assign(d.H, 0.0);
   bwd(r.dq.data(), r.dk.data(), r.dv.data(), r.dphiq.data(), r.dphik.data(), r.dw.data(), dy.data(),
       r.y.data(), r.Z.data(), r.m.data(), in.q.data(), in.k.data(), in.v.data(), in.phiq.data(),
-      in.phik.data(), in.wlogit.data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var);
+      in.phik.data(), in.wlogit.data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var, mask);
   return r;
 }
 
 }  // namespace
 
 TEST_CASE("hybrid attention: linear-time form equals the O(T^2) definition", "[lolcats][hybrid]") {
-  for (HybridVariant var : {HybridVariant::terrace, HybridVariant::sw, HybridVariant::linear})
-    for (int T : {1, 37, 64, 65, 200, 1024}) {
-      INFO(variant_name(var) << " T=" << T);
+  // Every variant under the paper's mask; terrace also under the reference implementation's (blocks
+  // aligned to the end: T = 100, 200, 1000 leave a short first block; T <= 64: window pairs are
+  // linear pairs too; sw and linear do not depend on the mask).
+  struct Rule { HybridVariant var; AttentionMask mask; };
+  for (Rule rule : {Rule{HybridVariant::terrace, AttentionMask::paper}, Rule{HybridVariant::sw, AttentionMask::paper},
+                    Rule{HybridVariant::linear, AttentionMask::paper},
+                    Rule{HybridVariant::terrace, AttentionMask::reference}})
+    for (int T : {1, 37, 64, 65, 100, 200, 1000, 1024}) {
+      const HybridVariant var = rule.var;
+      INFO(variant_name(var) << (rule.mask == AttentionMask::reference ? " (reference mask)" : "") << " T=" << T);
       Dims d{T > 200 ? 1 : 2, T, 4, 2, 16, 8};
       Inputs in(d, uint64_t(T));
       V dy = random_normal(int64_t(d.B) * T * d.H * d.D, 99);
-      Result fast = run(fast_forward, fast_backward, d, in, dy, var);
-      Result ref = run(hybrid_reference_forward<double>, hybrid_reference_backward<double>, d, in, dy, var);
+      Result fast = run(fast_forward, fast_backward, d, in, dy, var, rule.mask);
+      Result ref = run(hybrid_reference_forward<double>, hybrid_reference_backward<double>, d, in, dy, var,
+                       rule.mask);
       // Both in double, summing the same terms in different orders: 1e-10 relative.
       const double a = 1e-11, r = 1e-10;
       CHECK_CLOSE("y", fast.y, ref.y, a, r);
@@ -108,14 +118,22 @@ TEST_CASE("hybrid attention: float kernel tracks the double definition", "[lolca
 
 TEST_CASE("hybrid attention: gradients match finite differences", "[lolcats][hybrid][fd]") {
   // T = 140 spans three blocks, so the state, the local tiles and both scans all carry gradient.
-  const Dims d{1, 140, 2, 1, 4, 3};
-  for (HybridVariant var : {HybridVariant::terrace, HybridVariant::sw, HybridVariant::linear}) {
-    INFO(variant_name(var));
+  // The reference mask (terrace only): T = 140 (end-aligned: the first block holds 12 tokens) and
+  // T = 40 (window and linear pairs overlap).
+  struct Rule { HybridVariant var; AttentionMask mask; int T; };
+  for (Rule rule : {Rule{HybridVariant::terrace, AttentionMask::paper, 140}, Rule{HybridVariant::sw, AttentionMask::paper, 140},
+                    Rule{HybridVariant::linear, AttentionMask::paper, 140},
+                    Rule{HybridVariant::terrace, AttentionMask::reference, 140},
+                    Rule{HybridVariant::terrace, AttentionMask::reference, 40}}) {
+    const HybridVariant var = rule.var;
+    const AttentionMask mask = rule.mask;
+    const Dims d{1, rule.T, 2, 1, 4, 3};
+    INFO(variant_name(var) << (mask == AttentionMask::reference ? " (reference mask)" : "") << " T=" << d.T);
     Inputs in(d, 7);
     auto pack = [&](const Buffers& b, V& y, V& Z) {
       y.resize(b[0].size()), Z.resize(d.H * d.T);
       hybrid_attention_forward(y.data(), Z.data(), b[0].data(), b[1].data(), b[2].data(), b[3].data(),
-                               b[4].data(), b[5].data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var);
+                               b[4].data(), b[5].data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var, mask);
     };
     auto f = [&](const Buffers& b) { V y, Z; pack(b, y, Z); return y; };
     auto bw = [&](const Buffers& b, const V& dy) {
@@ -124,7 +142,8 @@ TEST_CASE("hybrid attention: gradients match finite differences", "[lolcats][hyb
       Buffers g{V(b[0].size()), V(b[1].size()), V(b[2].size()), V(b[3].size()), V(b[4].size()), V(d.H, 0.0)};
       hybrid_attention_backward(g[0].data(), g[1].data(), g[2].data(), g[3].data(), g[4].data(), g[5].data(),
                                 dy.data(), y.data(), Z.data(), b[0].data(), b[1].data(), b[2].data(),
-                                b[3].data(), b[4].data(), b[5].data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var);
+                                b[3].data(), b[4].data(), b[5].data(), d.B, d.T, d.H, d.Hkv, d.D, d.F(), var,
+                                mask);
       if (var == HybridVariant::linear) g[5].clear();  // no window, no mixing factor
       return g;
     };

@@ -62,9 +62,29 @@ def masks(T, variant):
         # l.41 "pure linear attention without the window (Hedgehog only)": W(i) = {}, Lin(i) = {j <= i}.
         window = torch.zeros(T, T, dtype=torch.bool)
         linear = causal
+    elif variant == "terrace_ref":
+        return reference_masks(T)
     else:
         raise ValueError(variant)
     assert not (window & linear).any() and not ((window | linear) & ~causal).any()
+    return window, linear
+
+
+def reference_masks(T):
+    """Terrace as the reference implementation builds its masks (get_masks in its
+    linear_window_attention_tk.py), transcribed step by step in torch, for q_len = k_len = T:
+    a block-diagonal matrix of ones for a whole number m = ceil(T / C) of blocks, plus the same
+    rolled C columns to the left (the terrace: each block also sees the one before; the roll wraps
+    block 0 onto block m-1, above the diagonal, except for m = 1, where the roll is the matrix
+    itself and every entry becomes 2); the LAST T rows and columns kept (so the blocks end at the
+    sequence's end); then window = tril(mask) and linear = tril(1 - mask), each taken as "nonzero"
+    (the reference fills where mask.bool() is False). For m = 1 both are nonzero on every causal pair."""
+    m = math.ceil(T / C)
+    mask = torch.block_diag(*[torch.ones(C, C)] * m)
+    mask = mask + torch.roll(mask, -C, -1)
+    mask = mask[-T:, -T:]
+    window = torch.tril(mask).to(torch.int64).bool()
+    linear = torch.tril(1 - mask).to(torch.int64).bool()
     return window, linear
 
 
@@ -139,5 +159,9 @@ for variant in ("terrace", "sw", "linear"):
     case(f"{variant}_T130_identity", variant, 130, init="identity", store_phi=(variant == "terrace"))
 # Large feature-map weights: many features fall under the 1e-12 clamp (its gradient is 0 there).
 case("terrace_T130_clamp", "terrace", 130, wscale=8.0, store_phi=True)
+# Terrace under the reference implementation's mask: T <= 64 (window and linear overlap), T = 65
+# (block 0 holds one token), 100 and 200 (end-aligned blocks), 128 (a multiple of 64: the paper's).
+for T in (1, 37, 64, 65, 100, 128, 200):
+    case(f"terrace_ref_T{T}", "terrace_ref", T)
 
 fx.save(output_path())
