@@ -140,41 +140,14 @@ int64_t GGUFTensorInfo::numel() const {
 }
 
 // ---- opening: map, then parse header, metadata, tensor infos; validate everything --------------
-GGUFFile::GGUFFile(const std::string& path) : path_(path) {
-  const char* p = path.c_str();
-  int fd = open(p, O_RDONLY);
-  ENSURE(fd >= 0, "cannot open %s: %s", p, std::strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    fail(__FILE__, __LINE__, strfmt("%s is not a regular file", p));
-  }
-  size_ = size_t(st.st_size);
-  if (size_ > 0) map_ = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  int err = errno;
-  close(fd);
-  if (map_ == MAP_FAILED) map_ = nullptr;
-  ENSURE(size_ == 0 || map_, "cannot map %s: %s", p, std::strerror(err));
-  // From here on a throw must unmap: the destructor does not run for a half-built object.
-  try {
-    parse();
-  } catch (...) {
-    if (map_) munmap(map_, size_);
-    map_ = nullptr;
-    throw;
-  }
-}
-
-GGUFFile::~GGUFFile() {
-  if (map_) munmap(map_, size_);
-}
+GGUFFile::GGUFFile(const std::string& path) : path_(path), file_(path) { parse(); }
 
 void GGUFFile::parse() {
   const char* p = path_.c_str();
-  Cursor c{static_cast<const uint8_t*>(map_), size_, 0, p, "the header"};
+  Cursor c{file_.data(), file_.size(), 0, p, "the header"};
   // Header.
-  ENSURE(size_ >= 4 && std::memcmp(c.base, "GGUF", 4) == 0,
-         "%s is not a GGUF file (it does not start with the magic \"GGUF\"; %zu bytes)", p, size_);
+  ENSURE(file_.size() >= 4 && std::memcmp(c.base, "GGUF", 4) == 0,
+         "%s is not a GGUF file (it does not start with the magic \"GGUF\"; %zu bytes)", p, file_.size());
   c.pos = 4;
   version_ = c.get<uint32_t>("the version");
   ENSURE((version_ & 0xFFFF) != 0, "%s: big-endian GGUF files are not supported", p);
@@ -261,7 +234,7 @@ void GGUFFile::parse() {
 
   // Data section: starts at the next multiple of the alignment after the tensor infos.
   size_t data_start = c.pos + (alignment - c.pos % alignment) % alignment;
-  size_t data_size = data_start < size_ ? size_ - data_start : 0;
+  size_t data_size = data_start < file_.size() ? file_.size() - data_start : 0;
   for (size_t i = 0; i < tensors_.size(); i++) {
     GGUFTensorInfo& t = tensors_[i];
     const char* name = t.name.c_str();
@@ -286,7 +259,7 @@ void GGUFFile::parse() {
            "(the data section holds %zu bytes; truncated?)",
            p, name, tt.name, (unsigned long long)blocks, tt.type_size, (unsigned long long)off, data_size);
     t.nbytes = size_t(blocks) * tt.type_size;
-    t.data = static_cast<const uint8_t*>(map_) + data_start + off;
+    t.data = file_.data() + data_start + off;
   }
 }
 
@@ -302,7 +275,7 @@ std::string GGUFFile::type_str(const Value& v) const {
   return v.type == ARRAY ? s + " of " + kValueNames[v.elem_type] : s;
 }
 
-#define CURSOR(v, key) Cursor c{static_cast<const uint8_t*>(map_), size_, (v).offset, path_.c_str(), "metadata key '" + key + "'"}
+#define CURSOR(v, key) Cursor c{file_.data(), file_.size(), (v).offset, path_.c_str(), "metadata key '" + key + "'"}
 #define ENSURE_TYPE(ok, v, key, want)                                                          \
   ENSURE(ok, "%s: metadata key '%s' is %s, not %s", path_.c_str(), key.c_str(), type_str(v).c_str(), want)
 

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "data/mapped_file.h"
 #include "tensor/tensor.h"
 
 namespace lolcats {
@@ -39,7 +40,6 @@ struct GGUFTensorInfo {
 class GGUFFile {
  public:
   explicit GGUFFile(const std::string& path);  // mmaps and validates everything up front
-  ~GGUFFile();
   GGUFFile(const GGUFFile&) = delete;
   GGUFFile& operator=(const GGUFFile&) = delete;
 
@@ -78,8 +78,7 @@ class GGUFFile {
   std::string type_str(const Value& v) const;  // "UINT32", "ARRAY of STRING", ...
 
   std::string path_;
-  void* map_ = nullptr;
-  size_t size_ = 0;
+  MappedFile file_;  // the whole file, mapped (parsed in place)
   uint32_t version_ = 0;
   std::map<std::string, Value> kvs_;
   std::vector<std::string> key_order_;

@@ -44,32 +44,17 @@ static std::vector<I> integers(const json& j, const char* file, const char* tens
   return out;
 }
 
-SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
-  try {
-    parse();
-  } catch (...) {  // the destructor does not run for a half-built object: unmap here
-    if (map_) munmap(map_, size_);
-    throw;
-  }
-}
+SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path), file_(path) { parse(); }
 
 void SafeTensorsFile::parse() {
   const char* p = path_.c_str();
-  int fd = open(p, O_RDONLY);
-  ENSURE(fd >= 0, "cannot open %s: %s", p, std::strerror(errno));
-  struct stat st;
-  fstat(fd, &st);
-  size_ = size_t(st.st_size);
-  if (size_ > 0) map_ = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  if (map_ == MAP_FAILED) map_ = nullptr;
-  ENSURE(map_ || size_ == 0, "cannot map %s: %s", p, std::strerror(errno));
-  ENSURE(size_ >= 8, "%s is not a safetensors file: only %zu bytes", p, size_);
-  const uint8_t* base = static_cast<const uint8_t*>(map_);
+  const size_t size = file_.size();
+  ENSURE(size >= 8, "%s is not a safetensors file: only %zu bytes", p, size);
+  const uint8_t* base = file_.data();
   uint64_t header_len = 0;
   std::memcpy(&header_len, base, 8);  // little-endian on every machine we build for
-  ENSURE(header_len <= size_ - 8, "%s: header length %llu runs past the end of the file (%zu bytes)",
-        p, (unsigned long long)header_len, size_);
+  ENSURE(header_len <= size - 8, "%s: header length %llu runs past the end of the file (%zu bytes)",
+        p, (unsigned long long)header_len, size);
   json header;
   try {
     header = json::parse(base + 8, base + 8 + header_len);
@@ -78,7 +63,7 @@ void SafeTensorsFile::parse() {
   }
   ENSURE(header.is_object(), "%s: safetensors header is not a JSON object", p);
   const uint8_t* data = base + 8 + header_len;
-  const size_t data_size = size_ - 8 - header_len;
+  const size_t data_size = size - 8 - header_len;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
       ENSURE(it->is_object(), "%s: __metadata__ is not a JSON object", p);
@@ -115,10 +100,6 @@ void SafeTensorsFile::parse() {
           p, name, need, info.nbytes);
     tensors_[it.key()] = info;
   }
-}
-
-SafeTensorsFile::~SafeTensorsFile() {
-  if (map_) munmap(map_, size_);
 }
 
 const SafeTensorInfo& SafeTensorsFile::info(const std::string& name) const {

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/mapped_file.h"
 #include "tensor/tensor.h"
 
 namespace lolcats {
@@ -26,7 +27,6 @@ struct SafeTensorInfo {
 class SafeTensorsFile {
  public:
   explicit SafeTensorsFile(const std::string& path);
-  ~SafeTensorsFile();
   SafeTensorsFile(const SafeTensorsFile&) = delete;
   SafeTensorsFile& operator=(const SafeTensorsFile&) = delete;
 
@@ -45,10 +45,9 @@ class SafeTensorsFile {
   std::vector<double> load_f64(const std::string& name) const;
 
  private:
-  void parse();  // the constructor's work; it unmaps when this throws
+  void parse();  // the constructor's work, once the file is mapped
   std::string path_;
-  void* map_ = nullptr;
-  size_t size_ = 0;
+  MappedFile file_;  // the whole file, mapped (parsed in place)
   std::map<std::string, SafeTensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
 };

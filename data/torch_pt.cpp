@@ -408,37 +408,20 @@ int64_t TorchTensorInfo::numel() const {
   return n;
 }
 
-TorchCheckpoint::TorchCheckpoint(const std::string& path) : path_(path) {
-  try {
-    parse();
-  } catch (...) {  // the destructor does not run for a half-built object
-    if (map_) munmap(map_, size_);
-    throw;
-  }
-}
+TorchCheckpoint::TorchCheckpoint(const std::string& path) : path_(path), file_(path) { parse(); }
 
-TorchCheckpoint::~TorchCheckpoint() {
-  if (map_) munmap(map_, size_);
-}
+TorchCheckpoint::~TorchCheckpoint() = default;
 
 void TorchCheckpoint::parse() {
   const char* f = path_.c_str();
-  int fd = open(f, O_RDONLY);
-  ENSURE(fd >= 0, "cannot open %s: %s", f, std::strerror(errno));
-  struct stat st;
-  fstat(fd, &st);
-  size_ = size_t(st.st_size);
-  if (size_ > 0) map_ = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  if (map_ == MAP_FAILED) map_ = nullptr;
-  ENSURE(map_ || size_ == 0, "cannot map %s: %s", f, std::strerror(errno));
-  const uint8_t* b = static_cast<const uint8_t*>(map_);
-  ENSURE(size_ < 2 || !(b[0] == 0x80 && b[1] <= 5),
+  const uint8_t* b = file_.data();
+  const size_t size = file_.size();
+  ENSURE(size < 2 || !(b[0] == 0x80 && b[1] <= 5),
          "%s is a legacy torch.save file (PyTorch < 1.6 format): load it and save it again with a current "
          "PyTorch, which writes the zip format", f);
-  ENSURE(size_ >= 4 && std::memcmp(b, "PK\x03\x04", 4) == 0,
+  ENSURE(size >= 4 && std::memcmp(b, "PK\x03\x04", 4) == 0,
          "%s is not a PyTorch checkpoint (torch.save writes a zip archive; this file does not start with one)", f);
-  zip_ = std::make_unique<ZipReader>(b, size_, path_);
+  zip_ = std::make_unique<ZipReader>(b, size, path_);
 
   // PREFIX/data.pkl, PREFIX being the archive's one folder (torch names it after the file).
   const ZipEntry* pkl = nullptr;

@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/mapped_file.h"
 #include "data/zip_store.h"
 #include "tensor/tensor.h"
 
@@ -68,8 +69,7 @@ class TorchCheckpoint {
   void parse();
   const uint8_t* tensor_bytes(const std::string& name, const TorchTensorInfo& t) const;  // CRC checked once
   std::string path_;
-  void* map_ = nullptr;
-  size_t size_ = 0;
+  MappedFile file_;  // the whole file, mapped (parsed in place)
   std::unique_ptr<ZipReader> zip_;
   std::map<std::string, TorchTensorInfo> tensors_;
   std::string state_dict_key_;
