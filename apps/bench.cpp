@@ -1,5 +1,6 @@
 // ./bench: speed measurements, one JSON object per line.
 //   ./bench matmul   our CPU matmul (Eigen) vs PyTorch's on the linear-layer shapes of SmolLM2-135M
+//                    (--blas LIB.so: and a CBLAS library's cblas_sgemm, apps/bench_blas.h)
 //   ./bench llama    SmolLM2-135M forward and forward+backward, batch 1, T = 1024, f32, vs PyTorch
 //   ./bench attention  one attention layer forward+backward, LoLCATs hybrid vs softmax, T = 1k..64k
 //   ./bench linearize  one LoLCATs stage-1 and stage-2 training step, SmolLM2-135M, T = 1024, vs PyTorch
@@ -25,6 +26,7 @@
 
 #include "apps/bench_attention.h"
 #include "autograd/ops.h"
+#include "apps/bench_blas.h"
 #include "nn/llama.h"
 #include "tensor/matmul.h"
 #include "tensor/device.h"
@@ -136,23 +138,39 @@ double peak_rss_mib() {
 
 // Each shape: a case of n calls (n chosen so that it takes about 0.25 s), timed interleaved with
 // PyTorch's n calls of F.linear on the same shape; GFLOP/s from the medians.
-int bench_matmul(int threads, int reps) {
+// With --blas, the library's cblas_sgemm is a third side of each round (apps/bench_blas.h).
+int bench_matmul(int threads, int reps, const std::string& blas_path) {
   const std::vector<MatmulShape> shapes = {{1024, 576, 576}, {1024, 576, 1536}, {1024, 1536, 576},
                                            {1024, 576, 49152}};
+  std::unique_ptr<BlasLibrary> blas;
+  if (!blas_path.empty()) blas = std::make_unique<BlasLibrary>(blas_path, threads);
   TorchServer torch("bench_matmul.py --threads " + std::to_string(threads));
   for (auto s : shapes) {
     std::vector<float> x(size_t(s.M) * s.K, 0.01f), w(size_t(s.N) * s.K, 0.02f), y(size_t(s.M) * s.N);
     auto once = [&] { matmul_forward(y.data(), x.data(), w.data(), 1, s.M, s.N, s.K, false, true, false); };
     const int n = std::max(1, int(0.25 / best_of(1, once)));
     std::string key = std::to_string(s.M) + "x" + std::to_string(s.K) + "x" + std::to_string(s.N);
+    std::vector<Side> others;
+    std::vector<float> yb(blas ? y.size() : 0);
+    if (blas)
+      others.push_back({"blas", [&] {
+                          const double t0 = now();
+                          for (int i = 0; i < n; i++) blas->linear(yb.data(), x.data(), w.data(), s.M, s.N, s.K);
+                          return now() - t0;
+                        }});
     json m = interleaved(reps, [&] { for (int i = 0; i < n; i++) once(); }, &torch,
-                         std::to_string(n) + ":" + key, n);
+                         std::to_string(n) + ":" + key, n, others);
     const double flop = 2.0 * s.M * s.N * s.K, sec = m["seconds"]["median"].get<double>();
     json j = {{"bench", "matmul"}, {"shape", key}, {"op", "x @ W^T (f32, cpu)"}, {"threads", threads},
               {"calls_per_rep", n}, {"seconds", sec}, {"gflops", flop / sec / 1e9}};
     if (m.contains("torch_seconds")) {
       j["torch_gflops"] = flop / m["torch_seconds"]["median"].get<double>() / 1e9;
       j["ratio_vs_torch"] = m["speedup_vs_torch"]["median"];
+    }
+    if (m.contains("blas_seconds")) {
+      j["blas"] = blas->path();
+      j["blas_gflops"] = flop / m["blas_seconds"]["median"].get<double>() / 1e9;
+      j["ratio_vs_blas"] = m["speedup_vs_blas"]["median"];
     }
     j["interleaved"] = m;
     j["host"] = host_info();
@@ -269,13 +287,16 @@ int main(int argc, char** argv) {
   app.add_option("--layers", layers, "`linearize-8b`: keep only the first N layers (0 = all; smoke runs)")
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
+  std::string blas;
+  app.add_option("--blas", blas, "`matmul`: also time this CBLAS library's cblas_sgemm (a .so loaded at run "
+                 "time, e.g. OpenBLAS or BLIS), interleaved with ours and PyTorch's");
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   threads = num_threads();
   try {
     // attention first: it forks, and libgomp's thread pool does not survive a fork.
     if (what == "attention" || what == "all") bench_attention(threads, seqs, max_seconds);
-    if (what == "matmul" || what == "all") bench_matmul(threads, reps);
+    if (what == "matmul" || what == "all") bench_matmul(threads, reps, blas);
     if (what == "llama" || what == "all") bench_llama(threads, seq, model, parse_device(device_flag), reps);
     if (what == "linearize" || what == "all") bench_linearize(threads, seq, model, reps);
     if (what == "generate") {

@@ -128,34 +128,50 @@ inline nlohmann::json spread(std::vector<double> v) {
   return {{"median", median}, {"min", v.front()}, {"max", v.back()}};
 }
 
-// `reps` interleaved pairs of ours() and torch's call of `name`, after one warm-up call each.
+// A side measured against ours: one timed call of the case, in seconds (NaN: it failed).
+struct Side {
+  std::string name;  // "torch", "blas": the keys NAME_seconds and speedup_vs_NAME
+  std::function<double()> call;
+};
+
+// `reps` interleaved rounds (ours, then each side in turn), after one warm-up call each.
 // `per_call` divides each measured time (a case that repeats its work n times). Returns
-// {"reps", "seconds": spread, "torch_seconds": spread, "speedup_vs_torch": spread of torch / ours
-// per pair}; without a PyTorch side, only ours.
-inline nlohmann::json interleaved(int reps, const std::function<void()>& ours, TorchServer* torch,
-                                  const std::string& name, double per_call = 1) {
+// {"reps", "seconds": spread, and per side "NAME_seconds": spread, "speedup_vs_NAME": spread of
+// NAME / ours per round}.
+inline nlohmann::json interleaved(int reps, const std::function<void()>& ours, const std::vector<Side>& sides,
+                                  double per_call = 1) {
   auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); };
-  const bool both = torch && torch->ok();
   ours();
-  if (both) pause(), torch->call(name), pause();
-  std::vector<double> mine, theirs, ratio;
+  for (const Side& s : sides) pause(), s.call(), pause();
+  std::vector<double> mine;
+  std::vector<std::vector<double>> theirs(sides.size()), ratio(sides.size());
   for (int r = 0; r < reps; r++) {
     const double t0 = now();
     ours();
     mine.push_back((now() - t0) / per_call);
-    if (!both) continue;
-    pause();
-    const double t = torch->call(name) / per_call;
-    pause();
-    if (std::isnan(t)) continue;
-    theirs.push_back(t);
-    ratio.push_back(t / mine.back());
+    for (size_t i = 0; i < sides.size(); i++) {
+      pause();
+      const double t = sides[i].call() / per_call;
+      pause();
+      if (std::isnan(t)) continue;
+      theirs[i].push_back(t);
+      ratio[i].push_back(t / mine.back());
+    }
   }
   nlohmann::json j = {{"reps", reps}, {"seconds", spread(mine)}};
-  if (!theirs.empty()) {
-    j["torch_seconds"] = spread(theirs);
-    j["speedup_vs_torch"] = spread(ratio);
-    j["torch"] = torch->torch_version();
+  for (size_t i = 0; i < sides.size(); i++) {
+    if (theirs[i].empty()) continue;
+    j[sides[i].name + "_seconds"] = spread(theirs[i]);
+    j["speedup_vs_" + sides[i].name] = spread(ratio[i]);
   }
+  return j;
+}
+
+// Ours against PyTorch's call of `name` (without a PyTorch side, only ours), plus any other sides.
+inline nlohmann::json interleaved(int reps, const std::function<void()>& ours, TorchServer* torch,
+                                  const std::string& name, double per_call = 1, std::vector<Side> others = {}) {
+  if (torch && torch->ok()) others.insert(others.begin(), Side{"torch", [torch, name] { return torch->call(name); }});
+  nlohmann::json j = interleaved(reps, ours, others, per_call);
+  if (j.contains("torch_seconds")) j["torch"] = torch->torch_version();
   return j;
 }
