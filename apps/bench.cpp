@@ -28,6 +28,7 @@
 #include "autograd/ops.h"
 #include "apps/bench_blas.h"
 #include "nn/llama.h"
+#include "tensor/activations.h"
 #include "tensor/matmul.h"
 #include "tensor/device.h"
 #include "tensor/parallel.h"
@@ -91,6 +92,15 @@ void emit_step(json ours, double seconds, int T) {
 #include "apps/bench_interleave.h"  // after now(), which it uses
 namespace {
 
+// An interleaved measurement with the activations its steps needed (tensor/activations.h): the
+// highest step peak above what was live before, in "activation_peak_mib".
+json with_activations(Device device, const std::function<json()>& measure) {
+  begin_step(device);
+  json m = measure();
+  m["activation_peak_mib"] = activation_stats(device).step_peak() / 1048576.0;
+  return m;
+}
+
 // Prints one interleaved measurement (bench_interleave.h) of a step over `tokens` tokens as a JSON
 // line: the medians as the headline figures (seconds, tokens_per_s, and PyTorch's beside them with
 // speedup_vs_torch, the median of the per-pair ratios), the spreads under "interleaved", the host.
@@ -106,6 +116,7 @@ void emit_interleaved(json line, const json& m, int tokens) {
   }
   line["interleaved"] = m;
   line["host"] = host_info();
+  if (m.contains("activation_peak_mib")) line["activation_peak_mib"] = m["activation_peak_mib"];
   std::printf("%s\n", line.dump().c_str());
   std::fflush(stdout);
 }
@@ -208,9 +219,9 @@ int bench_llama(int threads, int T, const std::string& model_path, Device device
   };
   if (device == Device::cpu) {  // interleaved with PyTorch's same steps
     TorchServer torch("bench_llama.py --threads " + std::to_string(threads) + " --seq " + std::to_string(T));
-    json f = interleaved(reps, forward, &torch, "forward");
+    json f = with_activations(device, [&] { return interleaved(reps, forward, &torch, "forward"); });
     model->set_requires_grad(true);
-    json fb = interleaved(reps, forward_backward, &torch, "forward_backward");
+    json fb = with_activations(device, [&] { return interleaved(reps, forward_backward, &torch, "forward_backward"); });
     for (auto [what, m] : {std::pair{"forward", f}, std::pair{"forward_backward", fb}})
       emit_interleaved({{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1}, {"seq", T},
                         {"dtype", "f32"}, {"threads", threads}, {"peak_rss_mib", peak_rss_mib()},

@@ -10,7 +10,7 @@
 // tokens/s = T / the median, with the spreads and the per-pair ratio.
 //
 // Included by apps/bench.cpp after its helpers: uses its smollm2_or_random(), bench_tokens(),
-// peak_rss_mib(), interleaved() and emit_interleaved().
+// peak_rss_mib(), interleaved(), with_activations() and emit_interleaved().
 #pragma once
 #include <algorithm>
 #include <cstdio>
@@ -41,11 +41,13 @@ inline int bench_linearize(int threads, int T, const std::string& model_path, in
   std::fprintf(stderr, "bench linearize: stage 1 memory: %s; %s\n", base->memory_report().c_str(),
                opt1.memory_report().c_str());
   TorchServer torch("bench_linearize.py --threads " + std::to_string(threads) + " --seq " + std::to_string(T));
-  json stage1 = interleaved(reps, [&] {
-    opt1.zero_grad();
-    model.forward_transfer(x, 1.0f);
-    opt1.step();
-  }, &torch, "stage1");
+  json stage1 = with_activations(Device::cpu, [&] {
+    return interleaved(reps, [&] {
+      opt1.zero_grad();
+      model.forward_transfer(x, 1.0f);
+      opt1.step();
+    }, &torch, "stage1");
+  });
   double stage1_rss = peak_rss_mib(), torch1_rss = torch.peak_rss_mib();
 
   for (const Var& p : model.parameters()) p->requires_grad = false;  // frozen in stage 2
@@ -54,11 +56,13 @@ inline int bench_linearize(int threads, int T, const std::string& model_path, in
   ac.lr = 1e-4f;
   AdamW opt2(lora, ac);
   std::fprintf(stderr, "bench linearize: stage 2 memory: %s\n", opt2.memory_report().c_str());
-  json stage2 = interleaved(reps, [&] {
-    opt2.zero_grad();
-    backward(cross_entropy(model.forward(x), targets));
-    opt2.step();
-  }, &torch, "stage2");
+  json stage2 = with_activations(Device::cpu, [&] {
+    return interleaved(reps, [&] {
+      opt2.zero_grad();
+      backward(cross_entropy(model.forward(x), targets));
+      opt2.step();
+    }, &torch, "stage2");
+  });
   double stage2_rss = peak_rss_mib(), torch2_rss = torch.peak_rss_mib();
 
   for (auto [stage, m, rss, trss] : {std::tuple{"stage1", stage1, stage1_rss, torch1_rss},

@@ -12,6 +12,7 @@
 #include "data/safetensors.h"
 #include "nn/adamw.h"
 #include "nn/lr_schedule.h"
+#include "tensor/activations.h"
 
 namespace lolcats {
 
@@ -166,8 +167,11 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
   };
   const double t_start = now() - log.seconds;
   const int64_t T = train.T;
+  const Device device = vars.empty() ? Device::cpu : vars[0]->value.device();
+  bool first = true;  // the run's first step reports its activations
   for (; step < cfg.max_steps; step++) {
     if (cfg.stop_after >= 0 && step >= cfg.stop_after) break;
+    begin_step(device);
     double t0 = now(), step_loss = 0;
     opt.zero_grad();
     for (int i = 0; i < cfg.grad_accum; i++) {
@@ -186,6 +190,13 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
     emit({{"stage", cfg.name}, {"step", step + 1}, {"loss", step_loss}, {"lr", opt.lr()},
           {"tokens", log.tokens}, {"seconds", now() - t_start}});
     double per_step = (now() - t_start) / double(step + 1);
+    if (first) {
+      const ActivationStats a = activation_stats(device);
+      std::fprintf(stderr, "[%s] %s\n", cfg.name.c_str(), activation_report(device).c_str());
+      emit({{"stage", cfg.name}, {"step", step + 1}, {"activation_peak_mib", a.step_peak() / 1048576.0},
+            {"activation_allocated_mib", a.allocated / 1048576.0}, {"device", device_name(device)}});
+      first = false;
+    }
     std::fprintf(stderr, "\r[%s] step %lld/%lld | loss %.4f | lr %.1e | %.0f tok/s | ETA %s   ",
                  cfg.name.c_str(), (long long)step + 1, (long long)cfg.max_steps, step_loss, opt.lr(),
                  cfg.grad_accum * T / dt, eta(per_step * double(cfg.max_steps - step - 1)).c_str());

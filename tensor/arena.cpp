@@ -7,7 +7,7 @@ static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 Arena::Arena(std::string name, size_t capacity_bytes, DType dtype, Device device)
     : name_(std::move(name)), capacity_(round_up(capacity_bytes, kAlign)), dtype_(dtype) {
   int64_t elems = int64_t(capacity_ / dtype_size(dtype));
-  buffer_ = Tensor::empty({elems}, dtype, device);
+  buffer_ = Tensor::empty_untracked({elems}, dtype, device);  // its own category, not an activation
 }
 
 size_t Arena::bytes_for(const std::vector<Shape>& shapes, DType dtype) {

@@ -7,8 +7,9 @@
 //   Tensor dwte = grads.alloc({V, C});       // ... "arena grads: 36.0 MiB"
 // Tensors from an arena share its allocation: it lives as long as any of them.
 // In use today: the frozen weights of a Llama (nn/llama.cpp, on the model's device), and AdamW's
-// parameters, gradients and moments (nn/adamw.h). Activations are still separate tensors (on a GPU
-// through a caching allocator, so a step makes no cudaMalloc).
+// parameters, gradients and moments (nn/adamw.h). Activations are every other tensor: counted per
+// step by tensor/activations.h, their blocks reused by the allocator (on a GPU its caching
+// allocator, so a step makes no cudaMalloc); that file says why they are not one bump arena.
 #pragma once
 #include <string>
 #include <vector>

@@ -1,9 +1,12 @@
 #include "tensor/tensor.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <malloc.h>
 
+#include "tensor/activations.h"
 #include "tensor/bf16.h"
 
 namespace lolcats {
@@ -76,22 +79,77 @@ void keep_freed_memory() {
 }
 }  // namespace
 
-Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+// ---- the activations ledger (tensor/activations.h) ------------------------------------------------
+namespace {
+struct Ledger {
+  std::atomic<int64_t> live{0}, at_begin{0}, peak{0}, allocated{0}, tensors{0};
+  void add(int64_t bytes) {
+    const int64_t now = live.fetch_add(bytes) + bytes;
+    allocated.fetch_add(bytes);
+    tensors.fetch_add(1);
+    int64_t p = peak.load();
+    while (now > p && !peak.compare_exchange_weak(p, now)) {
+    }
+  }
+};
+Ledger& ledger(Device d) {
+  static Ledger l[2];
+  return l[d == Device::cpu ? 0 : 1];
+}
+}  // namespace
+
+ActivationStats activation_stats(Device d) {
+  Ledger& l = ledger(d);
+  return {l.live.load(), l.at_begin.load(), l.peak.load(), l.allocated.load(), l.tensors.load()};
+}
+
+void begin_step(Device d) {
+  Ledger& l = ledger(d);
+  const int64_t now = l.live.load();
+  l.at_begin = now;
+  l.peak = now;
+  l.allocated = 0;
+  l.tensors = 0;
+}
+
+std::string activation_report(Device d) {
+  const ActivationStats s = activation_stats(d);
+  return strfmt("activations: %.1f MiB peak in the step (%lld tensors, %.2f GiB allocated; %.1f MiB live before)",
+                s.step_peak() / 1048576.0, (long long)s.tensors, s.allocated / 1073741824.0, s.at_begin / 1048576.0);
+}
+
+namespace {
+Tensor allocate(const Shape& shape, DType dtype, Device device, bool tracked) {
   keep_freed_memory();
-  Tensor t;
-  t.shape_ = shape;
-  t.dtype_ = dtype;
-  t.device_ = device;
-  size_t bytes = t.nbytes();
+  Tensor t = Tensor::borrow(nullptr, shape, dtype, device);
+  const size_t bytes = t.nbytes();
+  void* p = nullptr;
   if (device == Device::cpu) {
     // 64-byte alignment: a full cache line, and enough for any SIMD load Eigen emits.
-    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
     ENSURE(p, "out of memory allocating %zu bytes on the CPU", bytes);
-    t.storage_ = std::shared_ptr<void>(p, std::free);
   } else {
-    t.storage_ = std::shared_ptr<void>(device_malloc(bytes), device_free);
+    p = device_malloc(bytes);
   }
-  t.data_ = t.storage_.get();
+  if (!tracked) return Tensor::adopt(p, shape, dtype, device, device == Device::cpu ? std::free : device_free);
+  ledger(device).add(int64_t(bytes));
+  return Tensor::adopt(p, shape, dtype, device, [device, bytes](void* q) {
+    ledger(device).live.fetch_sub(int64_t(bytes));
+    if (device == Device::cpu) std::free(q);
+    else device_free(q);
+  });
+}
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) { return allocate(shape, dtype, device, true); }
+
+Tensor Tensor::empty_untracked(const Shape& shape, DType dtype, Device device) {
+  return allocate(shape, dtype, device, false);
+}
+
+Tensor Tensor::adopt(void* data, const Shape& shape, DType dtype, Device device, std::function<void(void*)> free) {
+  Tensor t = borrow(data, shape, dtype, device);
+  t.storage_ = std::shared_ptr<void>(data, std::move(free));
   return t;
 }
 

@@ -8,6 +8,7 @@
 // else keeps alive, e.g. a memory-mapped file).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -43,7 +44,11 @@ class Tensor {
  public:
   Tensor() = default;
   // Owned, uninitialised / zero-filled storage.
+  // Counted as activations (tensor/activations.h) unless allocated for an Arena (untracked).
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
+  static Tensor empty_untracked(const Shape& shape, DType dtype, Device device);
+  // Owns `data` (freed with `free` when the last tensor sharing it goes).
+  static Tensor adopt(void* data, const Shape& shape, DType dtype, Device device, std::function<void(void*)> free);
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
   // Borrowed storage: the caller (an Arena, a memory-mapped file) keeps `data` alive.
   static Tensor borrow(void* data, const Shape& shape, DType dtype, Device device = Device::cpu);

@@ -5,6 +5,9 @@
 #include <csignal>
 #include <sys/resource.h>
 
+#include "autograd/ops.h"
+#include "nn/llama.h"
+#include "tensor/activations.h"
 #include "tensor/arena.h"
 #include "tests/helpers.h"
 
@@ -66,6 +69,48 @@ std::string make_file(const std::string& header, const std::string& data) {
 }
 
 }  // namespace
+
+TEST_CASE("activations: the ledger counts every tensor outside the arenas, per step", "[tensor]") {
+  begin_step(Device::cpu);
+  const ActivationStats s0 = activation_stats(Device::cpu);
+  CHECK(s0.peak == s0.live);
+  CHECK(s0.allocated == 0);
+  {
+    Tensor a = Tensor::empty({1000});  // 4000 bytes
+    CHECK(activation_stats(Device::cpu).live == s0.live + 4000);
+    {
+      Tensor b = Tensor::zeros({500}, DType::bf16);  // 1000 more, then gone
+      Tensor view = b.view(0, {10});                   // a view allocates nothing
+      CHECK(activation_stats(Device::cpu).live == s0.live + 5000);
+    }
+    Arena arena("params", 1 << 20);  // an arena is its own category
+    Tensor p = arena.alloc({100});
+    const ActivationStats s = activation_stats(Device::cpu);
+    CHECK(s.live == s0.live + 4000);
+    CHECK(s.step_peak() == 5000);
+    CHECK(s.allocated == 5000);
+    CHECK(s.tensors == 2);
+  }
+  CHECK(activation_stats(Device::cpu).live == s0.live);
+  CHECK(activation_stats(Device::cpu).step_peak() == 5000);  // until the next step begins
+  begin_step(Device::cpu);
+  CHECK(activation_stats(Device::cpu).step_peak() == 0);
+
+  // A Llama forward+backward allocates more in total than it holds at once (why activations are not
+  // one bump arena per step: tensor/activations.h).
+  auto model = Llama::load(lolcats_test::fixture_dir() + "/tiny_llama");
+  model->set_requires_grad(true);
+  Tensor ids = Tensor::from_i32(std::vector<int32_t>(64, 3), {2, 32});
+  Tensor targets = Tensor::from_i32(std::vector<int32_t>(64, 5), {64});
+  begin_step(Device::cpu);
+  backward(cross_entropy(model->forward(ids), targets));
+  for (const Var& w : model->parameters()) zero_grad(w);
+  const ActivationStats st = activation_stats(Device::cpu);
+  CHECK(st.step_peak() > 0);
+  CHECK(st.allocated > st.step_peak());
+  INFO(activation_report(Device::cpu));
+  CHECK(activation_report(Device::cpu).find("MiB peak in the step") != std::string::npos);
+}
 
 TEST_CASE("safetensors: reads what PyTorch wrote, round-trips what we write", "[tensor][io]") {
   // The fixtures were written by the Python safetensors package: reading them is the real test.
