@@ -2,6 +2,8 @@
 # The README's quality table: LoLCATs and its two ablations on the default model and data, one
 # token budget, then a markdown table from their summary.json files.
 #   scripts/quality_table.sh [STAGE1_STEPS] [STAGE2_STEPS] [THREADS]    (default 300 50 0)
+#   EVAL_LIMIT=500 scripts/quality_table.sh ...   then also the zero-shot table: ./eval --limit 500 of
+#                                                 the teacher and of each run (about 15 min each)
 # Swap + LoRA has no stage 1, so its LoRA gets STAGE1 + STAGE2 steps: every row sees the same number
 # of training tokens. Each run is a ./linearize run folder under runs/quality/ (about 25 / 40 / 35
 # minutes on 2 cores at the defaults); one that has a summary.json is not repeated, a stopped one resumes.
@@ -20,6 +22,21 @@ run() {  # name, then its flags
 run lolcats_terrace --stage1-steps "$S1" --stage2-steps "$S2"
 run swap_lora --no-attention-transfer --stage2-steps $((S1 + S2))
 run linear_only --attention linear --stage1-steps "$S1" --stage2-steps "$S2"
+
+if [[ -n ${EVAL_LIMIT:-} ]]; then  # the paper's tasks, --limit N of each (a seeded subset), and ppl
+  tasks=piqa,arc_easy,arc_challenge,hellaswag,winogrande,mmlu,ppl
+  [[ -f runs/quality/teacher.json ]] ||
+    ./eval --tasks $tasks --limit "$EVAL_LIMIT" --threads "$THREADS" --out runs/quality/teacher.json
+  for k in lolcats_terrace swap_lora linear_only; do
+    [[ -f runs/quality/$k/eval_results.json ]] ||
+      ./eval --linearized runs/quality/$k/lolcats_params.safetensors --tasks $tasks --limit "$EVAL_LIMIT" \
+             --threads "$THREADS"
+  done
+  scripts/eval_table.py "teacher=runs/quality/teacher.json" \
+    "LoLCATs=runs/quality/lolcats_terrace/eval_results.json" \
+    "swap + LoRA=runs/quality/swap_lora/eval_results.json" \
+    "linear only=runs/quality/linear_only/eval_results.json"
+fi
 
 python3 - "$S1" "$S2" <<'EOF'
 import json, sys
