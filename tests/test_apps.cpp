@@ -160,9 +160,14 @@ TEST_CASE("apps: ./linearize runs both stages end to end; ./generate and ./eval 
     CHECK(std::isfinite(s[key].get<double>()));
     CHECK(s[key].get<double>() > 1.0);
   }
-  // The log: every step and every evaluation of both stages.
+  // The log: every step and every evaluation of both stages, and each stage's activations (its
+  // first step's, tensor/activations.h).
   std::vector<json> lines = log_lines(out);
-  CHECK(lines.size() == 8);
+  CHECK(lines.size() == 10);
+  int activation_lines = 0;
+  for (const json& j : lines)
+    if (j.contains("activation_peak_mib")) activation_lines += j["activation_peak_mib"].get<double>() > 0;
+  CHECK(activation_lines == 2);
   for (const char* stage : {"stage1", "stage2"})
     for (int step : {1, 2}) {
       INFO(stage << " step " << step);
