@@ -155,6 +155,19 @@ $(TEST_BIN): $(TEST_OBJ) $(BUILD)/liblolcats.a
 $(BUILD)/apps/bench: $(BUILD)/apps/bench.o $(BUILD)/liblolcats.a
 	$(CXX) $^ -o $@ $(LDLIBS)
 
+# The packed GEMM (tensor/gemm.cpp) has one kernel per vector width, and a build runs the one its
+# -march selects. `make test-gemm-isa GEMM_ISA=x86-64-v3` builds the kernel's tests alone for another
+# (x86-64-v3: AVX2 + FMA; x86-64: the generic vectors; x86-64-v4: AVX-512) and runs them, so that
+# CI runs every variant the host can execute, whatever its own build selects.
+GEMM_ISA ?= x86-64-v3
+GEMM_ISA_SRC := tests/main.cpp tests/test_gemm.cpp tensor/gemm.cpp tensor/parallel.cpp
+.PHONY: test-gemm-isa
+test-gemm-isa: build-isa/$(GEMM_ISA)/run_gemm_tests
+	LOLCATS_THREADS=$(THREADS) ./build-isa/$(GEMM_ISA)/run_gemm_tests
+build-isa/%/run_gemm_tests: $(GEMM_ISA_SRC) tensor/gemm.h tensor/parallel.h tests/helpers.h | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -fopenmp -I. -isystem /usr/include/eigen3 $(WARN) -O2 -march=$* $(GEMM_ISA_SRC) -o $@ $(LDLIBS)
+
 # ---- reference tensors from PyTorch (see tests/reference/) ---------------------------------------
 .venv/.stamp: tests/reference/requirements.txt tests/reference/setup_venv.sh
 	tests/reference/setup_venv.sh
@@ -215,7 +228,7 @@ build-nvcc/sm_80/%.o: %.cu
 	$(NVCC) $(NVCC_CHECK_FLAGS) -arch=sm_80 -c $< -o $@ 2> $(@:.o=.log) || { cat $(@:.o=.log); exit 1; }
 
 clean:
-	rm -rf build build-san build-avx512 build-gpu build-nvcc gpu-bundle $(APPS) run_tests
+	rm -rf build build-san build-avx512 build-gpu build-nvcc build-isa gpu-bundle $(APPS) run_tests
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(APPS:%=$(BUILD)/apps/%.d)
 

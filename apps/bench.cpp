@@ -1,5 +1,6 @@
 // ./bench: speed measurements, one JSON object per line.
-//   ./bench matmul   our CPU matmul (Eigen) vs PyTorch's on the linear-layer shapes of SmolLM2-135M
+//   ./bench matmul   our CPU matmul (the packed kernel, and Eigen) vs PyTorch's on the linear-layer
+//                    shapes of SmolLM2-135M
 //                    (--blas LIB.so: and a CBLAS library's cblas_sgemm, apps/bench_blas.h)
 //   ./bench llama    SmolLM2-135M forward and forward+backward, batch 1, T = 1024, f32, vs PyTorch
 //   ./bench attention  one attention layer forward+backward, LoLCATs hybrid vs softmax, T = 1k..64k
@@ -29,6 +30,7 @@
 #include "apps/bench_blas.h"
 #include "nn/llama.h"
 #include "tensor/activations.h"
+#include "tensor/gemm.h"
 #include "tensor/matmul.h"
 #include "tensor/device.h"
 #include "tensor/parallel.h"
@@ -156,12 +158,20 @@ int bench_matmul(int threads, int reps, const std::string& blas_path) {
   std::unique_ptr<BlasLibrary> blas;
   if (!blas_path.empty()) blas = std::make_unique<BlasLibrary>(blas_path, threads);
   TorchServer torch("bench_matmul.py --threads " + std::to_string(threads));
+  const double ceiling = fma_ceiling_gflops(threads);  // what the vector units can do at most
   for (auto s : shapes) {
     std::vector<float> x(size_t(s.M) * s.K, 0.01f), w(size_t(s.N) * s.K, 0.02f), y(size_t(s.M) * s.N);
     auto once = [&] { matmul_forward(y.data(), x.data(), w.data(), 1, s.M, s.N, s.K, false, true, false); };
     const int n = std::max(1, int(0.25 / best_of(1, once)));
     std::string key = std::to_string(s.M) + "x" + std::to_string(s.K) + "x" + std::to_string(s.N);
-    std::vector<Side> others;
+    // The simple version the packed kernel is tested against, as a side of every round.
+    std::vector<float> ye(y.size());
+    std::vector<Side> others = {{"eigen", [&] {
+                                   const double t0 = now();
+                                   for (int i = 0; i < n; i++)
+                                     matmul_eigen(ye.data(), x.data(), w.data(), s.M, s.N, s.K, false, true, false);
+                                   return now() - t0;
+                                 }}};
     std::vector<float> yb(blas ? y.size() : 0);
     if (blas)
       others.push_back({"blas", [&] {
@@ -178,6 +188,11 @@ int bench_matmul(int threads, int reps, const std::string& blas_path) {
       j["torch_gflops"] = flop / m["torch_seconds"]["median"].get<double>() / 1e9;
       j["ratio_vs_torch"] = m["speedup_vs_torch"]["median"];
     }
+    j["fma_ceiling_gflops"] = ceiling;
+    j["share_of_ceiling"] = flop / sec / 1e9 / ceiling;
+    j["eigen_gflops"] = flop / m["eigen_seconds"]["median"].get<double>() / 1e9;
+    j["ratio_vs_eigen"] = m["speedup_vs_eigen"]["median"];
+    j["kernel"] = use_packed_gemm(s.M, s.N, s.K) ? "packed" : "eigen";
     if (m.contains("blas_seconds")) {
       j["blas"] = blas->path();
       j["blas_gflops"] = flop / m["blas_seconds"]["median"].get<double>() / 1e9;

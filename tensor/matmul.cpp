@@ -1,11 +1,16 @@
 #include "tensor/matmul.h"
 
 #include "tensor/device.h"
+#include "tensor/gemm.h"
 #ifdef LOLCATS_CUDA
 #include "cuda/gemm.h"
 #endif
 
 #include <Eigen/Core>
+
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
 
 namespace lolcats {
 
@@ -31,18 +36,38 @@ static void gemm_one(T* c, const T* a, const T* b, int M, int N, int K, bool ta,
   }
 }
 
+// f32 products big enough to repay packing B go to our own kernel (tensor/gemm.h). Measured
+// against Eigen on an AVX-512 host it wins from about 64 rows of A, and loses below kernel_cols
+// columns, where most of its register tile would be padding. Eigen stays the simple version:
+// double (the finite-difference tests), small products, any target without AVX2, and every f32
+// product when LOLCATS_GEMM=eigen (A/B runs, ./bench matmul's eigen side).
+bool use_packed_gemm(int M, int N, int K) {
+  static const bool eigen_only = [] {
+    const char* env = std::getenv("LOLCATS_GEMM");
+    return env && std::strcmp(env, "eigen") == 0;
+  }();
+  return !eigen_only && gemm_simd_target() && M >= 64 && N >= gemm_kernel_cols() && K >= 1;
+}
+
+template <typename T>
+static void gemm_dispatch(T* c, const T* a, const T* b, int M, int N, int K, bool ta, bool tb, bool acc) {
+  if constexpr (std::is_same_v<T, float>)
+    if (use_packed_gemm(M, N, K)) return gemm_packed(c, a, b, M, N, K, ta, tb, acc);
+  gemm_one(c, a, b, M, N, K, ta, tb, acc);
+}
+
 template <typename T>
 void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K, bool trans_a,
                     bool trans_b, bool accumulate) {
   const int64_t sa = int64_t(M) * K, sb = int64_t(K) * N, sc = int64_t(M) * N;
-  if (batch == 1) {  // one big product: let Eigen split it across threads
-    gemm_one(c, a, b, M, N, K, trans_a, trans_b, accumulate);
+  if (batch == 1) {  // one big product: split across threads inside
+    gemm_dispatch(c, a, b, M, N, K, trans_a, trans_b, accumulate);
     return;
   }
-  // Many products: one per thread (Eigen stays single-threaded inside an OpenMP region).
+  // Many products: one per thread (both GEMMs stay single-threaded inside an OpenMP region).
 #pragma omp parallel for schedule(dynamic)
   for (int i = 0; i < batch; i++)
-    gemm_one(c + i * sc, a + i * sa, b + i * sb, M, N, K, trans_a, trans_b, accumulate);
+    gemm_dispatch(c + i * sc, a + i * sa, b + i * sb, M, N, K, trans_a, trans_b, accumulate);
 }
 
 template <typename T>
@@ -60,6 +85,11 @@ void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, int batc
     else  // dB (N,K) = dC^T @ op(A)
       matmul_forward(db, dc, a, batch, N, K, M, true, trans_a, accumulate_db);
   }
+}
+
+void matmul_eigen(float* c, const float* a, const float* b, int M, int N, int K, bool trans_a,
+                  bool trans_b, bool accumulate) {
+  gemm_one(c, a, b, M, N, K, trans_a, trans_b, accumulate);
 }
 
 template void matmul_forward<float>(float*, const float*, const float*, int, int, int, int, bool,

@@ -10,8 +10,9 @@
 // lines and needs no kernel of its own.
 //
 // Batched: `batch` independent products, matrices contiguous one after another.
-// All matrices are row-major and contiguous. The CPU path maps them as Eigen matrices (no copy);
-// Eigen's blocked, vectorised GEMM does the work.
+// All matrices are row-major and contiguous. On the CPU, f32 products of at least 64 rows go to our
+// own packed kernel (tensor/gemm.h); the rest, and every double product, map the matrices as Eigen
+// matrices (no copy) and let Eigen's blocked, vectorised GEMM do the work.
 #pragma once
 #include <cstdint>
 
@@ -26,6 +27,10 @@ template <typename T>
 void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, int batch, int M, int N,
                      int K, bool trans_a, bool trans_b, bool accumulate_da, bool accumulate_db);
 
+// The simple version of the f32 CPU product: Eigen's GEMM whatever the sizes, one product (the
+// packed kernel is tested against it, and ./bench matmul times it as its `eigen` side).
+void matmul_eigen(float* c, const float* a, const float* b, int M, int N, int K, bool trans_a,
+                  bool trans_b, bool accumulate);
 
 // Tensor-level entry points (tensor/device.h), sizes as above and checked against the tensors'.
 // cpu: all f32. cuda: a and b both f32 or both bf16; c (and each gradient) of their dtype, or f32
