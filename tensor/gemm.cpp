@@ -233,9 +233,10 @@ void gemm_packed(float* c, const float* a, const float* b, int M, int N, int K, 
   thread_grid(row_tiles, col_tiles, omp_in_parallel() ? 1 : omp_get_max_threads(), tm, tn);
   const Kernel* kernels = kKernels[trans_a].data();
 
+  // One rectangle per thread; the loop covers them all even if OpenMP grants fewer threads.
 #pragma omp parallel num_threads(tm * tn) if (tm * tn > 1)
-  {
-    const int t = omp_get_thread_num(), im = t / tn, in = t % tn;
+  for (int t = omp_get_thread_num(); t < tm * tn; t += omp_get_num_threads()) {
+    const int im = t / tn, in = t % tn;
     const int m0 = int(row_tiles * im / tm * kRows), m1 = std::min<int64_t>(M, row_tiles * (im + 1) / tm * kRows);
     const int n0 = int(col_tiles * in / tn * kCols), n1 = std::min<int64_t>(N, col_tiles * (in + 1) / tn * kCols);
     float* bp = panel_buffer(int64_t(depth_max) * std::min(panel_width, n1 - n0 + kCols));
