@@ -1,5 +1,6 @@
-// Threads for the CPU kernels. One knob sets both OpenMP (our loops) and Eigen (its GEMM), so
-// `--threads N` means the same thing everywhere, and benchmarks against PyTorch can match it.
+// Threads for the CPU kernels. One knob sets both OpenMP (our loops and our packed GEMM) and Eigen
+// (the products left to it), so `--threads N` means the same thing everywhere, and benchmarks
+// against PyTorch can match it.
 #pragma once
 
 namespace lolcats {
