@@ -1,6 +1,7 @@
 #include "tensor/gemm.h"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -51,11 +52,20 @@ constexpr int kCols = kLanes * kVecs;  // the width of a packed panel of B
 
 // ---- Blocking ---------------------------------------------------------------------------------------
 // k is cut into blocks of at most kMaxDepth (a block of A's rows, kRows x depth, then stays in the L1
-// cache while the kernel walks the panels); a thread's panels of one k block hold at most
-// kPanelFloats floats, about half of an L2 cache of 1 MiB (AMD Zen 4/5, Intel Ice Lake and later
-// have 1-2 MiB per core).
+// cache while the kernel walks the panels). A thread's panels of one k block fill about half of the
+// core's L2 cache (1-2 MiB on AMD Zen 4/5 and Intel Ice Lake or later; 1 MiB assumed where the
+// system does not say, at most 4 MiB believed). The panel width changes no result: each element's
+// sum runs over the same k blocks in the same order whatever the width.
 constexpr int kMaxDepth = 384;
-constexpr int64_t kPanelFloats = 128 * 1024;
+
+int64_t panel_floats() {
+  static const int64_t floats = [] {
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l2 <= 0) l2 = 1 << 20;
+    return int64_t(std::min(l2, 4L << 20)) / 2 / int64_t(sizeof(float));
+  }();
+  return floats;
+}
 
 // ---- The micro-kernel -------------------------------------------------------------------------------
 // C[0:R, 0:kCols] (+)= A[0:R, 0:depth] @ Bp[0:depth, 0:kCols], with Bp one packed panel (depth rows
@@ -140,7 +150,7 @@ void pack_b(float* bp, const float* b, int64_t ldb, bool tb, int k0, int depth, 
   }
 }
 
-// Each thread's panel buffer, kept between calls (it is at most kPanelFloats + a panel).
+// Each thread's panel buffer, kept between calls (at most half an L2 cache, plus a panel).
 float* panel_buffer(int64_t floats) {
   struct Buffer {
     float* data = nullptr;
@@ -226,7 +236,7 @@ void gemm_packed(float* c, const float* a, const float* b, int M, int N, int K, 
   const int64_t lda = trans_a ? M : K, ldb = trans_b ? K : N;
   const int kblocks = (K + kMaxDepth - 1) / kMaxDepth;
   const int depth_max = (K + kblocks - 1) / kblocks;  // even blocks: K = 576 is 2 x 288, not 384 + 192
-  const int panel_width = std::max<int>(kCols, int(kPanelFloats / depth_max) / kCols * kCols);
+  const int panel_width = std::max<int>(kCols, int(panel_floats() / depth_max) / kCols * kCols);
 
   const int64_t row_tiles = (M + kRows - 1) / kRows, col_tiles = (N + kCols - 1) / kCols;
   int tm, tn;
