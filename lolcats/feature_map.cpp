@@ -2,6 +2,7 @@
 
 #include "tensor/device.h"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -43,19 +44,16 @@ std::vector<T> gather_heads(const T* x, int64_t rows, int Hx, int D) {
 }
 
 // out (2 Fh) = [softmax(z), softmax(-z)] clamped below at 1e-12, each softmax shifted by its own
-// max for stability.
+// max for stability. As Eigen arrays, for their SIMD exp (std::exp in a loop is scalar libm).
 template <typename T>
 void softmax_pair(T* out, const T* z, int Fh) {
-  T zmax = *std::max_element(z, z + Fh), zmin = *std::min_element(z, z + Fh);
-  T s1 = 0, s2 = 0;
-  for (int f = 0; f < Fh; f++) {
-    s1 += (out[f] = std::exp(z[f] - zmax));
-    s2 += (out[Fh + f] = std::exp(zmin - z[f]));
-  }
-  for (int f = 0; f < Fh; f++) {
-    out[f] = std::max(out[f] / s1, T(kFeatureClamp));
-    out[Fh + f] = std::max(out[Fh + f] / s2, T(kFeatureClamp));
-  }
+  using Array = Eigen::Array<T, Eigen::Dynamic, 1>;
+  Eigen::Map<const Array> zs(z, Fh);
+  Eigen::Map<Array> pos(out, Fh), neg(out + Fh, Fh);
+  pos = (zs - zs.maxCoeff()).exp();
+  neg = (zs.minCoeff() - zs).exp();
+  pos = (pos / pos.sum()).max(T(kFeatureClamp));
+  neg = (neg / neg.sum()).max(T(kFeatureClamp));
 }
 
 template <typename T>

@@ -85,9 +85,12 @@ struct LocalTile {
         Pair p = cls[size_t(r) * keys + c] = classify(i0 + r, j0 + c, v, overlap);
         if ((p == kWindow || p == kBoth) && s(r, c) > mx) mx = s(r, c), argmax[r] = c;
       }
+      // exp over the whole row (Eigen's SIMD exp), then kept only on window pairs; elsewhere it
+      // may overflow, and is overwritten.
+      a.row(r) = g * (s.row(r).array() - mx).exp();
       for (int c = 0; c < keys; c++) {
         Pair p = at(r, c);
-        if (p == kWindow || p == kBoth) a(r, c) = g * std::exp(s(r, c) - mx);
+        if (p != kWindow && p != kBoth) a(r, c) = 0;
         w(r, c) = a(r, c) + (p == kLinear || p == kBoth ? bl(r, c) : T(0));
       }
     }
