@@ -38,7 +38,4 @@ bool gemm_simd_target();
 // (./bench matmul reports each GEMM as a share of it). Runs for about `seconds`.
 double fma_ceiling_gflops(int threads, double seconds = 0.6);
 
-// Whether tensor/matmul.cpp sends an f32 product of these sizes here (false: Eigen).
-bool use_packed_gemm(int M, int N, int K);
-
 }  // namespace lolcats

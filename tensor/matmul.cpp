@@ -41,18 +41,18 @@ static void gemm_one(T* c, const T* a, const T* b, int M, int N, int K, bool ta,
 // columns, where most of its register tile would be padding. Eigen stays the simple version:
 // double (the finite-difference tests), small products, any target without AVX2, and every f32
 // product when LOLCATS_GEMM=eigen (A/B runs, ./bench matmul's eigen side).
-bool use_packed_gemm(int M, int N, int K) {
+bool use_packed_gemm(int M, int N) {
   static const bool eigen_only = [] {
     const char* env = std::getenv("LOLCATS_GEMM");
     return env && std::strcmp(env, "eigen") == 0;
   }();
-  return !eigen_only && gemm_simd_target() && M >= 64 && N >= gemm_kernel_cols() && K >= 1;
+  return !eigen_only && gemm_simd_target() && M >= 64 && N >= gemm_kernel_cols();
 }
 
 template <typename T>
 static void gemm_dispatch(T* c, const T* a, const T* b, int M, int N, int K, bool ta, bool tb, bool acc) {
   if constexpr (std::is_same_v<T, float>)
-    if (use_packed_gemm(M, N, K)) return gemm_packed(c, a, b, M, N, K, ta, tb, acc);
+    if (use_packed_gemm(M, N)) return gemm_packed(c, a, b, M, N, K, ta, tb, acc);
   gemm_one(c, a, b, M, N, K, ta, tb, acc);
 }
 

@@ -32,6 +32,9 @@ void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, int batc
 void matmul_eigen(float* c, const float* a, const float* b, int M, int N, int K, bool trans_a,
                   bool trans_b, bool accumulate);
 
+// Whether an f32 product of C (M, N) goes to the packed kernel (tensor/gemm.h) rather than Eigen.
+bool use_packed_gemm(int M, int N);
+
 // Tensor-level entry points (tensor/device.h), sizes as above and checked against the tensors'.
 // cpu: all f32. cuda: a and b both f32 or both bf16; c (and each gradient) of their dtype, or f32
 // (a parameter's gradient in f32 from bf16 activations).

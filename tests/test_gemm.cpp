@@ -84,13 +84,20 @@ TEST_CASE("gemm: packed kernel within float rounding of the exact product, at ev
 }
 
 TEST_CASE("gemm: several panel blocks per thread, and K = 0", "[ops][gemm]") {
-  // K = 800 is two depth blocks of 400; a thread's panels then span 320 columns at most, so
-  // N = 1000 needs several panel blocks even when two threads split the columns.
-  for (int flags = 0; flags < 8; flags++) {
-    Operands o = make(70, 1000, 800, flags & 1, flags & 2, flags & 4, 100 + flags);
-    INFO("ta " << o.ta << " tb " << o.tb << " acc " << o.acc);
-    CHECK(worst_vs_bound(o, run_packed(o)) <= 1.0);
+  // K = 800 is two depth blocks of 400. A panel block fills half the L2 the system reports, at most
+  // 2 MiB (4 MiB believed), so it spans at most 512 Ki floats / 400 = 1,310 columns; N = 3,000 needs
+  // several blocks on any host with one or two threads splitting the columns (more threads would
+  // give each too few). M = 17 keeps it quick and has a partial row tile.
+  const int saved = num_threads();
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (int flags = 0; flags < 8; flags++) {
+      Operands o = make(17, 3000, 800, flags & 1, flags & 2, flags & 4, 100 + flags);
+      INFO("threads " << threads << " ta " << o.ta << " tb " << o.tb << " acc " << o.acc);
+      CHECK(worst_vs_bound(o, run_packed(o)) <= 1.0);
+    }
   }
+  set_num_threads(saved);
   for (bool acc : {false, true}) {
     Operands o = make(9, 50, 1, false, true, acc, 7);
     o.K = 0;  // C = 0, or C unchanged
