@@ -25,6 +25,7 @@
 
 #include <sys/resource.h>
 
+#include "tensor/clock.h"
 #include "apps/bench_attention.h"
 #include "autograd/ops.h"
 #include "apps/bench_blas.h"
@@ -43,10 +44,6 @@ using json = nlohmann::json;
 
 namespace {
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 // Warm-up once, then the best of `reps` timed calls (seconds): the steady state, without noise
 // from other processes inflating the figure.
 template <typename Fn>
@@ -54,9 +51,9 @@ double best_of(int reps, Fn fn) {
   fn();
   double best = 1e30;
   for (int r = 0; r < reps; r++) {
-    double t0 = now();
+    double t0 = seconds_now();
     fn();
-    best = std::min(best, now() - t0);
+    best = std::min(best, seconds_now() - t0);
   }
   return best;
 }
@@ -91,7 +88,7 @@ void emit_step(json ours, double seconds, int T) {
 }
 
 }  // namespace
-#include "apps/bench_interleave.h"  // after now(), which it uses
+#include "apps/bench_interleave.h"  // after seconds_now(), which it uses
 namespace {
 
 // An interleaved measurement with the activations its steps needed (tensor/activations.h): the
@@ -167,17 +164,17 @@ int bench_matmul(int threads, int reps, const std::string& blas_path) {
     // The simple version the packed kernel is tested against, as a side of every round.
     std::vector<float> ye(y.size());
     std::vector<Side> others = {{"eigen", [&] {
-                                   const double t0 = now();
+                                   const double t0 = seconds_now();
                                    for (int i = 0; i < n; i++)
                                      matmul_eigen(ye.data(), x.data(), w.data(), s.M, s.N, s.K, false, true, false);
-                                   return now() - t0;
+                                   return seconds_now() - t0;
                                  }}};
     std::vector<float> yb(blas ? y.size() : 0);
     if (blas)
       others.push_back({"blas", [&] {
-                          const double t0 = now();
+                          const double t0 = seconds_now();
                           for (int i = 0; i < n; i++) blas->linear(yb.data(), x.data(), w.data(), s.M, s.N, s.K);
-                          return now() - t0;
+                          return seconds_now() - t0;
                         }});
     json m = interleaved(reps, [&] { for (int i = 0; i < n; i++) once(); }, &torch,
                          std::to_string(n) + ":" + key, n, others);

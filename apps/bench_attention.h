@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "tensor/clock.h"
 #include "lolcats/feature_map.h"
 #include "lolcats/hybrid_attention.h"
 #include "tensor/attention.h"
@@ -55,10 +56,6 @@ struct Config {
   const char* model;
   int H, Hkv, D, Fh;
 };
-
-inline double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 constexpr double kMiB = 1024.0 * 1024.0;
 
@@ -124,18 +121,18 @@ struct ChildResult {
 template <typename Fn>
 ChildResult time_runs(Fn fn) {
   ChildResult r{1e30, 1e30, 0, {0, 0, 0, 0}, 0};
-  double start = now_s();
+  double start = lolcats::seconds_now();
   do {
     double phase[4] = {0, 0, 0, 0};
-    double t0 = now_s();
+    double t0 = lolcats::seconds_now();
     double fwd = fn(phase);
-    double total = now_s() - t0;
+    double total = lolcats::seconds_now() - t0;
     if (total < r.fwd_bwd_seconds) {
       r.fwd_bwd_seconds = total, r.fwd_seconds = fwd;
       std::copy(phase, phase + 4, r.phase);
     }
     r.reps++;
-  } while (now_s() - start < 1.0 && r.reps < 50);
+  } while (lolcats::seconds_now() - start < 1.0 && r.reps < 50);
   return r;
 }
 
@@ -146,10 +143,10 @@ inline ChildResult run_softmax(const Config& c, int T) {
   fill_uniform(q, 1, 1.0f), fill_uniform(k, 2, 1.0f), fill_uniform(v, 3, 1.0f);
   fill_uniform(dy, 4, 1.0f);
   return time_runs([&](double*) {
-    double t0 = now_s();
+    double t0 = lolcats::seconds_now();
     lolcats::attention_forward(y.data(), lse.data(), q.data(), k.data(), v.data(), 1, T, c.H,
                                c.Hkv, c.D);
-    double fwd = now_s() - t0;
+    double fwd = lolcats::seconds_now() - t0;
     lolcats::attention_backward(dq.data(), dk.data(), dv.data(), dy.data(), y.data(), lse.data(),
                                 q.data(), k.data(), v.data(), 1, T, c.H, c.Hkv, c.D);
     return fwd;
@@ -171,19 +168,19 @@ inline ChildResult run_hybrid(const Config& c, int T) {
   lolcats::hedgehog_identity_init(Wk.data(), c.H, c.D, c.Fh);
   const HybridVariant var = HybridVariant::terrace;
   return time_runs([&](double* phase) {
-    double t0 = now_s();
+    double t0 = lolcats::seconds_now();
     lolcats::hedgehog_forward(phiq.data(), q.data(), Wq.data(), 1, T, c.H, c.H, c.D, c.Fh);
     lolcats::hedgehog_forward(phik.data(), k.data(), Wk.data(), 1, T, c.H, c.Hkv, c.D, c.Fh);
-    double t1 = now_s();
+    double t1 = lolcats::seconds_now();
     lolcats::hybrid_attention_forward(y.data(), Z.data(), q.data(), k.data(), v.data(),
                                       phiq.data(), phik.data(), wlogit.data(), 1, T, c.H, c.Hkv,
                                       c.D, F, var);
-    double t2 = now_s(), fwd = t2 - t0;
+    double t2 = lolcats::seconds_now(), fwd = t2 - t0;
     lolcats::hybrid_attention_backward(dq.data(), dk.data(), dv.data(), dphiq.data(), dphik.data(),
                                        dwlogit.data(), dy.data(), y.data(), Z.data(),
                                        q.data(), k.data(), v.data(), phiq.data(), phik.data(),
                                        wlogit.data(), 1, T, c.H, c.Hkv, c.D, F, var);
-    double t3 = now_s();
+    double t3 = lolcats::seconds_now();
     lolcats::hedgehog_backward(dq_map.data(), dWq.data(), dphiq.data(), phiq.data(), q.data(),
                                Wq.data(), 1, T, c.H, c.H, c.D, c.Fh);
     lolcats::hedgehog_backward(dk_map.data(), dWk.data(), dphik.data(), phik.data(), k.data(),
@@ -192,7 +189,7 @@ inline ChildResult run_hybrid(const Config& c, int T) {
     for (int64_t i = 0; i < qd; i++) dq[i] += dq_map[i];
 #pragma omp parallel for
     for (int64_t i = 0; i < kd; i++) dk[i] += dk_map[i];
-    double t4 = now_s();
+    double t4 = lolcats::seconds_now();
     phase[0] = t1 - t0, phase[1] = t2 - t1, phase[2] = t3 - t2, phase[3] = t4 - t3;
     return fwd;
   });

@@ -45,12 +45,12 @@ double time_decode(Step step, int batch, int V, int steps) {
                                 (logits.begin() + size_t(b) * V));
   };
   step(next.data(), one.data(), logits.data());  // warm-up: the scratch buffers grow here
-  double t0 = now();
+  double t0 = lolcats::seconds_now();
   for (int s = 0; s < steps; s++) {
     greedy();
     step(next.data(), one.data(), logits.data());
   }
-  return now() - t0;
+  return lolcats::seconds_now() - t0;
 }
 
 // --device cuda: the published shape `config` (default llama3-8b) with zero bf16 weights on the

@@ -9,7 +9,7 @@
 // ./bench sleeps 20 ms, so that neither side's idle OpenMP threads, still spinning, take cores from
 // the other's timed call.
 //
-// Included by apps/bench.cpp after its helpers (now()).
+// Included by apps/bench.cpp after its helpers (lolcats::seconds_now()).
 #pragma once
 #include <algorithm>
 #include <chrono>
@@ -146,9 +146,9 @@ inline nlohmann::json interleaved(int reps, const std::function<void()>& ours, c
   std::vector<double> mine;
   std::vector<std::vector<double>> theirs(sides.size()), ratio(sides.size());
   for (int r = 0; r < reps; r++) {
-    const double t0 = now();
+    const double t0 = lolcats::seconds_now();
     ours();
-    mine.push_back((now() - t0) / per_call);
+    mine.push_back((lolcats::seconds_now() - t0) / per_call);
     for (size_t i = 0; i < sides.size(); i++) {
       pause();
       const double t = sides[i].call() / per_call;

@@ -1,7 +1,7 @@
 // ./bench linearize: one LoLCATs training step of each stage on SmolLM2-135M (real weights when
 // models/ has them, else random: speed is the same), batch 1, f32, the default conversion (terrace,
 // Fh = 64, every layer converted):
-//   stage1  model.forward_transfer(ids, 1) (teacher-forced forward, each layer's MSE differentiated
+//   stage1  attention_transfer(model, ids, 1) (the teacher-forced loop of lolcats/stages.h, each layer's MSE differentiated
 //           into its feature maps and window factors) + AdamW(lr 1e-2, wd 0) over model.parameters()
 //   stage2  LoRA r=8 alpha=16 on q, k, v, o, feature maps frozen: cross_entropy(model.forward(ids))
 //           + backward + AdamW(lr 1e-4, wd 0) over the LoRA parameters
@@ -24,6 +24,7 @@
 
 #include "autograd/ops.h"
 #include "lolcats/model.h"
+#include "lolcats/stages.h"
 #include "nn/adamw.h"
 #include "nn/llama.h"
 
@@ -44,7 +45,7 @@ inline int bench_linearize(int threads, int T, const std::string& model_path, in
   json stage1 = with_activations(Device::cpu, [&] {
     return interleaved(reps, [&] {
       opt1.zero_grad();
-      model.forward_transfer(x, 1.0f);
+      attention_transfer(model, x, 1.0f);
       opt1.step();
     }, &torch, "stage1");
   });

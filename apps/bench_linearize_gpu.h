@@ -1,7 +1,7 @@
 // ./bench linearize-8b --device cuda: both LoLCATs stages at the paper's shape on the GPU, as
 // ./linearize --device cuda runs them: random bf16 weights of `--config` (Llama 3 8B by default) made
 // on the device, batch 1, T = --seq (1024), the default conversion (terrace, Hedgehog Fh = 64).
-//   stage1  forward_transfer(ids, 1) + AdamW over the feature maps and window factors
+//   stage1  attention_transfer(model, ids, 1) + AdamW over the feature maps and window factors
 //   stage2  LoRA r=8 alpha=16 on q, k, v, o (bf16 working copies of f32 masters), layers recomputed
 //           in the backward: backward(model.loss(ids, targets)) + AdamW over the LoRA
 // One warm-up step, then --train-steps timed steps (wall clock, synchronised by the losses' reads).
@@ -24,6 +24,7 @@
 #include "autograd/ops.h"
 #include "cuda/bench_kernels.h"
 #include "lolcats/model.h"
+#include "lolcats/stages.h"
 #include "nn/adamw.h"
 #include "nn/llama.h"
 
@@ -52,10 +53,10 @@ inline int bench_linearize_device(const std::string& config, int T, int steps, i
   auto timed = [&](const char* stage, double flop_per_token, const std::function<void()>& step) {
     step();  // warm-up: the caching allocator fills, cuBLASLt picks its algorithms
     device_memory_reset_peak();
-    const double t0 = now();
+    const double t0 = lolcats::seconds_now();
     for (int i = 0; i < steps; i++) step();
     device_synchronize();
-    const double sec = (now() - t0) / steps, tps = T / sec;
+    const double sec = (lolcats::seconds_now() - t0) / steps, tps = T / sec;
     json j = common;
     j["stage"] = stage;
     j["seconds_per_step"] = sec;
@@ -77,20 +78,19 @@ inline int bench_linearize_device(const std::string& config, int T, int steps, i
                opt1.memory_report().c_str());
   timed("stage1", 2 * P, [&] {
     opt1.zero_grad();
-    model.forward_transfer(x, 1.0f);
+    attention_transfer(model, x, 1.0f);
     opt1.step();
   });
 
   for (const Var& p : model.parameters()) p->requires_grad = false;  // frozen in stage 2
   std::vector<Var> lora;
   for (auto& [name, v] : base.add_lora(8, 16.0f, {"q", "k", "v", "o"}, 0)) lora.push_back(v);
-  base.recompute_layers = true;
   ac.lr = 1e-4f;
   AdamW opt2(lora, ac);
   std::fprintf(stderr, "bench linearize-8b: stage 2: %s\n", opt2.memory_report().c_str());
   timed("stage2", 4 * P + 4.0 * c.vocab * c.d_model, [&] {
     opt2.zero_grad();
-    backward(model.loss(x, targets));
+    backward(model.loss(x, targets, Recompute::layers));
     opt2.step();
   });
   json j = common;

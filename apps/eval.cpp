@@ -32,6 +32,7 @@
 #include "data/tokenizer.h"
 #include "lolcats/export.h"
 #include "lolcats/recurrent.h"
+#include "lolcats/stages.h"
 #include "lolcats/trainer.h"
 #include "nn/eval_harness.h"
 #include "nn/passkey.h"
@@ -54,13 +55,10 @@ nlohmann::json validation_ppl(const LinearizedModel& m, const Tokenizer& tok, co
   ao.val_rows = o.val_rows;
   ao.need_train = false;  // a file of validation rows only is a valid evaluation set
   AlpacaData data = load_alpaca(o.data_path, tok, ao);
-  std::function<Var(const Tensor&)> forward = [&](const Tensor& ids) {
-    return m.model ? m.model->forward(ids) : m.base->forward(ids);
+  // Both losses fuse the LM head (on the GPU the logits are never whole in memory).
+  EvalChunk chunk_loss = [&](const Tensor& ids, const Tensor& targets) {
+    return m.model ? lora_eval_chunk(*m.model, ids, targets) : double(item(m.base->forward_loss(ids, targets)));
   };
-  // The plain model's loss fuses the LM head (on the GPU the logits are never whole in memory).
-  ChunkLoss chunk_loss = m.model ? next_token_loss(forward) : ChunkLoss([&](const Tensor& ids, const Tensor& targets, float) {
-    return double(item(m.base->forward_loss(ids, targets)));
-  });
   ENSURE(data.val.count() > 0, "%s: its first %d rows fill no chunk of %d tokens: lower --seq-len or raise --val-rows",
          o.data_path.c_str(), o.val_rows, o.seq_len);
   int64_t n = o.chunks > 0 ? std::min<int64_t>(o.chunks, data.val.count()) : data.val.count();

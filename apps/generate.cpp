@@ -15,6 +15,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "tensor/clock.h"
 #include "apps/reference_flags.h"
 #include "data/chat_template.h"
 #include "data/tokenizer.h"
@@ -27,10 +28,6 @@
 using namespace lolcats;
 
 namespace {
-
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // The chat-templated (unless raw) token ids of one prompt.
 std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& tmpl, const std::string& prompt,
@@ -101,7 +98,7 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
   for (const std::string& t : texts) prompts.push_back(encode_prompt(tok, tmpl, t, system, raw));
   add_stop_ids(tok, sc);
   size_t new_tokens = 0;
-  double t0 = now();
+  double t0 = seconds_now();
   auto on_done = [&](size_t i, const std::vector<int32_t>& out) {
     new_tokens += out.size();
     nlohmann::json j = {{"id", ids[i]}, {"completion", tok.decode(out, true)}, {"new_tokens", out.size()}};
@@ -113,7 +110,7 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
   const int max_len = longest_sequence(prompts, sc);
   generate_batch(m.model ? lolcats_decoder(*m.model, B, max_len, mode) : llama_decoder(*m.base, B, max_len), prompts,
                  sc, on_done);
-  double sec = now() - t0;
+  double sec = seconds_now() - t0;
   std::fprintf(stderr, "[%zu prompts, %zu new tokens in %.2f s: %.1f tokens/s, batch %d]\n", prompts.size(),
                new_tokens, sec, new_tokens / sec, batch);
   return 0;
@@ -184,9 +181,9 @@ int main(int argc, char** argv) {
 
     std::vector<int32_t> out;
     size_t printed = 0;
-    double t0 = now(), t_first = 0;
+    double t0 = seconds_now(), t_first = 0;
     auto on_token = [&](int32_t id) {
-      if (out.empty()) t_first = now();
+      if (out.empty()) t_first = seconds_now();
       out.push_back(id);
       std::string s = tok.decode(out, true);  // whole text each time: multi-token characters join
       std::fwrite(s.data() + printed, 1, s.size() - printed, stdout);
@@ -198,7 +195,7 @@ int main(int argc, char** argv) {
     generate_one(m.model ? lolcats_decoder(*m.model, 1, max_len, resolve_decode_mode(ref, decode, app.count("--decode-mode") > 0))
                          : llama_decoder(model, 1, max_len),
                  ids, sc, on_token);
-    double t1 = now();
+    double t1 = seconds_now();
     std::printf("\n");
     std::fflush(stdout);
     std::fprintf(stderr, "[%zu prompt tokens in %.2f s, %zu new tokens at %.1f tokens/s]\n", ids.size(),

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "tensor/clock.h"
 #include "apps/svg_plot.h"
 #include "autograd/ops.h"
 #include "data/alpaca.h"
@@ -27,6 +28,7 @@
 #include "lolcats/memory_plan.h"
 #include "lolcats/peft_export.h"
 #include "lolcats/recurrent.h"
+#include "lolcats/stages.h"
 #include "lolcats/trainer.h"
 #include "nn/generate.h"
 #include "tensor/device.h"
@@ -64,16 +66,12 @@ struct Options {
   int feature_half = 64;
   std::vector<int> softmax_layers;
   int sample_tokens = 40;
-  int64_t kill_after = -1;  // tests: exit abruptly after this many optimizer steps, as if killed
+  int64_t kill_after = -1;  // tests: stop as if killed after this many optimizer steps of this process
   // memory plan
   bool plan_only = false;
   std::string config;         // a named shape (--plan-only)
   std::string device = "auto";
 };
-
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 bool exists(const std::string& p) {
   struct stat st;
@@ -89,27 +87,6 @@ void make_dirs(const std::string& path) {
     }
     if (i < path.size()) cur += path[i];
   }
-}
-
-// Mean attention MSE (x1000, as the loss) of every layer over n validation chunks.
-std::vector<double> per_layer_mse(const LolcatsModel& m, const Chunks& val, int n) {
-  int64_t count = n > 0 ? std::min<int64_t>(n, val.count()) : val.count();
-  std::vector<double> out(m.layers.size(), 0.0);
-  NoGrad no_grad;
-  for (int64_t i = 0; i < count; i++) {
-    TransferResult r = m.forward_transfer(chunk_tensors(val, i).first, 0.0f);
-    for (size_t l = 0; l < out.size(); l++) out[l] += 1000.0 * r.layer_mse[l] / double(count);
-  }
-  return out;
-}
-
-// The stage-1 loss from per-layer values: their mean over converted layers.
-double converted_mean(const LolcatsModel& m, const std::vector<double>& per_layer) {
-  double total = 0;
-  int n = 0;
-  for (size_t l = 0; l < per_layer.size(); l++)
-    if (m.layers[l].converted) total += per_layer[l], n++;
-  return n ? total / n : 0.0;
 }
 
 // Train loss per step and validation loss per evaluation of one stage, as a chart.
@@ -170,7 +147,7 @@ int main(int argc, char** argv) {
   app.add_option("--softmax-layers", o.softmax_layers, "layers kept as softmax attention");
   app.add_option("--sample-tokens", o.sample_tokens, "tokens of the sample generations")->capture_default_str();
   app.add_option("--kill-after-steps", o.kill_after,
-                 "testing: exit abruptly after N optimizer steps of this process, as a killed run would")
+                 "testing: stop after N optimizer steps of this process, writing nothing more, as a killed run would")
       ->group("");  // hidden from --help
   app.add_flag("--plan-only", o.plan_only,
                "print the memory plan and exit (every tensor, MiB per arena and stage, the peak) for "
@@ -186,7 +163,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   set_num_threads(o.threads);
-  const double t_start = now();
+  const double t_start = seconds_now();
   try {
     // ---- memory plan (batch 1: chunks are trained one at a time; --grad-accum adds no memory) -----
     ENSURE(o.config.empty() || o.plan_only,
@@ -227,11 +204,7 @@ int main(int argc, char** argv) {
     make_dirs(o.out);
     write_file_atomic(o.out + "/config.ini", app.config_to_str(true, true));
     std::ofstream log_file(o.out + "/log.jsonl", o.resume ? std::ios::app : std::ios::trunc);
-    int64_t steps_done = 0;
-    auto log = [&](const std::string& line) {
-      log_file << line << "\n" << std::flush;
-      if (line.find("\"loss\"") != std::string::npos && ++steps_done == o.kill_after) std::_Exit(137);
-    };
+    auto log = [&](const std::string& line) { log_file << line << "\n" << std::flush; };
     // What earlier processes of this run recorded, read before this one writes new checkpoints:
     // summary.json's seconds and tokens_stage1 are the whole run's.
     const bool reuse = o.resume || o.stage == "2";
@@ -254,12 +227,9 @@ int main(int argc, char** argv) {
 
     LolcatsModel model(*base, lc);
     // Next-token losses through the fused LM head (the logits are never whole on the GPU).
-    ChunkLoss student = chunk_loss([&](const Tensor& ids, const Tensor& t) { return model.loss(ids, t); });
-    ChunkLoss teacher = chunk_loss([&](const Tensor& ids, const Tensor& t) { return base->forward_loss(ids, t); });
-    ChunkLoss transfer = [&](const Tensor& ids, const Tensor&, float scale) {
-      return double(model.forward_transfer(ids, scale).loss);
-    };
-    auto ppl = [&](const ChunkLoss& loss) { return std::exp(evaluate(data.val, o.eval_chunks, loss)); };
+    EvalChunk student = [&](const Tensor& ids, const Tensor& t) { return lora_eval_chunk(model, ids, t); };
+    EvalChunk teacher = eval_chunk_of([&](const Tensor& ids, const Tensor& t) { return base->forward_loss(ids, t); });
+    auto ppl = [&](const EvalChunk& loss) { return std::exp(evaluate(data.val, o.eval_chunks, loss)); };
 
     json summary;
     std::fprintf(stderr, "evaluating the teacher\n");
@@ -270,7 +240,7 @@ int main(int argc, char** argv) {
     sc.max_new_tokens = o.sample_tokens;
     sc.stop_ids = {tok.eos_id()};
     std::string sample_teacher = tok.decode(generate(*base, prompt, sc), true);
-    std::vector<double> mse_before = per_layer_mse(model, data.val, o.eval_chunks);
+    std::vector<double> mse_before = transfer_mse_per_layer(model, data.val, o.eval_chunks);
     summary["attn_mse_init"] = converted_mean(model, mse_before);
 
     auto stage_cfg = [&](const std::string& name, float lr, int64_t steps) {
@@ -286,7 +256,17 @@ int main(int argc, char** argv) {
       s.min_lr = o.min_lr;
       s.checkpoint = o.out + "/" + name + ".ckpt";
       s.resume = o.resume;
+      s.stop_after = o.kill_after;  // (what is left of it: see stopped_as_if_killed)
       return s;
+    };
+    // --kill-after-steps counts the steps of this process over both stages; a stage that used them
+    // up ends the process as a kill would, writing nothing more.
+    auto stopped_as_if_killed = [&](const StageLog& s) {
+      if (s.stopped) {
+        log_file.close();
+        std::_Exit(137);
+      }
+      if (o.kill_after >= 0) o.kill_after -= int64_t(s.steps.size());
     };
     // ---- stage 1 ----------------------------------------------------------------------------------
     summary["tokens_stage1"] = 0;
@@ -299,8 +279,11 @@ int main(int argc, char** argv) {
         summary["tokens_stage1"] = stage1_ckpt.tokens;
         std::fprintf(stderr, "[stage1] done earlier: loaded %s\n", stage1_params.c_str());
       } else {
-        StageLog s1 = train_stage(stage_cfg("stage1", o.lr1, o.steps1), model.named_parameters(),
-                                  data.train, data.val, transfer, log);
+        StageLog s1 = train_stage(
+            stage_cfg("stage1", o.lr1, o.steps1), model.named_parameters(), data.train, data.val,
+            [&](const Tensor& ids, const Tensor&, float scale) { return transfer_train_chunk(model, ids, scale); },
+            [&](const Tensor& ids, const Tensor&) { return transfer_eval_chunk(model, ids); }, log);
+        stopped_as_if_killed(s1);
         stage1_trained = true;
         summary["tokens_stage1"] = s1.tokens;
         plot_stage(o.out + "/stage1_loss.svg", "Stage 1: attention transfer (MSE x1000)", s1, true);
@@ -311,7 +294,7 @@ int main(int argc, char** argv) {
       summary["tokens_stage1"] = stage1_ckpt.tokens;
     }
     {
-      std::vector<double> mse_after = per_layer_mse(model, data.val, o.eval_chunks), layer_ids;
+      std::vector<double> mse_after = transfer_mse_per_layer(model, data.val, o.eval_chunks), layer_ids;
       summary["attn_mse_final"] = converted_mean(model, mse_after);
       for (size_t l = 0; l < mse_after.size(); l++) layer_ids.push_back(double(l));
       summary["attn_mse_per_layer_init"] = mse_before;
@@ -327,14 +310,19 @@ int main(int argc, char** argv) {
     summary["tokens_stage2"] = 0;
     if (o.stage != "1") {
       auto lora = base->add_lora(o.lora_rank, o.lora_alpha, o.lora_targets, uint64_t(o.seed));
-      base->recompute_layers = po.device == Device::cuda;  // one layer's activations at a time (the plan)
+      // On the GPU one layer's activations at a time, as the memory plan counts.
+      const Recompute recompute = po.device == Device::cuda ? Recompute::layers : Recompute::no;
       StageConfig s2cfg = stage_cfg("stage2", o.lr2, o.steps2);
       if (stage1_trained && o.resume && exists(s2cfg.checkpoint)) {
         s2cfg.resume = false;  // its LoRA was trained on the feature maps stage 1 just changed
         std::fprintf(stderr, "[stage2] starting afresh: stage 1 changed after %s was written\n",
                      s2cfg.checkpoint.c_str());
       }
-      StageLog s2 = train_stage(s2cfg, lora, data.train, data.val, student, log);
+      StageLog s2 = train_stage(
+          s2cfg, lora, data.train, data.val,
+          [&](const Tensor& ids, const Tensor& t, float scale) { return lora_train_chunk(model, ids, t, scale, recompute); },
+          student, log);
+      stopped_as_if_killed(s2);
       summary["tokens_stage2"] = s2.tokens;
       plot_stage(o.out + "/stage2_loss.svg", "Stage 2: LoRA (next-token cross-entropy)", s2, false);
       summary["stage2_val_ppl"] = ppl(student);
@@ -353,7 +341,7 @@ int main(int argc, char** argv) {
     summary["sample_prompt"] = alpaca_sample_prompt();
     summary["sample_teacher"] = sample_teacher;
     summary["sample_linearized"] = sample_student;
-    summary["seconds"] = now() - t_start + seconds_before;
+    summary["seconds"] = seconds_now() - t_start + seconds_before;
     summary["run_folder"] = o.out;
     write_file_atomic(o.out + "/summary.json", summary.dump(2) + "\n");
 

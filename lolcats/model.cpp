@@ -67,42 +67,46 @@ void LolcatsModel::feature_head(float* phi, const float* x, int l, int h, bool k
     hedgehog_row(phi, x, W + size_t(h) * D * Fh, 1, 1, D, Fh, z);
 }
 
-Var LolcatsModel::forward(const Tensor& ids) const {
-  return base.forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& v) {
-    return student_attention(l, q, k, v);
-  });
+namespace {
+// A converted layer's feature maps and window factors (none for a layer kept as softmax).
+std::vector<Var> layer_parameters(const LolcatsLayer& L) {
+  std::vector<Var> out;
+  for (const Var& p : {L.wq_fm, L.wk_fm, L.bq_fm, L.bk_fm, L.wlogit})
+    if (p) out.push_back(p);
+  return out;
+}
+}  // namespace
+
+int LolcatsModel::converted_layers() const {
+  return int(std::count_if(layers.begin(), layers.end(), [](const LolcatsLayer& L) { return L.converted; }));
 }
 
-Var LolcatsModel::loss(const Tensor& ids, const Tensor& targets) const {
-  AttentionFn fn = [&](int l, const Var& q, const Var& k, const Var& v) { return student_attention(l, q, k, v); };
-  return base.forward_loss(ids, targets, &fn);
+Var LolcatsModel::layer(int l, const Var& x, const RopeTables& rope) const {
+  AttentionInputs in = base.attention_inputs(l, x, rope);
+  return base.mlp_residual(l, base.attention_residual(l, x, student_attention(l, in.q, in.k, in.v)));
 }
 
-TransferResult LolcatsModel::forward_transfer(const Tensor& ids, float backward_scale,
-                                              bool logits) const {
-  TransferResult r;
-  r.layer_mse.assign(layers.size(), 0.0f);
-  int converted = 0;
-  for (const LolcatsLayer& L : layers) converted += L.converted;
-  ENSURE(converted > 0, "attention transfer: no layer is converted");
-  const float share = 1000.0f / float(converted);
-  double total = 0;
-  Var out = base.forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& v) {
-    Var y_true;
-    {
-      NoGrad teacher;  // the teacher is fixed: no graph
-      y_true = attention(q, k, v);
+Var LolcatsModel::hidden(const Tensor& ids, Recompute recompute) const {
+  Var x = base.embed(ids);
+  const RopeTables rope = base.rope_tables(int(ids.size(1)));
+  for (int l = 0; l < base.cfg.n_layers; l++) {
+    if (recompute == Recompute::no) {
+      x = layer(l, x, rope);
+      continue;
     }
-    if (!layers[l].converted) return y_true;
-    Var mse_l = mse(student_attention(l, q, k, v), y_true);
-    r.layer_mse[l] = item(mse_l);
-    total += r.layer_mse[l];
-    if (backward_scale > 0 && mse_l->requires_grad) backward(mse_l, share * backward_scale);
-    return y_true;  // teacher forcing: the next layer sees the original hidden states
-  }, 0, logits);
-  if (logits) r.logits = out;
-  r.loss = float(share * total);
-  return r;
+    // Keep only the layer's input; the backward runs the layer again (autograd/ops.h).
+    std::vector<Var> trainable = base.trainable_in_layer(l);
+    for (const Var& p : layer_parameters(layers[size_t(l)]))
+      if (p->requires_grad) trainable.push_back(p);
+    x = checkpoint([this, l, rope](const Var& h) { return layer(l, h, rope); }, x, trainable);
+  }
+  return x;
+}
+
+Var LolcatsModel::forward(const Tensor& ids) const { return base.logits(hidden(ids)); }
+
+Var LolcatsModel::loss(const Tensor& ids, const Tensor& targets, Recompute recompute) const {
+  return base.loss(hidden(ids, recompute), targets);
 }
 
 std::vector<std::pair<std::string, Var>> LolcatsModel::named_parameters() const {
@@ -125,13 +129,10 @@ std::vector<float> LolcatsModel::tail_logits(const std::vector<int32_t>& ids, in
   const int T = int(ids.size()), C = base.cfg.d_model;
   ENSURE(rows >= 1 && rows <= T, "tail_logits: %d rows of a %d-token sequence", rows, T);
   NoGrad no_grad;
-  Tensor h = base.forward_with(Tensor::from_i32(ids, {1, T}), [&](int l, const Var& q, const Var& k, const Var& v) {
-    return student_attention(l, q, k, v);
-  }, 0, false)->value.to(Device::cpu, DType::f32);  // (1, T, C)
+  Tensor h = hidden(Tensor::from_i32(ids, {1, T}))->value.to(Device::cpu, DType::f32);  // (1, T, C)
   Tensor tail = Tensor::empty({1, rows, C});
   std::memcpy(tail.f32(), h.f32() + size_t(T - rows) * C, size_t(rows) * C * sizeof(float));
-  Tensor logits = linear(rmsnorm(leaf(tail.to(base.device(), base.dtype())), base.norm, base.cfg.norm_eps),
-                         base.lm_head)->value.to(Device::cpu, DType::f32);  // (1, rows, V)
+  Tensor logits = base.logits(leaf(tail.to(base.device(), base.dtype())))->value.to(Device::cpu, DType::f32);
   return std::vector<float>(logits.f32(), logits.f32() + logits.numel());
 }
 

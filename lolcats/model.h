@@ -2,13 +2,12 @@
 // softmax, gets feature maps for q and k (Hedgehog, or the T2R baseline) and per-head window
 // factors; the base weights stay as they are (frozen unless made trainable).
 //
-// Two ways to run it:
-//   transfer (stage 1): each converted layer computes the teacher's softmax output y_true and the
-//     student's hybrid output y_pred from the same q, k, v; the loss is
-//       1000 * mean over converted layers of MSE(y_pred, y_true)      (per-head, pre-Wo outputs)
-//     and the layer passes Wo y_true on (teacher forcing), so no gradient crosses layers and each
-//     layer's graph can be differentiated and freed as soon as it is built.
-//   student (inference, stage 2): converted layers use the hybrid attention.
+// Two loops run it, built from the Llama's pieces (nn/llama.h):
+//   stage 1, attention transfer (lolcats/stage1.h): each converted layer computes the teacher's
+//     softmax output and the student's hybrid output from the same q, k, v, and passes the
+//     teacher's on (teacher forcing);
+//   the student (forward, loss: inference and stage 2): converted layers use the hybrid attention
+//     in place of softmax attention, everything else is the Llama's.
 // Checkpoints of the new parameters use the reference implementation's names, so a PyTorch user of
 // the reference can load them:
 //   model.layers.{i}.self_attn.feature_map_q.mlp.layer   (H, D, Fh)    T2R: (H, D, F)
@@ -47,29 +46,28 @@ struct LolcatsLayer {
   Var wlogit;  // (H)
 };
 
-struct TransferResult {
-  float loss = 0;                // 1000 * mean layer MSE
-  std::vector<float> layer_mse;  // (L) per converted layer, 0 for softmax layers
-  Var logits;                    // the teacher's logits (B*T, V), when asked for
-};
-
 class LolcatsModel {
  public:
   LolcatsModel(const Llama& base, const LolcatsConfig& cfg);
 
-  // Stage 1. With backward_scale > 0, every layer's share of the loss is differentiated at once,
-  // d(backward_scale * loss), accumulating into the feature-map and window-factor gradients
-  // (backward_scale = 1 / gradient-accumulation steps). The teacher's logits (what teacher forcing
-  // leaves unchanged) are computed only when `logits` is set.
-  TransferResult forward_transfer(const Tensor& ids, float backward_scale, bool logits = false) const;
-  // Student forward: logits (B*T, V).
+  // ---- the student, as the Llama's loop with hybrid attention in the converted layers ----------
+  // One layer: the Llama's layer (nn/llama.h) with student_attention() in place of softmax attention.
+  Var layer(int layer, const Var& x, const RopeTables& rope) const;
+  // The last hidden states (B, T, C) of ids (B, T).
+  Var hidden(const Tensor& ids, Recompute recompute = Recompute::no) const;
+  // Logits (B*T, V).
   Var forward(const Tensor& ids) const;
-  // The student's mean next-token cross-entropy of ids (B, T) against targets (B*T), through the
-  // fused LM-head loss (Llama::forward_loss: on the cuda device the logits are never whole).
-  Var loss(const Tensor& ids, const Tensor& targets) const;
-  // The student's logits (rows, V) of the last `rows` positions of one sequence, without the tape
-  // and with the LM head on those rows only (whole-sequence scoring: nn/loglik.h score_loglik_whole).
+  // The mean next-token cross-entropy of ids (B, T) against targets (B*T), through the fused
+  // LM-head loss (Llama::loss: on the cuda device the logits are never whole). Stage 2 on the GPU
+  // recomputes each layer in the backward (the memory plan, lolcats/memory_plan.h, counts on it).
+  Var loss(const Tensor& ids, const Tensor& targets, Recompute recompute = Recompute::no) const;
+  // The logits (rows, V) of the last `rows` positions of one sequence, without the tape and with
+  // the LM head on those rows only (whole-sequence scoring: score_loglik_whole).
   std::vector<float> tail_logits(const std::vector<int32_t>& ids, int rows) const;
+  // The hybrid attention of a converted layer, or softmax attention of a kept one:
+  // q (B, T, H, D) post-RoPE, k and v (B, T, Hkv, D) -> y (B, T, H, D).
+  Var student_attention(int layer, const Var& q, const Var& k, const Var& v) const;
+  int converted_layers() const;
 
   std::vector<Var> parameters() const;  // feature maps and window factors of converted layers
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // reference names
@@ -84,8 +82,6 @@ class LolcatsModel {
   int Fh = 0;  // Hedgehog: features per softmax
   int F = 0;   // features per head: 2 Fh (Hedgehog) or D (T2R)
 
-  // The student's attention of one layer (used by forward and by recurrent prefill).
-  Var student_attention(int layer, const Var& q, const Var& k, const Var& v) const;
   // Feature map of a converted layer on the tape: x (B, T, Hx, D) -> (B, T, H, F), for keys
   // (Hx = Hkv, the key map) or queries (Hx = H).
   Var features(int layer, const Var& x, bool key) const;

@@ -1,3 +1,4 @@
+#include "tensor/clock.h"
 #include "lolcats/trainer.h"
 
 #include <sys/stat.h>
@@ -17,10 +18,6 @@
 namespace lolcats {
 
 namespace {
-
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 std::string eta(double seconds) {
   int s = int(seconds);
@@ -114,32 +111,33 @@ std::pair<Tensor, Tensor> chunk_tensors(const Chunks& c, int64_t i) {
   return {Tensor::from_i32(ids, {1, c.T}), Tensor::from_i32(tg, {c.T})};
 }
 
-ChunkLoss chunk_loss(std::function<Var(const Tensor&, const Tensor&)> mean_loss) {
-  return [mean_loss](const Tensor& ids, const Tensor& targets, float scale) {
+TrainChunk train_chunk_of(std::function<Var(const Tensor&, const Tensor&)> mean_loss) {
+  return [mean_loss](const Tensor& ids, const Tensor& targets, float loss_scale) {
     Var loss = mean_loss(ids, targets);
-    if (scale > 0) backward(loss, scale);
+    backward(loss, loss_scale);
     return double(item(loss));
   };
 }
 
-ChunkLoss next_token_loss(std::function<Var(const Tensor&)> forward) {
-  return chunk_loss([forward](const Tensor& ids, const Tensor& targets) { return cross_entropy(forward(ids), targets); });
+EvalChunk eval_chunk_of(std::function<Var(const Tensor&, const Tensor&)> mean_loss) {
+  return [mean_loss](const Tensor& ids, const Tensor& targets) { return double(item(mean_loss(ids, targets))); };
 }
 
-double evaluate(const Chunks& val, int n, const ChunkLoss& loss) {
+double evaluate(const Chunks& val, int n, const EvalChunk& loss) {
   int64_t count = n > 0 ? std::min<int64_t>(n, val.count()) : val.count();
   ENSURE(count > 0, "evaluation needs at least one validation chunk");
   NoGrad no_grad;
   double total = 0;
   for (int64_t i = 0; i < count; i++) {
     auto [ids, targets] = chunk_tensors(val, i);
-    total += loss(ids, targets, 0.0f);
+    total += loss(ids, targets);
   }
   return total / double(count);
 }
 
 StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::string, Var>>& params,
-                     const Chunks& train, const Chunks& val, const ChunkLoss& loss,
+                     const Chunks& train, const Chunks& val, const TrainChunk& train_chunk,
+                     const EvalChunk& eval_chunk,
                      const std::function<void(const std::string&)>& on_log) {
   ENSURE(train.count() > 0, "%s: no training chunks", cfg.name.c_str());
   ENSURE(cfg.grad_accum > 0 && cfg.eval_every > 0, "%s: grad_accum and eval_every must be positive",
@@ -165,18 +163,21 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
   auto emit = [&](const nlohmann::json& j) {
     if (on_log) on_log(j.dump());
   };
-  const double t_start = now() - log.seconds;
+  const double t_start = seconds_now() - log.seconds;
   const int64_t T = train.T;
   const Device device = vars.empty() ? Device::cpu : vars[0]->value.device();
   bool first = true;  // the run's first step reports its activations
-  for (; step < cfg.max_steps; step++) {
-    if (cfg.stop_after >= 0 && step >= cfg.stop_after) break;
+  for (int64_t trained = 0; step < cfg.max_steps; step++, trained++) {
+    if (cfg.stop_after >= 0 && trained >= cfg.stop_after) {
+      log.stopped = true;
+      break;
+    }
     begin_step(device);
-    double t0 = now(), step_loss = 0;
+    double t0 = seconds_now(), step_loss = 0;
     opt.zero_grad();
     for (int i = 0; i < cfg.grad_accum; i++) {
       auto [ids, targets] = chunk_tensors(train, (step * cfg.grad_accum + i) % train.count());
-      step_loss += loss(ids, targets, 1.0f / float(cfg.grad_accum)) / cfg.grad_accum;
+      step_loss += train_chunk(ids, targets, 1.0f / float(cfg.grad_accum)) / cfg.grad_accum;
     }
     ENSURE(std::isfinite(step_loss),
            "%s: the loss is %g at step %lld; stopping without updating (the last good checkpoint is "
@@ -185,11 +186,11 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
            cfg.checkpoint.empty() ? "not kept" : cfg.checkpoint.c_str());
     opt.step();
     log.tokens += int64_t(cfg.grad_accum) * T;
-    double dt = now() - t0;
+    double dt = seconds_now() - t0;
     log.steps.push_back({step + 1, step_loss, opt.lr(), dt, log.tokens});
     emit({{"stage", cfg.name}, {"step", step + 1}, {"loss", step_loss}, {"lr", opt.lr()},
-          {"tokens", log.tokens}, {"seconds", now() - t_start}});
-    double per_step = (now() - t_start) / double(step + 1);
+          {"tokens", log.tokens}, {"seconds", seconds_now() - t_start}});
+    double per_step = (seconds_now() - t_start) / double(step + 1);
     if (first) {
       const ActivationStats a = activation_stats(device);
       std::fprintf(stderr, "[%s] %s\n", cfg.name.c_str(), activation_report(device).c_str());
@@ -202,7 +203,7 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
                  cfg.grad_accum * T / dt, eta(per_step * double(cfg.max_steps - step - 1)).c_str());
     bool last = step + 1 == cfg.max_steps;
     if ((step + 1) % cfg.eval_every == 0 || last) {
-      double v = evaluate(val, cfg.eval_chunks, loss);
+      double v = evaluate(val, cfg.eval_chunks, eval_chunk);
       if (v < log.best_val) {  // keep the best parameters (LOLCATS.md 3: restored at the end)
         log.best_val = v;
         log.best_step = step + 1;
@@ -214,11 +215,11 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
             {"best_val", log.best_val}});
       std::fprintf(stderr, "\n[%s] step %lld: validation loss %.4f (best %.4f at step %lld)\n",
                    cfg.name.c_str(), (long long)step + 1, v, log.best_val, (long long)log.best_step);
-      log.seconds = now() - t_start;
+      log.seconds = seconds_now() - t_start;
       if (!cfg.checkpoint.empty()) Checkpoint::save(cfg.checkpoint, params, opt, best, sched, step + 1, log);
     }
   }
-  log.seconds = now() - t_start;
+  log.seconds = seconds_now() - t_start;
   if (step == cfg.max_steps) {  // finished: continue with the best-validation parameters
     for (size_t i = 0; i < vars.size(); i++) copy_values(opt.master(i), best[i]);
     opt.refresh_working();

@@ -3,9 +3,10 @@
 // ReduceLROnPlateau stepped on the validation loss, the best-validation parameters kept and
 // restored at the end, and a resumable checkpoint written atomically after every evaluation.
 //
-// The stage is generic: `loss` computes one chunk's loss and, when backward_scale > 0, adds
-// d(backward_scale * loss)/d(params) into the gradients. Stage 1 plugs in the attention-transfer
-// MSE, stage 2 the next-token cross-entropy.
+// The stage is generic: it is given a training function, which computes one chunk's loss and adds
+// d(loss_scale * loss)/d(params) into the gradients, and an evaluation function, the same loss
+// without gradients. Stage 1 plugs in the attention-transfer MSE, stage 2 the next-token
+// cross-entropy (lolcats/stages.h).
 //
 // Determinism: chunk i of step s is train chunk (s * grad_accum + i) mod count, so the data order
 // needs no saved state, and a resumed run repeats the uninterrupted one bit for bit.
@@ -33,7 +34,10 @@ struct StageConfig {
   double min_lr = 1e-5;
   std::string checkpoint;   // resumable checkpoint path ("" = none)
   bool resume = false;      // continue from `checkpoint` when it exists
-  int64_t stop_after = -1;  // end early after this many steps (tests: simulate a killed run)
+  // Stop, as if killed, after this many optimizer steps of this call (-1: never): nothing more is
+  // written, the best parameters are not restored, and the log says `stopped`. Tests and
+  // ./linearize --kill-after-steps use it to prove that a resumed run repeats an uninterrupted one.
+  int64_t stop_after = -1;
 };
 
 struct StageLog {
@@ -45,12 +49,19 @@ struct StageLog {
   int64_t best_step = -1;
   int64_t tokens = 0;
   double seconds = 0;
+  bool stopped = false;  // ended by stop_after, before max_steps
 };
 
-using ChunkLoss = std::function<double(const Tensor& ids, const Tensor& targets, float backward_scale)>;
+// One chunk (ids (1, T), targets (T)): the loss, with d(loss_scale * loss) added into the
+// parameters' gradients.
+using TrainChunk = std::function<double(const Tensor& ids, const Tensor& targets, float loss_scale)>;
+// One chunk's loss without gradients (called under NoGrad).
+using EvalChunk = std::function<double(const Tensor& ids, const Tensor& targets)>;
+
 
 StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::string, Var>>& params,
-                     const Chunks& train, const Chunks& val, const ChunkLoss& loss,
+                     const Chunks& train, const Chunks& val, const TrainChunk& train_chunk,
+                     const EvalChunk& eval_chunk,
                      const std::function<void(const std::string& json_line)>& on_log = {});
 
 // What a stage checkpoint has recorded (all zero when there is no such file): how far an earlier
@@ -61,16 +72,13 @@ struct CheckpointInfo {
 };
 CheckpointInfo checkpoint_info(const std::string& path);
 
-// Mean loss over the first n validation chunks (all when n <= 0), without gradients.
-double evaluate(const Chunks& val, int n, const ChunkLoss& loss);
+// Mean loss over the first n validation chunks (all when n <= 0), under NoGrad.
+double evaluate(const Chunks& val, int n, const EvalChunk& loss);
 
-// A model's mean loss, mean_loss(ids (1, T), targets (T)) -> scalar Var, as a ChunkLoss (backward
-// when backward_scale > 0): e.g. Llama::forward_loss or LolcatsModel::loss, the fused LM-head
-// cross-entropy that also runs on the cuda device.
-ChunkLoss chunk_loss(std::function<Var(const Tensor&, const Tensor&)> mean_loss);
-// Next-token cross-entropy of a model given as forward(ids (1, T)) -> logits (T, V) (CPU only).
-// exp(evaluate(val, n, loss)) is the validation perplexity.
-ChunkLoss next_token_loss(std::function<Var(const Tensor&)> forward);
+// A model's mean loss, mean_loss(ids (1, T), targets (T)) -> scalar Var (e.g. Llama::forward_loss),
+// as the two functions of a stage.
+TrainChunk train_chunk_of(std::function<Var(const Tensor&, const Tensor&)> mean_loss);
+EvalChunk eval_chunk_of(std::function<Var(const Tensor&, const Tensor&)> mean_loss);
 
 // Chunk i of a set as (1, T) input ids and (T) targets.
 std::pair<Tensor, Tensor> chunk_tensors(const Chunks& c, int64_t i);

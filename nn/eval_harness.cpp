@@ -1,3 +1,4 @@
+#include "tensor/clock.h"
 #include "nn/eval_harness.h"
 
 #include <unistd.h>
@@ -30,10 +31,6 @@ std::vector<LoglikRequest> item_requests(const EvalItem& item, const Tokenizer& 
 }
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // Mean and the harness's stderr (sample stddev / sqrt(n)) of 0/1 scores.
 Metric mean_metric(const std::string& name, const std::vector<double>& x) {
@@ -116,16 +113,16 @@ TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, SequenceDec
 
 TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, const LoglikScorer& scorer,
                          const HarnessOptions& o) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = seconds_now();
   std::vector<std::vector<LoglikRequest>> reqs;
   for (const EvalItem& it : task.items) reqs.push_back(item_requests(it, tok, o.bos));
   const bool tty = isatty(fileno(stderr));
-  const auto t1 = std::chrono::steady_clock::now();
+  const auto t1 = seconds_now();
   double last_print = -1;
   size_t last_tenth = 0;
   auto progress = [&](size_t done, size_t tokens) {
     if (!o.progress) return;
-    const double el = seconds_since(t1), now = seconds_since(t0);
+    const double el = (seconds_now() - t1), now = (seconds_now() - t0);
     const size_t tenth = done * 10 / std::max<size_t>(1, reqs.size());
     if (tty ? (now - last_print < 0.5 && done < reqs.size()) : (tenth == last_tenth && done < reqs.size())) return;
     last_print = now, last_tenth = tenth;
@@ -143,7 +140,7 @@ TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, const Logli
   });
   if (o.progress && tty) std::fprintf(stderr, "\n");
   r.tokens = fed;
-  r.seconds = seconds_since(t0);
+  r.seconds = (seconds_now() - t0);
   compute_metrics(task, r);
   return r;
 }

@@ -57,16 +57,6 @@ std::vector<std::pair<std::string, Var>> Llama::named_parameters() const {
   return out;
 }
 
-namespace {
-// One layer's weights, and its LoRA matrices where LoRA is attached.
-std::vector<Var> layer_parameters(const LlamaLayer& L) {
-  std::vector<Var> out = {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.mlp_norm, L.w_gate, L.w_up, L.w_down};
-  for (const Lora* lora : {&L.lora_q, &L.lora_k, &L.lora_v, &L.lora_o})
-    if (lora->active()) out.insert(out.end(), {lora->A, lora->B});
-  return out;
-}
-}  // namespace
-
 std::vector<Var> Llama::parameters() const {
   std::vector<Var> out;
   for (auto& [name, v] : named_parameters()) out.push_back(v);
@@ -126,76 +116,93 @@ void Llama::set_requires_grad(bool on) {
   for (const Var& v : parameters()) v->requires_grad = on;
 }
 
-// Attention sub-block of one layer: a (B, T, C) normalised input -> (B, T, C), before the residual.
-Var Llama::attention_block(const LlamaLayer& L, const Var& a, int B, int T, int start,
-                           const AttentionFn* attention, int layer) const {
-  const int H = cfg.n_heads, Hkv = cfg.n_kv_heads, D = cfg.head_dim;
-  // RoPE tables for positions start .. start+T-1, on the weights' device.
-  Tensor cos_t = Tensor::empty({0}, DType::f32, device()), sin_t = cos_t;
-  rope_tables(cos_t, sin_t, start, T, D, cfg.rope);
+// ---- the pieces -------------------------------------------------------------------------------
 
-  Var q = rope(reshape(linear_lora(a, L.wq, L.lora_q), {B, T, H, D}), cos_t, sin_t,
-               RopeLayout::half_split);
-  Var k = rope(reshape(linear_lora(a, L.wk, L.lora_k), {B, T, Hkv, D}), cos_t, sin_t,
-               RopeLayout::half_split);
+Var Llama::embed(const Tensor& ids) const {
+  ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "forward: ids must be (B, T) i32, got %s",
+         ids.str().c_str());
+  return embedding(ids.to(device()), wte);  // (B, T, C)
+}
+
+RopeTables Llama::rope_tables(int T) const {
+  RopeTables r{Tensor::empty({0}, DType::f32, device()), Tensor::empty({0}, DType::f32, device())};
+  lolcats::rope_tables(r.cos, r.sin, 0, T, cfg.head_dim, cfg.rope);
+  return r;
+}
+
+AttentionInputs Llama::attention_inputs(int l, const Var& x, const RopeTables& rope) const {
+  const LlamaLayer& L = layers[size_t(l)];
+  const int64_t B = x->value.size(0), T = x->value.size(1), H = cfg.n_heads, Hkv = cfg.n_kv_heads,
+                D = cfg.head_dim;
+  // PyTorch: q, k, v = q_proj(norm(x)), k_proj(norm(x)), v_proj(norm(x)); apply_rotary_pos_emb(q, k)
+  Var a = rmsnorm(x, L.attn_norm, cfg.norm_eps);
+  Var q = reshape(linear_lora(a, L.wq, L.lora_q), {B, T, H, D});
+  Var k = reshape(linear_lora(a, L.wk, L.lora_k), {B, T, Hkv, D});
   Var v = reshape(linear_lora(a, L.wv, L.lora_v), {B, T, Hkv, D});
-  Var y = attention ? (*attention)(layer, q, k, v) : lolcats::attention(q, k, v);  // (B, T, H, D)
-  return linear_lora(reshape(y, {B, T, H * D}), L.wo, L.lora_o);
+  return {lolcats::rope(q, rope.cos, rope.sin, RopeLayout::half_split),
+          lolcats::rope(k, rope.cos, rope.sin, RopeLayout::half_split), v};
 }
 
-Var Llama::forward(const Tensor& ids) const { return forward_impl(ids, nullptr, 0, true); }
-
-Var Llama::forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos,
-                        bool logits) const {
-  return forward_impl(ids, &attention, start_pos, logits);
+Var Llama::attention_residual(int l, const Var& x, const Var& y) const {
+  const int64_t B = y->value.size(0), T = y->value.size(1);
+  // PyTorch: x + o_proj(y.reshape(B, T, H * D))
+  return add(x, linear_lora(reshape(y, {B, T, int64_t(cfg.n_heads) * cfg.head_dim}), layers[size_t(l)].wo,
+                            layers[size_t(l)].lora_o));
 }
 
-Var Llama::forward_impl(const Tensor& ids, const AttentionFn* attention, int start, bool want_logits) const {
-  Var x = trunk(ids, attention, start);
-  if (!want_logits) return x;
-  const int B = int(ids.size(0)), T = int(ids.size(1));
-  Var logits = linear(rmsnorm(x, norm, cfg.norm_eps), lm_head);  // (B, T, V)
-  return reshape(logits, {int64_t(B) * T, cfg.vocab});
+Var Llama::mlp_residual(int l, const Var& x) const {
+  const LlamaLayer& L = layers[size_t(l)];
+  Var m = rmsnorm(x, L.mlp_norm, cfg.norm_eps);
+  // PyTorch: x + down_proj(act_fn(gate_proj(m)) * up_proj(m))
+  return add(x, linear(swiglu(linear(m, L.w_gate), linear(m, L.w_up)), L.w_down));
 }
 
-Var Llama::forward_loss(const Tensor& ids, const Tensor& targets, const AttentionFn* attention) const {
-  Var x = rmsnorm(trunk(ids, attention, 0), norm, cfg.norm_eps);  // (B, T, C)
-  return lm_head_cross_entropy(x, lm_head, targets.to(device()));
+Var Llama::layer(int l, const Var& x, const RopeTables& rope) const {
+  AttentionInputs in = attention_inputs(l, x, rope);
+  return mlp_residual(l, attention_residual(l, x, attention(in.q, in.k, in.v)));
 }
 
-// Embedding and every layer: ids (B, T) -> hidden states (B, T, C), before the final norm.
-Var Llama::trunk(const Tensor& ids_in, const AttentionFn* attention, int start) const {
-  ENSURE(ids_in.ndim() == 2 && ids_in.dtype() == DType::i32, "forward: ids must be (B, T) i32, got %s",
-         ids_in.str().c_str());
-  const Tensor ids = ids_in.to(device());
-  const int B = int(ids.size(0)), T = int(ids.size(1));
-  Var x = embedding(ids, wte);  // (B, T, C)
-  const bool recompute = recompute_layers && grad_enabled();
-  // The recomputed layers run again in the backward, after the caller's attention stand-in may be
-  // gone: they keep a copy of it.
-  auto attention_copy = recompute && attention ? std::make_shared<AttentionFn>(*attention) : nullptr;
+Var Llama::logits(const Var& x) const {
+  const int64_t rows = x->value.numel() / cfg.d_model;
+  return reshape(linear(rmsnorm(x, norm, cfg.norm_eps), lm_head), {rows, cfg.vocab});
+}
+
+Var Llama::loss(const Var& x, const Tensor& targets) const {
+  return lm_head_cross_entropy(rmsnorm(x, norm, cfg.norm_eps), lm_head, targets.to(device()));
+}
+
+std::vector<Var> Llama::trainable_in_layer(int l) const {
+  const LlamaLayer& L = layers[size_t(l)];
+  std::vector<Var> all = {L.attn_norm, L.wq, L.wk, L.wv, L.wo, L.mlp_norm, L.w_gate, L.w_up, L.w_down};
+  for (const Lora* lora : {&L.lora_q, &L.lora_k, &L.lora_v, &L.lora_o})
+    if (lora->active()) all.insert(all.end(), {lora->A, lora->B});
+  std::vector<Var> out;
+  for (const Var& p : all)
+    if (p->requires_grad) out.push_back(p);
+  return out;
+}
+
+// ---- the plain loop ---------------------------------------------------------------------------
+
+Var Llama::forward(const Tensor& ids) const {
+  Var x = embed(ids);
+  const RopeTables rope = rope_tables(int(ids.size(1)));
+  for (int l = 0; l < cfg.n_layers; l++) x = layer(l, x, rope);
+  return logits(x);
+}
+
+Var Llama::forward_loss(const Tensor& ids, const Tensor& targets, Recompute recompute) const {
+  Var x = embed(ids);
+  const RopeTables rope = rope_tables(int(ids.size(1)));
   for (int l = 0; l < cfg.n_layers; l++) {
-    if (!recompute) {
-      x = layer_forward(l, x, B, T, start, attention);
+    if (recompute == Recompute::no) {
+      x = layer(l, x, rope);
       continue;
     }
-    std::vector<Var> trainable;
-    for (const Var& p : layer_parameters(layers[l]))
-      if (p->requires_grad) trainable.push_back(p);
-    x = checkpoint([this, l, B, T, start, attention_copy](const Var& h) {
-      return layer_forward(l, h, B, T, start, attention_copy.get());
-    }, x, trainable);
+    // Keep only the layer's input; the backward runs the layer again (autograd/ops.h).
+    x = checkpoint([this, l, rope](const Var& h) { return layer(l, h, rope); }, x, trainable_in_layer(l));
   }
-  return x;
-}
-
-// One decoder layer: x (B, T, C) -> x + attention(norm(x)), then + mlp(norm(.)).
-Var Llama::layer_forward(int l, const Var& x_in, int B, int T, int start, const AttentionFn* attention) const {
-  const LlamaLayer& L = layers[l];
-  Var x = add(x_in, attention_block(L, rmsnorm(x_in, L.attn_norm, cfg.norm_eps), B, T, start, attention, l));
-  Var m = rmsnorm(x, L.mlp_norm, cfg.norm_eps);
-  // PyTorch: self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-  return add(x, linear(swiglu(linear(m, L.w_gate), linear(m, L.w_up)), L.w_down));
+  return loss(x, targets);
 }
 
 void permute_qk_rows(Tensor& weight, int n_heads, int D, bool to_hf) {

@@ -1,11 +1,18 @@
-// A Llama-family transformer (Llama 2/3/3.1, Mistral, SmolLM2) on the autograd tape.
+// A Llama-family transformer (Llama 2/3/3.1, Mistral, SmolLM2) on the autograd tape, as pieces
+// that a program puts together in its own loop. Llama::forward is the plain loop:
 //
-//   x = wte[ids]                                                     (B, T, C)
-//   for each layer:
-//     a = rmsnorm(x) ; q, k, v = a Wq^T, a Wk^T, a Wv^T ; rope(q), rope(k)
-//     x = x + Wo attention(q, k, v)                                  GQA, causal
-//     m = rmsnorm(x) ; x = x + Wdown (silu(m Wgate^T) * (m Wup^T))   SwiGLU
-//   logits = rmsnorm(x) Wlm^T                                        (B*T, V)
+//   x = embed(ids)                                                   (B, T, C)
+//   rope = rope_tables(T)                                            once, for every layer
+//   for each layer l:
+//     q, k, v = attention_inputs(l, x, rope)   rmsnorm; q, k, v = a Wq^T, a Wk^T, a Wv^T; RoPE
+//     y = attention(q, k, v)                   GQA, causal softmax       (B, T, H, D)
+//     x = attention_residual(l, x, y)          x + Wo y
+//     x = mlp_residual(l, x)                   x + Wdown (silu(m Wgate^T) * (m Wup^T)), m = rmsnorm(x)
+//   logits = logits(x)                         rmsnorm(x) Wlm^T          (B*T, V)
+//
+// LoLCATs writes its own loops from the same pieces: stage 1 (lolcats/stage1.cpp) puts the
+// teacher's and the student's attention side by side in each layer, the student
+// (lolcats/model.h) the hybrid attention in place of softmax attention.
 // PyTorch: transformers' LlamaForCausalLM, which the tests compare against.
 //
 // All frozen weights live in one Arena ("weights"); each is a leaf Var without gradient unless
@@ -13,7 +20,6 @@
 // of GGUF files (which llama.cpp's converter permutes to the interleaved layout) are permuted back
 // on load, so a checkpoint of either kind gives the same tensors.
 #pragma once
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,9 +44,22 @@ struct LlamaLayer {
   Lora lora_q, lora_k, lora_v, lora_o;  // inactive unless add_lora() was called
 };
 
-// Stands in for softmax attention inside every layer (LoLCATs does this):
-// q (B, T, H, D) post-RoPE, k and v (B, T, Hkv, D) -> y (B, T, H, D).
-using AttentionFn = std::function<Var(int layer, const Var& q, const Var& k, const Var& v)>;
+// RoPE's cos and sin tables (T, D/2 each) for positions 0 .. T-1, on the weights' device: built once
+// per forward and read by every layer.
+struct RopeTables {
+  Tensor cos, sin;
+};
+
+// One layer's attention inputs: q (B, T, H, D) and k (B, T, Hkv, D) rotated by RoPE, v (B, T, Hkv, D).
+struct AttentionInputs {
+  Var q, k, v;
+};
+
+// Activation recomputation (autograd/ops.h checkpoint): whether a loop keeps every layer's
+// activations for the backward (no) or only each layer's input, running the layer again in the
+// backward (layers): same gradients bit for bit, about a third more compute, one layer's
+// activations alive at a time. Chosen by whoever writes the loop.
+enum class Recompute { no, layers };
 
 class Llama {
  public:
@@ -53,18 +72,33 @@ class Llama {
   static std::unique_ptr<Llama> load(const std::string& path, Device device = Device::cpu,
                                      DType dtype = DType::f32);
 
-  // ids (B, T) i32 -> logits (B*T, V). (Generation with a KV cache: nn/decode.h.)
-  Var forward(const Tensor& ids) const;
-  // The same with `attention` in place of softmax attention; token positions start at start_pos.
-  // Without `logits`, stops after the last layer and returns its hidden states (B, T, C): attention
-  // transfer needs no language-model head.
-  Var forward_with(const Tensor& ids, const AttentionFn& attention, int start_pos = 0,
-                   bool logits = true) const;
+  // ---- the pieces of a forward, in the order the loop runs them (each on the tape) ----------------
+  // Token ids (B, T) i32, on any device (copied to the weights') -> x (B, T, C).
+  Var embed(const Tensor& ids) const;
+  RopeTables rope_tables(int T) const;
+  // a = rmsnorm(x); q, k, v = a Wq^T, a Wk^T, a Wv^T (each + its LoRA); rope(q), rope(k).
+  AttentionInputs attention_inputs(int layer, const Var& x, const RopeTables& rope) const;
+  // x + Wo y (+ LoRA), with y (B, T, H, D) the layer's attention output.
+  Var attention_residual(int layer, const Var& x, const Var& y) const;
+  // x + Wdown (silu(m Wgate^T) * (m Wup^T)),  m = rmsnorm(x).
+  Var mlp_residual(int layer, const Var& x) const;
+  // One whole layer with causal softmax attention: the three pieces above around attention().
+  Var layer(int layer, const Var& x, const RopeTables& rope) const;
+  // The last hidden states x (B, T, C) -> logits (B*T, V) = rmsnorm(x) Wlm^T.
+  Var logits(const Var& x) const;
+  // The mean next-token cross-entropy of rmsnorm(x) Wlm^T against targets (B*T) i32 (-100: ignored),
+  // the LM head fused into the loss (lm_head_cross_entropy: on the cuda device the (B*T, V) logits
+  // are never whole in memory).
+  Var loss(const Var& x, const Tensor& targets) const;
+  // The trainable weights layer `l` reads (its LoRA, any weight made trainable): what a recomputed
+  // layer must name to checkpoint().
+  std::vector<Var> trainable_in_layer(int l) const;
 
-  // The mean next-token cross-entropy of ids (B, T) against targets (B*T) i32 (-100: ignored),
-  // with the LM head fused into the loss (lm_head_cross_entropy: on the cuda device the (B*T, V)
-  // logits are never whole in memory). With `attention`, as forward_with.
-  Var forward_loss(const Tensor& ids, const Tensor& targets, const AttentionFn* attention = nullptr) const;
+  // ---- the plain loop over them (the diagram at the top of this file) ---------------------------
+  // ids (B, T) i32 -> logits (B*T, V). (Generation: nn/decoder.h.)
+  Var forward(const Tensor& ids) const;
+  // The loss of ids (B, T) against targets (B*T) (see loss()).
+  Var forward_loss(const Tensor& ids, const Tensor& targets, Recompute recompute = Recompute::no) const;
 
   // Merges every attached LoRA into its weight (W += scale B A, in the weight's dtype) and detaches
   // it: the model computes the same function with plain weights (what decoding on the GPU needs).
@@ -89,13 +123,6 @@ class Llama {
                                                     const std::vector<std::string>& targets,
                                                     uint64_t seed);
 
-  // Activation recomputation: while gradients are recorded, keep only each layer's input and run
-  // the layer again in the backward (autograd/ops.h checkpoint), so one layer's activations are
-  // alive at a time instead of all of them. Same gradients, about a third more compute. Stage 2 on
-  // the GPU turns it on (the memory plan, lolcats/memory_plan.h, counts on it). Not for attention
-  // transfer: its per-layer backward runs inside the forward, which recomputation runs gradient-free.
-  bool recompute_layers = false;
-
   LlamaConfig cfg;
   Var wte;      // (V, C)
   std::vector<LlamaLayer> layers;
@@ -104,12 +131,6 @@ class Llama {
 
  private:
   std::unique_ptr<Arena> arena_;
-  // The logits (B*T, V), or (!logits) the last layer's hidden states (B, T, C).
-  Var forward_impl(const Tensor& ids, const AttentionFn* attention, int start, bool logits) const;
-  Var trunk(const Tensor& ids, const AttentionFn* attention, int start) const;
-  Var attention_block(const LlamaLayer& l, const Var& a, int B, int T, int start,
-                      const AttentionFn* attention, int layer) const;
-  Var layer_forward(int layer, const Var& x, int B, int T, int start, const AttentionFn* attention) const;
 };
 
 // Permutes the rows of a q or k projection w (n_heads*D, C), CPU f32, between llama.cpp's GGUF

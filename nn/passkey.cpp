@@ -1,3 +1,4 @@
+#include "tensor/clock.h"
 #include "nn/passkey.h"
 
 #include <unistd.h>
@@ -224,10 +225,6 @@ std::vector<std::vector<int32_t>> passkey_generate(SequenceDecoder& dec, const s
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 std::string duration(double s) {
   if (!(s >= 0) || s > 1e7) return "?";
   const long t = std::lround(s);
@@ -261,7 +258,7 @@ PasskeyResult run_passkey(SequenceDecoder& dec, const Tokenizer& tok, const Pass
            L, o.gen.new_tokens, o.max_position, o.max_position - o.gen.new_tokens);
   }
   for (int d : o.depths) ENSURE(0 <= d && d <= 100, "--passkey-depths: %d is not within 0..100", d);
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = seconds_now();
   PasskeyResult r;
   r.options = o;
   // Prompts by length, in (length, depth, trial) order.
@@ -298,7 +295,7 @@ PasskeyResult run_passkey(SequenceDecoder& dec, const Tokenizer& tok, const Pass
       group_fed = fed;
       if (!o.progress) return;
       const size_t f = fed_before + fed, p = prompts_before + done;
-      const double el = seconds_since(t0);
+      const double el = (seconds_now() - t0);
       const size_t tenth = f * 10 / std::max<size_t>(1, total);
       if (tty ? el - last_print < 0.5 : tenth == last_tenth) return;
       last_print = el, last_tenth = tenth;
@@ -319,7 +316,7 @@ PasskeyResult run_passkey(SequenceDecoder& dec, const Tokenizer& tok, const Pass
   }
   if (o.progress && tty) std::fprintf(stderr, "\n");
   r.tokens = fed_before;
-  r.seconds = seconds_since(t0);
+  r.seconds = (seconds_now() - t0);
   return r;
 }
 

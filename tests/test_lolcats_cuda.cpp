@@ -9,6 +9,7 @@
 
 #include "autograd/ops.h"
 #include "lolcats/model.h"
+#include "lolcats/stages.h"
 #include "lolcats/trainer.h"
 #include "tests/helpers.h"
 
@@ -43,15 +44,18 @@ struct Run {
 Run run_both(Device device, DType dtype, const Chunks& train, const Chunks& val) {
   auto base = Llama::load(tiny_path(), device, dtype);
   LolcatsModel m(*base, LolcatsConfig{});
-  ChunkLoss transfer = [&](const Tensor& ids, const Tensor&, float scale) {
-    return double(m.forward_transfer(ids, scale).loss);
-  };
   Run r;
-  StageLog s1 = train_stage(three_steps("stage1", 1e-2f), m.named_parameters(), train, val, transfer);
+  StageLog s1 = train_stage(
+      three_steps("stage1", 1e-2f), m.named_parameters(), train, val,
+      [&](const Tensor& ids, const Tensor&, float scale) { return transfer_train_chunk(m, ids, scale); },
+      [&](const Tensor& ids, const Tensor&) { return transfer_eval_chunk(m, ids); });
   auto lora = base->add_lora(8, 16.0f, {"q", "k", "v", "o"}, 0);
-  base->recompute_layers = device == Device::cuda;  // as ./linearize runs stage 2 there
-  StageLog s2 = train_stage(three_steps("stage2", 1e-3f), lora, train, val,
-                            chunk_loss([&](const Tensor& ids, const Tensor& t) { return m.loss(ids, t); }));
+  // As ./linearize runs stage 2 there: each layer recomputed in the backward.
+  const Recompute recompute = device == Device::cuda ? Recompute::layers : Recompute::no;
+  StageLog s2 = train_stage(
+      three_steps("stage2", 1e-3f), lora, train, val,
+      [&](const Tensor& ids, const Tensor& t, float scale) { return lora_train_chunk(m, ids, t, scale, recompute); },
+      [&](const Tensor& ids, const Tensor& t) { return lora_eval_chunk(m, ids, t); });
   for (auto& s : s1.steps) r.stage1.push_back(s.loss);
   for (auto& s : s2.steps) r.stage2.push_back(s.loss);
   r.val1 = s1.evals.back().val_loss;
@@ -112,16 +116,18 @@ TEST_CASE("lolcats on the cuda device: a stopped and resumed stage repeats the u
     LolcatsModel m(*base, LolcatsConfig{});
     // Stage 2's LoRA, fresh and identical each run: bf16 working copies of f32 masters.
     auto lora = base->add_lora(4, 8.0f, {"q", "v"}, 0);
-    base->recompute_layers = true;
     StageConfig cfg = three_steps("stage2", 1e-2f);
     cfg.max_steps = 4;
     cfg.eval_every = 2;
     cfg.checkpoint = ckpt;
     cfg.stop_after = stop_after;
     cfg.resume = resume;
-    StageLog log = train_stage(cfg, lora, train, val, chunk_loss([&](const Tensor& ids, const Tensor& t) {
-                                 return m.loss(ids, t);
-                               }));
+    StageLog log = train_stage(
+        cfg, lora, train, val,
+        [&](const Tensor& ids, const Tensor& t, float scale) {
+          return lora_train_chunk(m, ids, t, scale, Recompute::layers);
+        },
+        [&](const Tensor& ids, const Tensor& t) { return lora_eval_chunk(m, ids, t); });
     std::vector<double> out;
     for (auto& s : log.steps) out.push_back(s.loss);
     return out;

@@ -10,6 +10,7 @@
 #include "data/safetensors.h"
 #include "lolcats/export.h"
 #include "lolcats/recurrent.h"
+#include "lolcats/stages.h"
 #include "tests/helpers.h"
 
 using namespace lolcats;
@@ -198,22 +199,25 @@ TEST_CASE("lolcats transfer: teacher forcing, and per-layer backward equals one 
   LolcatsModel a(*base, LolcatsConfig{}), b(*base, LolcatsConfig{});
   perturb(a, 3);
   perturb(b, 3);
-  TransferResult ra = a.forward_transfer(ids, 1.0f, true);
+  TransferResult ra = attention_transfer(a, ids, 1.0f);
   // The teacher's logits come out unchanged: every layer passed on softmax attention's output.
   Var teacher = base->forward(ids);
-  CHECK_CLOSE("teacher-forced logits", ra.logits->value.f32(),
+  CHECK_CLOSE("teacher-forced logits", base->logits(ra.hidden)->value.f32(),
               std::vector<double>(teacher->value.f32(), teacher->value.f32() + teacher->value.numel()), 0.0, 0.0);
   // Same loss as a single graph over all layers, differentiated once.
   std::vector<Var> mses;
-  Var logits = base->forward_with(ids, [&](int l, const Var& q, const Var& k, const Var& v) {
+  Var x = base->embed(ids);
+  const RopeTables rope = base->rope_tables(T);
+  for (int l = 0; l < base->cfg.n_layers; l++) {
+    AttentionInputs in = base->attention_inputs(l, x, rope);
     Var y_true;
     {
       NoGrad ng;
-      y_true = attention(q, k, v);
+      y_true = attention(in.q, in.k, in.v);
     }
-    mses.push_back(mse(b.student_attention(l, q, k, v), y_true));
-    return y_true;
-  });
+    mses.push_back(mse(b.student_attention(l, in.q, in.k, in.v), y_true));
+    x = base->mlp_residual(l, base->attention_residual(l, x, y_true));
+  }
   Var total = mses[0];
   for (size_t i = 1; i < mses.size(); i++) total = add(total, mses[i]);
   Var loss = scale(total, 1000.0f / float(mses.size()));
@@ -235,7 +239,7 @@ TEST_CASE("lolcats model: kept softmax layers, checkpoints with reference names"
   Var a = none.forward(ids), b = base->forward(ids);
   CHECK_CLOSE("all layers kept = base model", a->value.f32(),
               std::vector<double>(b->value.f32(), b->value.f32() + b->value.numel()), 0.0, 0.0);
-  REQUIRE_THROWS_WITH(none.forward_transfer(ids, 0.0f), Catch::Contains("no layer is converted"));
+  REQUIRE_THROWS_WITH(attention_transfer(none, ids, 0.0f), Catch::Contains("no layer is converted"));
   LolcatsConfig bad;
   bad.softmax_layers = {5};
   REQUIRE_THROWS_WITH(LolcatsModel(*base, bad), Catch::Contains("softmax layer 5 does not exist"));

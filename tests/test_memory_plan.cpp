@@ -13,6 +13,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "lolcats/memory_plan.h"
+#include "lolcats/stages.h"
 #include "tensor/activations.h"
 #include "tests/helpers.h"
 
@@ -234,7 +235,7 @@ TEST_CASE("memory plan: on the CPU it bounds the activations a training step mea
                   s->bytes(PlanArena::gradients));
   };
   begin_step(Device::cpu);
-  model.forward_transfer(ids, 1.0f);
+  attention_transfer(model, ids, 1.0f);
   const double stage1 = double(activation_stats(Device::cpu).step_peak());
   for (const Var& p : model.parameters()) p->requires_grad = false;
   base.add_lora(8, 16.0f, {"q", "k", "v", "o"}, 0);

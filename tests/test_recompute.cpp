@@ -1,4 +1,4 @@
-// Activation recomputation (autograd checkpoint, Llama::recompute_layers) against the plain graph:
+// Activation recomputation (autograd checkpoint, Recompute::layers) against the plain graph:
 // the same loss and the same gradients, bit for bit, for the Llama with LoRA and for the LoLCATs
 // student (hybrid attention inside the recomputed layers); and it stays out of no-grad forwards.
 #include <cstring>
@@ -25,13 +25,13 @@ Result loss_and_grads(bool recompute, bool lolcats_student) {
     if (name.find("lora_B") != std::string::npos)
       for (int64_t i = 0; i < v->value.numel(); i++) v->value.f32()[i] = 0.01f * float((i * 37) % 11 - 5);
   base->layers[1].mlp_norm->requires_grad = true;
-  base->recompute_layers = recompute;
   LolcatsModel m(*base, LolcatsConfig{});
   for (const Var& p : m.parameters()) p->requires_grad = false;  // stage 2: feature maps frozen
   std::vector<int32_t> ids(130), targets(130);
   for (int i = 0; i < 130; i++) ids[i] = (i * 7919) % base->cfg.vocab, targets[i] = (i * 31 + 1) % base->cfg.vocab;
   Tensor tid = Tensor::from_i32(ids, {1, 130}), tt = Tensor::from_i32(targets, {130});
-  Var loss = lolcats_student ? m.loss(tid, tt) : base->forward_loss(tid, tt);
+  const Recompute how = recompute ? Recompute::layers : Recompute::no;
+  Var loss = lolcats_student ? m.loss(tid, tt, how) : base->forward_loss(tid, tt, how);
   backward(loss);
   Result r{item(loss), {}};
   for (auto& [name, v] : lora) r.grads.push_back(v->grad.to_vector());

@@ -6,6 +6,7 @@
 
 #include "autograd/ops.h"
 #include "lolcats/model.h"
+#include "lolcats/stages.h"
 #include "lolcats/trainer.h"
 #include "tests/helpers.h"
 
@@ -26,10 +27,10 @@ using lolcats_test::synthetic_chunks;
 // Stage 1 of a fresh LoLCATs conversion of the tiny model; returns the per-step losses.
 std::vector<double> run_stage1(const Llama& base, StageConfig cfg, const Chunks& train, const Chunks& val) {
   LolcatsModel m(base, LolcatsConfig{});
-  ChunkLoss loss = [&](const Tensor& ids, const Tensor&, float scale) {
-    return double(m.forward_transfer(ids, scale).loss);
-  };
-  StageLog log = train_stage(cfg, m.named_parameters(), train, val, loss);
+  StageLog log = train_stage(
+      cfg, m.named_parameters(), train, val,
+      [&](const Tensor& ids, const Tensor&, float scale) { return transfer_train_chunk(m, ids, scale); },
+      [&](const Tensor& ids, const Tensor&) { return transfer_eval_chunk(m, ids); });
   std::vector<double> out;
   for (auto& s : log.steps) out.push_back(s.loss);
   return out;
@@ -71,11 +72,13 @@ TEST_CASE("trainer: stop + resume gives bit-identical losses", "[trainer]") {
 TEST_CASE("trainer: a NaN loss stops the run and keeps the last good checkpoint", "[trainer]") {
   Var w = leaf(Tensor::from({1.0f, 2.0f}, {2}), true);
   int calls = 0;
-  ChunkLoss loss = [&](const Tensor&, const Tensor&, float scale) {
+  // Each step trains on one chunk and evaluates on one: steps 1-3 are finite, then NaN.
+  TrainChunk train = [&](const Tensor&, const Tensor&, float scale) {
     Var l = sum(mul(w, w));
-    if (scale > 0) backward(l, scale);
-    return ++calls > 6 ? NAN : double(item(l));  // steps 1-3 train and evaluate, then NaN
+    backward(l, scale);
+    return ++calls > 6 ? NAN : double(item(l));
   };
+  EvalChunk eval = [&](const Tensor&, const Tensor&) { return ++calls > 6 ? NAN : double(item(sum(mul(w, w)))); };
   Chunks c = synthetic_chunks(2, 4, 10, 3);
   StageConfig cfg;
   cfg.name = "toy";
@@ -85,7 +88,7 @@ TEST_CASE("trainer: a NaN loss stops the run and keeps the last good checkpoint"
   cfg.eval_chunks = 1;
   cfg.checkpoint = "build/test_tmp_nan.ckpt";
   std::remove(cfg.checkpoint.c_str());
-  REQUIRE_THROWS_WITH(train_stage(cfg, {{"w", w}}, c, c, loss),
+  REQUIRE_THROWS_WITH(train_stage(cfg, {{"w", w}}, c, c, train, eval),
                       Catch::Contains("the loss is nan at step 4") && Catch::Contains("test_tmp_nan.ckpt"));
   SafeTensorsFile f(cfg.checkpoint);  // still there and readable
   CHECK(f.has("param.w"));
@@ -96,11 +99,11 @@ TEST_CASE("trainer: the best-validation parameters are restored at the end", "[t
   // Training pushes w up by a fixed gradient; the validation loss (w - 3.5)^2 is best after a few
   // steps and worse later, so the final w must be the best-validation one, not the last one.
   Var w = leaf(Tensor::from({3.0f}, {1}), true);
-  ChunkLoss loss = [&](const Tensor&, const Tensor&, float scale) {
-    if (scale > 0) {
-      backward(scale_var(w), scale);
-      return 0.0;
-    }
+  TrainChunk train = [&](const Tensor&, const Tensor&, float scale) {
+    backward(scale_var(w), scale);
+    return 0.0;
+  };
+  EvalChunk eval = [&](const Tensor&, const Tensor&) {
     double d = w->value.f32()[0] - 3.5;
     return d * d;
   };
@@ -111,7 +114,7 @@ TEST_CASE("trainer: the best-validation parameters are restored at the end", "[t
   cfg.max_steps = 12;
   cfg.eval_every = 1;
   cfg.eval_chunks = 1;
-  StageLog log = train_stage(cfg, {{"w", w}}, c, c, loss);
+  StageLog log = train_stage(cfg, {{"w", w}}, c, c, train, eval);
   REQUIRE(log.evals.size() == 12);
   size_t best_i = 0;
   for (size_t i = 0; i < log.evals.size(); i++)
