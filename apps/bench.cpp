@@ -25,12 +25,12 @@
 
 #include <sys/resource.h>
 
-#include "tensor/clock.h"
 #include "apps/bench_attention.h"
 #include "autograd/ops.h"
 #include "apps/bench_blas.h"
 #include "nn/llama.h"
 #include "tensor/activations.h"
+#include "tensor/clock.h"
 #include "tensor/gemm.h"
 #include "tensor/matmul.h"
 #include "tensor/device.h"

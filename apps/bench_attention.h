@@ -45,10 +45,10 @@
 #include <string>
 #include <vector>
 
-#include "tensor/clock.h"
 #include "lolcats/feature_map.h"
 #include "lolcats/hybrid_attention.h"
 #include "tensor/attention.h"
+#include "tensor/clock.h"
 
 namespace attn_bench {
 

@@ -1,4 +1,4 @@
-// ./bench generate: decode speed and memory of the softmax model (nn/decode.h, KV cache) and of its
+// ./bench generate: decode speed and memory of the softmax model (nn/decoder.h, KV cache) and of its
 // linearized version (lolcats/recurrent.h, recurrent state) against context length and batch, f32
 // and bf16 weights, on the CPU; transformers' decode (tests/reference/bench_generate.py) in the
 // same invocation, with the ratio.
@@ -19,9 +19,8 @@
 
 #include "apps/svg_plot.h"
 #include "lolcats/recurrent.h"
-#include "lolcats/recurrent_device.h"
-#include "nn/decode.h"
-#include "nn/decode_device.h"
+#include "nn/decoder.h"
+#include "nn/kv_cache.h"
 
 namespace {
 
@@ -32,9 +31,17 @@ void fill_random(std::vector<float>& v, float lo, float hi, uint32_t seed) {
   for (float& x : v) x = u(rng);
 }
 
-// Times `steps` greedy decode steps of a batch through step(tokens, n, logits); seconds.
-template <typename Step>
-double time_decode(Step step, int batch, int V, int steps) {
+// Random values in a CPU f32 tensor.
+void fill_random(lolcats::Tensor& t, float lo, float hi, uint32_t seed) {
+  std::vector<float> v(size_t(t.numel()));
+  fill_random(v, lo, hi, seed);
+  std::copy(v.begin(), v.end(), t.f32());
+}
+
+// Times `steps` greedy decode steps of a batch of sequences of `context` tokens; seconds.
+double time_decode(lolcats::Decoder& dec, int context, int steps) {
+  const int batch = dec.batch(), V = dec.vocab();
+  for (int b = 0; b < batch; b++) dec.assume_length(b, context);
   std::vector<int> one(size_t(batch), 1);
   std::vector<int32_t> next(static_cast<size_t>(batch));
   std::vector<float> logits(size_t(batch) * V);
@@ -44,11 +51,11 @@ double time_decode(Step step, int batch, int V, int steps) {
       next[size_t(b)] = int32_t(std::max_element(logits.begin() + size_t(b) * V, logits.begin() + size_t(b + 1) * V) -
                                 (logits.begin() + size_t(b) * V));
   };
-  step(next.data(), one.data(), logits.data());  // warm-up: the scratch buffers grow here
+  dec.step(next.data(), one.data(), logits.data());  // warm-up: the scratch buffers grow here
   double t0 = lolcats::seconds_now();
   for (int s = 0; s < steps; s++) {
     greedy();
-    step(next.data(), one.data(), logits.data());
+    dec.step(next.data(), one.data(), logits.data());
   }
   return lolcats::seconds_now() - t0;
 }
@@ -75,7 +82,7 @@ int bench_generate_device(const std::string& config, const std::vector<int>& con
         const double kv = 2.0 * c.n_layers * batch * double(ctx + steps + 1) * c.n_kv_heads * c.head_dim * 2;
         const double rec = double(c.n_layers) * batch *
                            (double(c.n_heads) * linearized.F * (c.head_dim + 1) * 4 +
-                            2.0 * LolcatsDecodeState::kRing * c.n_kv_heads * c.head_dim * 2);
+                            2.0 * LolcatsMemory::kRing * c.n_kv_heads * c.head_dim * 2);
         if ((soft ? kv : rec) > cap) {
           j[soft ? "kv_cache_mib" : "state_mib"] = (soft ? kv : rec) / 1048576.0;
           j["skipped"] = "over --max-cache-gib (out of memory)";
@@ -85,20 +92,10 @@ int bench_generate_device(const std::string& config, const std::vector<int>& con
         }
         device_memory_reset_peak();
         double sec = 0;
-        if (soft) {
-          DeviceDecodeState state(base, batch, ctx + steps + 1);
-          for (int b = 0; b < batch; b++) state.length[size_t(b)] = ctx;
-          sec = time_decode([&](const int32_t* t, const int* n, float* l) { llama_decode_step_device(base, state, t, n, l); },
-                            batch, c.vocab, steps);
-          j["kv_cache_mib"] = state.cache_bytes() / 1048576.0;
-        } else {
-          LolcatsDeviceState state(linearized, batch, 1, DecodeMode::exact);
-          for (int b = 0; b < batch; b++) state.assume_length(b, ctx);
-          sec = time_decode([&](const int32_t* t, const int* n, float* l) {
-                              lolcats_decode_step_device(linearized, state, t, n, l);
-                            }, batch, c.vocab, steps);
-          j["state_mib"] = state.state_bytes() / 1048576.0;
-        }
+        std::unique_ptr<Decoder> dec = soft ? make_decoder(base) : make_decoder(linearized, DecodeMode::exact);
+        dec->reserve(batch, ctx + steps + 1);
+        sec = time_decode(*dec, ctx, steps);
+        j[soft ? "kv_cache_mib" : "state_mib"] = dec->state_bytes() / 1048576.0;
         j["seconds"] = sec;
         j["tokens_per_s"] = batch * steps / sec;
         j["ms_per_step"] = 1e3 * sec / steps;
@@ -130,7 +127,6 @@ int bench_generate(int threads, const std::string& model_path, const std::vector
     if (dtype == DType::bf16) base->to(Device::cpu, DType::bf16);
     LolcatsModel linearized(*base, LolcatsConfig{});
     const LlamaConfig& c = base->cfg;
-    const int V = c.vocab;
     for (const char* kind : {"softmax", "linearized"}) {
       const bool soft = std::string(kind) == "softmax";
       for (int batch : batches) {
@@ -141,30 +137,29 @@ int bench_generate(int threads, const std::string& model_path, const std::vector
                     {"context", ctx}, {"steps", steps}};
           double sec = 0, state_mib = 0;
           if (soft) {
-            const double cache = 2.0 * c.n_layers * batch * double(ctx + steps + 1) * c.n_kv_heads * c.head_dim * 4;
-            if (cache > max_cache_gib * 1073741824.0) {
-              j["kv_cache_mib"] = cache / 1048576.0;
+            const double cache_bytes = 2.0 * c.n_layers * batch * double(ctx + steps + 1) * c.n_kv_heads * c.head_dim * 4;
+            if (cache_bytes > max_cache_gib * 1073741824.0) {
+              j["kv_cache_mib"] = cache_bytes / 1048576.0;
               j["skipped"] = "KV cache over --max-cache-gib (out of memory)";
               std::printf("%s\n", j.dump().c_str());
               continue;
             }
-            LlamaDecodeState state(c, batch, ctx + steps + 1);
-            fill_random(state.k, -1, 1, 1), fill_random(state.v, -1, 1, 2);
-            for (int b = 0; b < batch; b++) state.length[size_t(b)] = ctx;
-            sec = time_decode([&](const int32_t* t, const int* n, float* l) { llama_decode_step(*base, state, t, n, l); },
-                              batch, V, steps);
-            state_mib = state.cache_bytes() / 1048576.0;
+            std::unique_ptr<Decoder> dec = make_decoder(*base);
+            dec->reserve(batch, ctx + steps + 1);
+            KvCache& cache = dynamic_cast<KvCache&>(dec->memory());
+            fill_random(cache.k, -1, 1, 1), fill_random(cache.v, -1, 1, 2);
+            sec = time_decode(*dec, ctx, steps);
+            state_mib = dec->state_bytes() / 1048576.0;
             j["kv_cache_mib"] = state_mib;
           } else {
-            LolcatsDecodeState state(linearized, batch, 1, DecodeMode::exact);
-            for (LolcatsDecodeState::Layer& st : state.layers) {
+            std::unique_ptr<Decoder> dec = make_decoder(linearized, DecodeMode::exact);
+            dec->reserve(batch, 1);  // (every layer converted: no KV cache, no bound)
+            for (LolcatsMemory::Layer& st : dynamic_cast<LolcatsMemory&>(dec->memory()).layers) {
               fill_random(st.S, 0, 1, 3), fill_random(st.z, 1, 2, 4);
               fill_random(st.ring_k, -1, 1, 5), fill_random(st.ring_v, -1, 1, 6);
             }
-            for (int b = 0; b < batch; b++) state.assume_length(b, ctx);
-            sec = time_decode([&](const int32_t* t, const int* n, float* l) { lolcats_decode_step(linearized, state, t, n, l); },
-                              batch, V, steps);
-            state_mib = state.bytes() / 1048576.0;
+            sec = time_decode(*dec, ctx, steps);
+            state_mib = dec->state_bytes() / 1048576.0;
             j["state_mib"] = state_mib;
           }
           j["seconds"] = sec;

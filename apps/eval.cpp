@@ -15,8 +15,8 @@
 //                                                                depth: a table, r.json and r.passkey.svg
 // Without --tasks, one JSON line on stdout: {"model", "val_loss", "val_ppl", "chunks", "label_tokens",
 // "seq_len", "device"}. The tasks' data: ../shared/data/eval/ (data/eval_tasks.h); scoring:
-// nn/eval_harness.h on the CPU decode step (nn/loglik.h; under the reference mask one whole forward
-// per request); passkey: nn/passkey.h on the same step.
+// nn/eval_harness.h on the model's decoder (nn/loglik.h, nn/decoder.h: CPU or cuda device; under the
+// reference mask one whole forward per request, CPU only); passkey: nn/passkey.h on the same decoder.
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
@@ -182,8 +182,8 @@ int main(int argc, char** argv) {
   app.add_option("--chunks", ppl.chunks, "validation chunks to evaluate (0 = all)")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_option("--device", device_flag,
-                 "cpu, cuda (bf16 weights and activations), or auto: cuda when a GPU is visible. "
-                 "Linearized models and the zero-shot tasks run on the CPU so far")
+                 "cpu, cuda (weights and activations in --dtype), or auto: cuda when a GPU is visible. "
+                 "Every task runs on either, for the base and the linearized model")
       ->capture_default_str();
   app.add_option("--dtype", dtype_flag, "weights and activations on the cuda device: bf16 or f32")
       ->check(CLI::IsMember({"bf16", "f32"}))
@@ -196,7 +196,6 @@ int main(int argc, char** argv) {
       return 0;
     }
     const std::vector<std::string> tasks = split_list(tasks_flag);
-    const bool scored = std::any_of(tasks.begin(), tasks.end(), [](const std::string& t) { return t != "ppl"; });
     for (const std::string& t : tasks)
       ENSURE(std::find(eval_task_names().begin(), eval_task_names().end(), t) != eval_task_names().end(),
              "--tasks: unknown task \"%s\" (piqa, arc_easy, arc_challenge, hellaswag, winogrande, mmlu, ppl, passkey)", t.c_str());
@@ -205,13 +204,11 @@ int main(int argc, char** argv) {
       po.depths = int_list("--passkey-depths", passkey_depths);
     }
     LinearizedModel m = load_for_inference(linearized, model_path, app.count("--model") > 0, ref);
-    Device device = scored && device_flag == "auto" ? Device::cpu : parse_device(device_flag);
-    if (device == Device::cuda) {
-      ENSURE(!m.model, "--device cuda: linearized models run on the CPU until the LoLCATs kernels "
-             "are on the GPU; use --device cpu");
-      ENSURE(!scored, "--device cuda: the zero-shot tasks run on the CPU decode step; use --device cpu");
-      m.base->to(Device::cuda, dtype_flag == "f32" ? DType::f32 : DType::bf16);
-    }
+    const Device device = parse_device(device_flag);
+    ENSURE(device == Device::cpu || !m.model || ref.mask == AttentionMask::paper,
+           "--attention-mask reference scores on the CPU only (the cuda hybrid kernel takes the paper's mask); "
+           "use --device cpu");
+    place_weights(m, device, device == Device::cuda && dtype_flag == "bf16" ? DType::bf16 : DType::f32);
     Tokenizer tok = Tokenizer::from_model(m.base_model);
     const std::string model_name = linearized.empty() ? m.base_model : linearized;
     if (tasks.empty()) {  // the original ./eval: one JSON line
@@ -223,9 +220,7 @@ int main(int argc, char** argv) {
     }
     ho.bos = bos_flag == "on";
     const DecodeMode mode = resolve_decode_mode(ref, mode_flag, app.count("--decode-mode") > 0);
-    std::unique_ptr<SequenceDecoder> decoder;
-    if (m.model) decoder = std::make_unique<LolcatsSequenceDecoder>(*m.model, mode);
-    else decoder = std::make_unique<LlamaSequenceDecoder>(*m.base);
+    std::unique_ptr<Decoder> decoder = make_decoder(m, mode);
     // Under the reference mask a position's output depends on the sequence's length: each request
     // is scored by a whole forward of its own (the decode step cannot share prefixes then).
     const bool whole = m.model && ref.mask == AttentionMask::reference;
@@ -235,7 +230,7 @@ int main(int argc, char** argv) {
                                 m.base->cfg.vocab, reqs, progress);
     };
     nlohmann::json results = {{"model", model_name}, {"bos", ho.bos}, {"limit", limit}, {"seed", seed},
-                              {"tasks", nlohmann::json::object()}};
+                              {"device", device_name(device)}, {"tasks", nlohmann::json::object()}};
     if (m.model) {
       results["attention_mask"] = ref.mask == AttentionMask::reference ? "reference" : "paper";
       results["decode_mode"] = mode == DecodeMode::reference ? "reference" : "exact";

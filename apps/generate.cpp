@@ -15,13 +15,12 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "tensor/clock.h"
 #include "apps/reference_flags.h"
 #include "data/chat_template.h"
 #include "data/tokenizer.h"
 #include "lolcats/export.h"
-#include "lolcats/recurrent_device.h"
 #include "nn/generate.h"
+#include "tensor/clock.h"
 #include "tensor/device.h"
 #include "tensor/parallel.h"
 
@@ -47,14 +46,6 @@ void add_stop_ids(const Tokenizer& tok, SamplingConfig& sc) {
   for (const char* stop : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>"})
     if (tok.id_of(stop) >= 0) sc.stop_ids.push_back(tok.id_of(stop));
   if (tok.eos_id() >= 0) sc.stop_ids.push_back(tok.eos_id());
-}
-
-// Puts the weights on `device` in `dtype`. A LoRA still attached (a separate export) is merged into
-// its f32 weights first: weights stored in another dtype cannot carry it.
-void place_weights(LinearizedModel& m, Device device, DType dtype) {
-  if (device == Device::cpu && dtype == DType::f32) return;
-  m.base->merge_loras();
-  m.base->to(device, dtype);
 }
 
 // --dtype: f32, bf16, or auto (bf16 on cuda, f32 on the CPU).
@@ -106,10 +97,7 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     std::fflush(stdout);
   };
-  const int B = std::max(1, std::min(batch, int(prompts.size())));
-  const int max_len = longest_sequence(prompts, sc);
-  generate_batch(m.model ? lolcats_decoder(*m.model, B, max_len, mode) : llama_decoder(*m.base, B, max_len), prompts,
-                 sc, on_done);
+  generate_batch(*make_decoder(m, mode), prompts, batch, sc, on_done);
   double sec = seconds_now() - t0;
   std::fprintf(stderr, "[%zu prompts, %zu new tokens in %.2f s: %.1f tokens/s, batch %d]\n", prompts.size(),
                new_tokens, sec, new_tokens / sec, batch);
@@ -191,10 +179,7 @@ int main(int argc, char** argv) {
       printed = s.size();
       return true;
     };
-    const int max_len = int(ids.size()) + sc.max_new_tokens;
-    generate_one(m.model ? lolcats_decoder(*m.model, 1, max_len, resolve_decode_mode(ref, decode, app.count("--decode-mode") > 0))
-                         : llama_decoder(model, 1, max_len),
-                 ids, sc, on_token);
+    generate(*make_decoder(m, resolve_decode_mode(ref, decode, app.count("--decode-mode") > 0)), ids, sc, on_token);
     double t1 = seconds_now();
     std::printf("\n");
     std::fflush(stdout);

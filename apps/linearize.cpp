@@ -17,7 +17,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "tensor/clock.h"
 #include "apps/svg_plot.h"
 #include "autograd/ops.h"
 #include "data/alpaca.h"
@@ -31,6 +30,7 @@
 #include "lolcats/stages.h"
 #include "lolcats/trainer.h"
 #include "nn/generate.h"
+#include "tensor/clock.h"
 #include "tensor/device.h"
 #include "tensor/parallel.h"
 
@@ -239,7 +239,7 @@ int main(int argc, char** argv) {
     SamplingConfig sc;
     sc.max_new_tokens = o.sample_tokens;
     sc.stop_ids = {tok.eos_id()};
-    std::string sample_teacher = tok.decode(generate(*base, prompt, sc), true);
+    std::string sample_teacher = tok.decode(generate(*make_decoder(*base), prompt, sc), true);
     std::vector<double> mse_before = transfer_mse_per_layer(model, data.val, o.eval_chunks);
     summary["attn_mse_init"] = converted_mean(model, mse_before);
 
@@ -337,7 +337,7 @@ int main(int argc, char** argv) {
 
     // ---- samples and report -----------------------------------------------------------------------
     if (base->device() == Device::cuda) base->merge_loras();  // the GPU's decode step takes plain weights
-    std::string sample_student = tok.decode(lolcats_generate(model, prompt, sc, DecodeMode::exact), true);
+    std::string sample_student = tok.decode(generate(*make_decoder(model, DecodeMode::exact), prompt, sc), true);
     summary["sample_prompt"] = alpaca_sample_prompt();
     summary["sample_teacher"] = sample_teacher;
     summary["sample_linearized"] = sample_student;

@@ -10,8 +10,7 @@ namespace lolcats::cuda {
 namespace {
 
 constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kRing = 128;     // the window ring: 2 x the 64-token block (LolcatsDecodeState::kRing)
-constexpr int kHybrid = 64;    // C: terrace block, sw window
+constexpr int kRing = 128;     // the window ring: 2 x the 64-token block (LolcatsMemory::kRing)
 constexpr int kMaxD = 128;     // head dims up to this (per lane: D / 32 <= 4 elements)
 constexpr int kMaxF = 256;     // features per head (Hedgehog: 2 Fh)
 constexpr int kThreads = 128;  // per block: one thread per head-vector element, per window key
@@ -103,12 +102,6 @@ __global__ void decode_attention_kernel(T* y, const T* q, const T* kc, const T* 
 
 // ---- LoLCATs recurrent step -----------------------------------------------------------------------
 
-// First key of position P's window (0 terrace, 1 sw, 2 linear), as lolcats/recurrent.cpp.
-__device__ int window_start(int P, int window) {
-  const int w = window == 0 ? (P / kHybrid - 1) * kHybrid : window == 1 ? P - kHybrid + 1 : P + 1;
-  return w < 0 ? 0 : w;
-}
-
 // phi (F) = one head's feature map of x (D) (lolcats/feature_map.h), by the whole block.
 // Hedgehog: z = x W (W: (D, Fh)); phi = [softmax(z), softmax(-z)] clamped at 1e-12.
 // T2R: phi = relu(x W + b) (W: (D, F)). zbuf: Fh floats, red: 32 floats of shared memory.
@@ -153,7 +146,7 @@ __device__ void feature_map(float* phi, const T* x, const float* W, const float*
 template <typename T>
 __global__ void lolcats_decode_kernel(T* y, const T* q, const T* k, const T* v, LolcatsLayerState<T> st,
                                       const int32_t* seq, int H, int Hkv, int D, int Fh, int F, bool t2r,
-                                      int window, float scale) {
+                                      HybridVariant window, float scale) {
   __shared__ float phi[kMaxF], zbuf[kMaxF / 2], score[kRing], red[32];
   const int b = blockIdx.x / H, h = blockIdx.x % H, hk = h / (H / Hkv);
   const int r0 = seq[4 * b], n = seq[4 * b + 1], P0 = seq[4 * b + 2];
@@ -251,11 +244,10 @@ void decode_attention(T* y, const T* q, const T* k_cache, const T* v_cache, cons
 template <typename T>
 void lolcats_decode_attention(T* y, const T* q, const T* k, const T* v, const LolcatsLayerState<T>& state,
                               const int32_t* seq, int batch, int H, int Hkv, int D, int Fh, int F, bool t2r,
-                              int window, Stream stream) {
+                              HybridVariant window, Stream stream) {
   ENSURE(Hkv > 0 && H % Hkv == 0, "lolcats decode: %d query heads not divisible by %d kv heads", H, Hkv);
   ENSURE(D > 0 && D <= kThreads && F > 0 && F <= kMaxF && (t2r || Fh * 2 == F),
          "lolcats decode: head size %d (at most %d) or %d features (at most %d) out of range", D, kThreads, F, kMaxF);
-  ENSURE(window >= 0 && window <= 2, "lolcats decode: unknown window rule %d", window);
   if (batch == 0) return;
   launch_kernel(lolcats_decode_kernel<T>, batch * H, kThreads, 0, stream, y, q, k, v, state, seq, H, Hkv, D, Fh, F,
                 t2r, window, 1.0f / std::sqrt(float(D)));
@@ -274,7 +266,8 @@ void lolcats_ring_write(T* ring_k, T* ring_v, const T* k, const T* v, const int3
   template void decode_attention<T>(T*, const T*, const T*, const T*, const int32_t*, const int32_t*, int, int,   \
                                     int, int, int, Stream);                                                       \
   template void lolcats_decode_attention<T>(T*, const T*, const T*, const T*, const LolcatsLayerState<T>&,       \
-                                            const int32_t*, int, int, int, int, int, int, bool, int, Stream);     \
+                                            const int32_t*, int, int, int, int, int, int, bool, HybridVariant,     \
+                                            Stream);                                                          \
   template void lolcats_ring_write<T>(T*, T*, const T*, const T*, const int32_t*, int, int, int, Stream);
 INSTANTIATE(float)
 INSTANTIATE(bf16)

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "cuda/api.h"
+#include "lolcats/window.h"
 
 namespace lolcats::cuda {
 
@@ -50,14 +51,14 @@ struct LolcatsLayerState {
 
 // Rows of sequence b are rows seq[4b] .. seq[4b] + seq[4b+1] - 1 of q, k, v, y, at positions
 // seq[4b+2] + t; keys 0 .. seq[4b+3]-1 are already in S, z (seq: (batch, 4) i32 on the device).
-// window: 0 terrace, 1 sw (64 keys), 2 linear (none). Writes y for every row; leaves the ring to
-// lolcats_ring_write (after this kernel: a row's window reads keys of the same step from k, v).
+// window: whose window rule the rows follow (lolcats/window.h). Writes y for every row; leaves the
+// ring to lolcats_ring_write (after this kernel: a row's window reads keys of the same step from k, v).
 template <typename T>
 void lolcats_decode_attention(T* y,                    // (R, H, D)
                               const T* q,              // (R, H, D)
                               const T* k, const T* v,  // (R, Hkv, D)
                               const LolcatsLayerState<T>& state, const int32_t* seq, int batch, int H, int Hkv,
-                              int D, int Fh, int F, bool t2r, int window, Stream stream);
+                              int D, int Fh, int F, bool t2r, HybridVariant window, Stream stream);
 
 template <typename T>
 void lolcats_ring_write(T* ring_k, T* ring_v, const T* k, const T* v, const int32_t* seq, int batch, int Hkv,

@@ -17,19 +17,10 @@
 namespace lolcats::cuda {
 namespace {
 
-constexpr int kBlock = 64;     // C: the variants' block size (lolcats::kHybridBlock)
+constexpr int kBlock = kHybridBlock;  // C: the variants' block size; which pairs are window: pair_kind (lolcats/window.h)
 constexpr int kRows = 32;      // rows per thread block: half a C block
 constexpr int kCols = 32;      // columns per streamed tile
 constexpr int kThreads = 256;
-enum Kind { kNone = 0, kWindow = 1, kLinear = 2 };
-
-// How key j enters query i's output, for j in block b(i) - 1 or b(i) (lolcats' classify).
-__device__ inline int pair_kind(int i, int j, int variant) {
-  if (j > i) return kNone;
-  if (variant == 0) return kWindow;                               // terrace
-  if (variant == 1) return i - j < kBlock ? kWindow : kLinear;    // sw
-  return kLinear;                                                 // linear
-}
 
 __device__ inline int imin(int a, int b) { return a < b ? a : b; }
 __device__ inline int imax(int a, int b) { return a > b ? a : b; }
@@ -64,10 +55,10 @@ __device__ void load_tile(float* dst, int ld, const T* src, int64_t stride, int 
 
 // The weight of a local pair (query row q/pq, key row k/pk in shared memory): A = g exp(s - m) in
 // the window (m: the query's window max), phi_q . phi_k for a linear pair, 0 for none.
-__device__ inline float pair_weight(int kind, const float* q, const float* k, const float* pq, const float* pk,
+__device__ inline float pair_weight(PairKind kind, const float* q, const float* k, const float* pq, const float* pk,
                                     int D, int F, float scale, float g, float m) {
-  if (kind == kWindow) return g * expf(dot(q, k, D) * scale - m);
-  if (kind == kLinear) return dot(pq, pk, F);
+  if (kind == PairKind::window) return g * expf(dot(q, k, D) * scale - m);
+  if (kind == PairKind::linear) return dot(pq, pk, F);
   return 0.f;
 }
 
@@ -76,16 +67,16 @@ __device__ inline float pair_weight(int kind, const float* q, const float* k, co
 // in key order. sq holds the rows' queries; sk (kCols, D) and ss (kRows, kCols) are scratch.
 template <typename T>
 __device__ void window_max(float* rmax, int* rarg, const float* sq, float* sk, float* ss, const T* kb, int64_t ks,
-                           int i0, int rows, int j0, int kend, int D, float scale, int variant) {
+                           int i0, int rows, int j0, int kend, int D, float scale, HybridVariant variant) {
   const int ldd = D + 1, ldc = kCols + 1;
-  for (int kt = j0; variant != 2 && kt < kend; kt += kCols) {
+  for (int kt = j0; variant != HybridVariant::linear && kt < kend; kt += kCols) {
     const int nk = imin(kCols, kend - kt);
     __syncthreads();
     load_tile(sk, ldd, kb + kt * ks, ks, kCols, nk, D);
     __syncthreads();
     for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
       int r = e / kCols, c = e % kCols;
-      bool win = r < rows && c < nk && pair_kind(i0 + r, kt + c, variant) == kWindow;
+      bool win = r < rows && c < nk && pair_kind(i0 + r, kt + c, variant) == PairKind::window;
       ss[r * ldc + c] = win ? dot(sq + r * ldd, sk + c * ldd, D) * scale : -INFINITY;
     }
     __syncthreads();
@@ -174,7 +165,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     hybrid_forward_kernel(T* y, float* Z, const T* q, const T* k, const T* v, const float* phiq,
                           const float* phik, const float* wlogit, const float* S, const float* zs, int T_,
-                          int H, int Hkv, int D, int F, int variant) {
+                          int H, int Hkv, int D, int F, HybridVariant variant) {
   EXTERN_SHARED(float, smem);
   const int ldd = D + 1, ldf = F + 1, ldc = kCols + 1;
   SharedBump sm{smem};
@@ -213,7 +204,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
       int r = e / kCols, c = e % kCols;
-      int kind = r < rows && c < nk ? pair_kind(i0 + r, kt + c, variant) : kNone;
+      PairKind kind = r < rows && c < nk ? pair_kind(i0 + r, kt + c, variant) : PairKind::none;
       sw[r * ldc + c] = pair_weight(kind, sq + r * ldd, sk + c * ldd, spq + r * ldf, spk + c * ldf, D, F, scale, g,
                                     rmax[r]);
     }
@@ -274,7 +265,7 @@ __global__ void __launch_bounds__(kThreads)
                                  float* row_wsum, float* part, const T* dy, const T* y, const float* Z,
                                  const T* q, const T* k, const T* v, const float* phiq, const float* phik,
                                  const float* wlogit, const float* S, const float* zs, int T_, int H,
-                                 int Hkv, int D, int F, int variant) {
+                                 int Hkv, int D, int F, HybridVariant variant) {
   EXTERN_SHARED(float, smem);
   const int ldd = D + 1, ldf = F + 1, ldc = kCols + 1;
   SharedBump sm{smem};
@@ -333,12 +324,12 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
       int r = e / kCols, c = e % kCols;
-      int kind = r < rows && c < nk ? pair_kind(i0 + r, kt + c, variant) : kNone;
+      PairKind kind = r < rows && c < nk ? pair_kind(i0 + r, kt + c, variant) : PairKind::none;
       float val = 0.f;
-      if (kind != kNone) {
+      if (kind != PairKind::none) {
         float dw = dot(sdn + r * ldd, sv + c * ldd, D) + rdz[r];
         // linear pairs: dw (for dphi_q); window pairs: ds = dw A
-        val = kind == kLinear ? dw
+        val = kind == PairKind::linear ? dw
                               : dw * pair_weight(kind, sq + r * ldd, sk + c * ldd, spq + r * ldf, spk + c * ldf, D, F,
                                                  scale, g, rmax[r]);
       }
@@ -347,19 +338,19 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     if (threadIdx.x < rows)
       for (int c = 0; c < nk; c++)
-        if (pair_kind(i0 + threadIdx.x, kt + c, variant) == kWindow) rsum[threadIdx.x] += sds[threadIdx.x * ldc + c];
+        if (pair_kind(i0 + threadIdx.x, kt + c, variant) == PairKind::window) rsum[threadIdx.x] += sds[threadIdx.x * ldc + c];
     for (int e = threadIdx.x; e < kRows * D; e += kThreads) {
       int r = e / D, d = e % D;
       float s = 0.f;
       for (int c = 0; c < nk; c++)
-        if (pair_kind(i0 + r, kt + c, variant) == kWindow) s = fmaf(sds[r * ldc + c], sk[c * ldd + d], s);
+        if (pair_kind(i0 + r, kt + c, variant) == PairKind::window) s = fmaf(sds[r * ldc + c], sk[c * ldd + d], s);
       adq[r * ldd + d] += s;
     }
     for (int e = threadIdx.x; e < kRows * F; e += kThreads) {
       int r = e / F, f = e % F;
       float s = 0.f;
       for (int c = 0; c < nk; c++)
-        if (pair_kind(i0 + r, kt + c, variant) == kLinear) s = fmaf(sds[r * ldc + c], spk[c * ldf + f], s);
+        if (pair_kind(i0 + r, kt + c, variant) == PairKind::linear) s = fmaf(sds[r * ldc + c], spk[c * ldf + f], s);
       adpq[r * ldf + f] += s;
     }
   }
@@ -419,7 +410,7 @@ __global__ void __launch_bounds__(kThreads)
                                const T* k, const T* v, const float* phiq, const float* phik,
                                const float* wlogit, const float* row_m, const int* row_arg,
                                const float* row_dz, const float* row_wsum, const float* P, const float* p,
-                               int T_, int H, int Hkv, int D, int F, int variant) {
+                               int T_, int H, int Hkv, int D, int F, HybridVariant variant) {
   EXTERN_SHARED(float, smem);
   const int ldd = D + 1, ldf = F + 1, ldc = kCols + 1;
   SharedBump sm{smem};
@@ -476,12 +467,12 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();
       for (int e = threadIdx.x; e < kRows * kCols; e += kThreads) {
         int c = e / kCols, r = e % kCols, i = qt + r, j = j0 + c;  // key c, query r
-        int kind = c < nk && r < nq ? pair_kind(i, j, variant) : kNone;
+        PairKind kind = c < nk && r < nq ? pair_kind(i, j, variant) : PairKind::none;
         float w = 0.f, val = 0.f;
-        if (kind != kNone) {
+        if (kind != PairKind::none) {
           float dw = dot(sdn + r * ldd, sv + c * ldd, D) + qdz[r];
           w = pair_weight(kind, sq + r * ldd, sk + c * ldd, spq + r * ldf, spk + c * ldf, D, F, scale, g, qm[r]);
-          val = kind == kWindow ? dw * w - (j == qarg[r] ? qsum[r] : 0.f) : dw;
+          val = kind == PairKind::window ? dw * w - (j == qarg[r] ? qsum[r] : 0.f) : dw;
         }
         sw[c * ldc + r] = w;
         sds[c * ldc + r] = val;
@@ -492,7 +483,7 @@ __global__ void __launch_bounds__(kThreads)
         float sv_ = 0.f, sk_ = 0.f;
         for (int r = 0; r < nq; r++) {
           sv_ = fmaf(sw[c * ldc + r], sdn[r * ldd + d], sv_);
-          if (pair_kind(qt + r, j0 + c, variant) == kWindow) sk_ = fmaf(sds[c * ldc + r], sq[r * ldd + d], sk_);
+          if (pair_kind(qt + r, j0 + c, variant) == PairKind::window) sk_ = fmaf(sds[c * ldc + r], sq[r * ldd + d], sk_);
         }
         adv[c * ldd + d] += sv_;
         adk[c * ldd + d] += sk_;
@@ -501,7 +492,7 @@ __global__ void __launch_bounds__(kThreads)
         int c = e / F, f = e % F;
         float s = 0.f;
         for (int r = 0; r < nq; r++)
-          if (pair_kind(qt + r, j0 + c, variant) == kLinear) s = fmaf(sds[c * ldc + r], spq[r * ldf + f], s);
+          if (pair_kind(qt + r, j0 + c, variant) == PairKind::linear) s = fmaf(sds[c * ldc + r], spq[r * ldf + f], s);
         adpk[c * ldf + f] += s;
       }
     }
@@ -572,9 +563,9 @@ void launch_with_shared(Kernel* kernel, size_t bytes) {
   cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-void check_sizes(const char* op, int B, int T_, int H, int Hkv, int D, int F, int variant) {
-  ENSURE(B >= 0 && T_ >= 0 && H > 0 && Hkv > 0 && H % Hkv == 0 && variant >= 0 && variant <= 2,
-         "%s (cuda): bad sizes B = %d, T = %d, H = %d, Hkv = %d, variant %d", op, B, T_, H, Hkv, variant);
+void check_sizes(const char* op, int B, int T_, int H, int Hkv, int D, int F) {
+  ENSURE(B >= 0 && T_ >= 0 && H > 0 && Hkv > 0 && H % Hkv == 0,
+         "%s (cuda): bad sizes B = %d, T = %d, H = %d, Hkv = %d", op, B, T_, H, Hkv);
   ENSURE(D >= 1 && D <= 128 && F >= 1 && F <= 256,
          "%s (cuda): head size %d (1..128) or feature count %d (1..256) out of range", op, D, F);
 }
@@ -594,8 +585,8 @@ void forward_states(float* S, float* z, const float* phik, const T* v, int B, in
 template <typename T>
 void hybrid_attention_forward(T* y, float* Z, const T* q, const T* k, const T* v, const float* phiq,
                               const float* phik, const float* wlogit, int B, int T_, int H, int Hkv, int D,
-                              int F, int variant, Stream stream) {
-  check_sizes("hybrid_attention_forward", B, T_, H, Hkv, D, F, variant);
+                              int F, HybridVariant variant, Stream stream) {
+  check_sizes("hybrid_attention_forward", B, T_, H, Hkv, D, F);
   if (B == 0 || T_ == 0) return;
   const int nb = ceil_div(T_, kBlock);
   DeviceScratch<float> S(size_t(B) * H * nb * F * D), z(size_t(B) * H * nb * F);
@@ -611,8 +602,8 @@ template <typename T>
 void hybrid_attention_backward(T* dq, T* dk, T* dv, float* dphiq, float* dphik, float* dwlogit, const T* dy,
                                const T* y, const float* Z, const T* q, const T* k, const T* v,
                                const float* phiq, const float* phik, const float* wlogit, int B, int T_, int H,
-                               int Hkv, int D, int F, int variant, Stream stream) {
-  check_sizes("hybrid_attention_backward", B, T_, H, Hkv, D, F, variant);
+                               int Hkv, int D, int F, HybridVariant variant, Stream stream) {
+  check_sizes("hybrid_attention_backward", B, T_, H, Hkv, D, F);
   if (B == 0 || T_ == 0) return;
   const int nb = ceil_div(T_, kBlock), nq = ceil_div(T_, kRows);
   const size_t rows = size_t(B) * H * T_;
@@ -627,7 +618,7 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, float* dphiq, float* dphik, 
   launch_kernel(query_kernel, dim3(H, B, nq), kThreads, query_shared(D, F), stream, dq, dphiq, row_m.p, row_arg.p,
                 row_dz.p, row_wsum.p, part.p, dy, y, Z, q, k, v, phiq, phik, wlogit, Sp, zp, T_, H, Hkv, D, F,
                 variant);
-  if (dwlogit && variant != 2) {
+  if (dwlogit && variant != HybridVariant::linear) {
     const float* partp = part.p;
     launch_kernel(sum_partials_kernel, 1, 64, 0, stream, dwlogit, partp, B, H, nq);
   }
@@ -649,12 +640,12 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, float* dphiq, float* dphik, 
 
 #define INSTANTIATE(T)                                                                                       \
   template void hybrid_attention_forward<T>(T*, float*, const T*, const T*, const T*, const float*,         \
-                                            const float*, const float*, int, int, int, int, int, int, int,  \
-                                            Stream);                                                        \
+                                            const float*, const float*, int, int, int, int, int, int,       \
+                                            HybridVariant, Stream);                                         \
   template void hybrid_attention_backward<T>(T*, T*, T*, float*, float*, float*, const T*, const T*,        \
                                              const float*, const T*, const T*, const T*, const float*,      \
-                                             const float*, const float*, int, int, int, int, int, int, int, \
-                                             Stream);
+                                             const float*, const float*, int, int, int, int, int, int,      \
+                                             HybridVariant, Stream);
 INSTANTIATE(float)
 INSTANTIATE(bf16)
 

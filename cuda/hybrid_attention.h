@@ -23,10 +23,10 @@
 // it is kept simple; a tensor-core version would be tested against it.
 #pragma once
 #include "cuda/api.h"
+#include "lolcats/window.h"
 
 namespace lolcats::cuda {
 
-// variant: 0 terrace, 1 sw, 2 linear (lolcats::HybridVariant's order).
 template <typename T>
 void hybrid_attention_forward(T* y,              // (B, T_, H, D)  written
                               float* Z,          // (B, H, T_)     written: each row's normaliser
@@ -36,7 +36,7 @@ void hybrid_attention_forward(T* y,              // (B, T_, H, D)  written
                               const float* phiq,  // (B, T_, H, F)
                               const float* phik,  // (B, T_, H, F)
                               const float* wlogit,  // (H)
-                              int B, int T_, int H, int Hkv, int D, int F, int variant, Stream stream);
+                              int B, int T_, int H, int Hkv, int D, int F, HybridVariant variant, Stream stream);
 
 // Gradients written (=), except dwlogit (a parameter's gradient), which accumulates (+=). Any of
 // the six may be null.
@@ -45,6 +45,6 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, float* dphiq, float* dphik, 
                                const T* dy, const T* y, const float* Z, const T* q, const T* k,
                                const T* v, const float* phiq, const float* phik,
                                const float* wlogit, int B, int T_, int H, int Hkv, int D, int F,
-                               int variant, Stream stream);
+                               HybridVariant variant, Stream stream);
 
 }  // namespace lolcats::cuda

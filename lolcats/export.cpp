@@ -192,4 +192,15 @@ LinearizedModel load_for_inference(const std::string& linearized, const std::str
   return out;
 }
 
+void place_weights(LinearizedModel& m, Device device, DType dtype) {
+  if (device == m.base->device() && dtype == m.base->dtype()) return;
+  m.base->merge_loras();
+  m.base->to(device, dtype);
+  if (m.model) m.model->to(device);
+}
+
+std::unique_ptr<Decoder> make_decoder(const LinearizedModel& m, DecodeMode mode) {
+  return m.model ? make_decoder(*m.model, mode) : make_decoder(*m.base);
+}
+
 }  // namespace lolcats

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "lolcats/model.h"
+#include "lolcats/recurrent.h"
 #include "lolcats/reference_checkpoint.h"
 
 namespace lolcats {
@@ -47,6 +48,15 @@ LinearizedModel load_linearized(const std::string& path, const std::string& base
 // not record.
 LinearizedModel load_for_inference(const std::string& linearized, const std::string& model_path,
                                    bool base_given, const ReferenceOptions& reference = {});
+
+// Puts the weights on `device` in `dtype` (the feature maps and window factors always in f32). A
+// LoRA still attached (a separate export) is merged into its f32 weights first: weights stored in
+// another dtype cannot carry it, and the device's decode step takes plain weights.
+void place_weights(LinearizedModel& m, Device device, DType dtype);
+
+// The model's decoder (nn/decoder.h): the recurrent one for a linearized model, in `mode`, the KV
+// cache one for a plain model; on the device its weights are on.
+std::unique_ptr<Decoder> make_decoder(const LinearizedModel& m, DecodeMode mode);
 
 // Whether `path` is a file written by export_linearized (safetensors with LoLCATs metadata).
 bool is_linearized_export(const std::string& path);

@@ -38,16 +38,6 @@ HybridBlocks::HybridBlocks(int T_, HybridVariant variant, AttentionMask mask) : 
 namespace {
 
 constexpr int C = kHybridBlock;
-enum Pair : uint8_t { kNone, kWindow, kLinear, kBoth };
-
-// How key j takes part in query i's output, for a key in block b(i)-1 or b(i) (older keys are
-// always linear and go through the state).
-inline Pair classify(int i, int j, HybridVariant v, bool overlap) {
-  if (j > i) return kNone;
-  if (v == HybridVariant::terrace) return overlap ? kBoth : kWindow;
-  if (v == HybridVariant::sw) return i - j < C ? kWindow : kLinear;
-  return kLinear;
-}
 
 template <typename T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 template <typename T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
@@ -60,14 +50,14 @@ struct LocalTile {
   int i0, rows, j0, keys;
   bool overlap;
   Mat<T> s, a, w;
-  std::vector<Pair> cls;
+  std::vector<PairKind> cls;
   std::vector<int> argmax;
 
   LocalTile(int t, const HybridBlocks& bl)
       : i0(bl.begin(t)), rows(bl.end(t) - bl.begin(t)), j0(t > 0 ? bl.begin(t - 1) : i0), overlap(bl.overlap) {
     keys = i0 + rows - j0;
   }
-  Pair at(int r, int c) const { return cls[size_t(r) * keys + c]; }
+  PairKind at(int r, int c) const { return cls[size_t(r) * keys + c]; }
 
   // q (rows x D), k (keys x D) for the scores; pq (rows x F), pk (keys x F) for local linear pairs.
   template <typename Q, typename K, typename PQ, typename PK>
@@ -77,21 +67,21 @@ struct LocalTile {
     if (v != HybridVariant::terrace || overlap) bl.noalias() = pq * pk.transpose();
     a.setZero(rows, keys);
     w.setZero(rows, keys);
-    cls.assign(size_t(rows) * keys, kNone);
+    cls.assign(size_t(rows) * keys, PairKind::none);
     argmax.assign(rows, -1);
     for (int r = 0; r < rows; r++) {
       T mx = -std::numeric_limits<T>::infinity();
       for (int c = 0; c < keys; c++) {
-        Pair p = cls[size_t(r) * keys + c] = classify(i0 + r, j0 + c, v, overlap);
-        if ((p == kWindow || p == kBoth) && s(r, c) > mx) mx = s(r, c), argmax[r] = c;
+        PairKind p = cls[size_t(r) * keys + c] = pair_kind(i0 + r, j0 + c, v, overlap);
+        if ((p == PairKind::window || p == PairKind::both) && s(r, c) > mx) mx = s(r, c), argmax[r] = c;
       }
       // exp over the whole row (Eigen's SIMD exp), then kept only on window pairs; elsewhere it
       // may overflow, and is overwritten.
       a.row(r) = g * (s.row(r).array() - mx).exp();
       for (int c = 0; c < keys; c++) {
-        Pair p = at(r, c);
-        if (p != kWindow && p != kBoth) a(r, c) = 0;
-        w(r, c) = a(r, c) + (p == kLinear || p == kBoth ? bl(r, c) : T(0));
+        PairKind p = at(r, c);
+        if (p != PairKind::window && p != PairKind::both) a(r, c) = 0;
+        w(r, c) = a(r, c) + (p == PairKind::linear || p == PairKind::both ? bl(r, c) : T(0));
       }
     }
   }
@@ -182,9 +172,9 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, T* dphiq, T* dphik, T* dwlog
           for (int r = 0; r < rows; r++) {
             T row_sum = 0;
             for (int c = 0; c < keys; c++) {
-              Pair p = tile.at(r, c);
-              if (p == kWindow || p == kBoth) row_sum += (ds(r, c) = dw(r, c) * tile.a(r, c));
-              if (p == kLinear || p == kBoth) dB(r, c) = dw(r, c);
+              PairKind p = tile.at(r, c);
+              if (p == PairKind::window || p == PairKind::both) row_sum += (ds(r, c) = dw(r, c) * tile.a(r, c));
+              if (p == PairKind::linear || p == PairKind::both) dB(r, c) = dw(r, c);
             }
             dwl += row_sum * (T(1) - g);
             if (tile.argmax[r] >= 0) ds(r, tile.argmax[r]) -= row_sum;  // through m_i = max
@@ -303,7 +293,7 @@ void hybrid_attention_forward(Tensor& y, Tensor& Z, const Tensor& q, const Tenso
   ON_CUDA(q.dtype(), T,
           cuda::hybrid_attention_forward(y.dev<T>(), Z.dev<float>(), q.dev<T>(), k.dev<T>(), v.dev<T>(),
                                          phiq.dev<float>(), phik.dev<float>(), wlogit.dev<float>(), d.B, d.T, d.H,
-                                         d.Hkv, d.D, d.F, int(variant), nullptr));
+                                         d.Hkv, d.D, d.F, variant, nullptr));
 }
 
 void hybrid_attention_backward(Tensor* dq, Tensor* dk, Tensor* dv, Tensor* dphiq, Tensor* dphik, Tensor* dwlogit,
@@ -323,7 +313,7 @@ void hybrid_attention_backward(Tensor* dq, Tensor* dk, Tensor* dv, Tensor* dphiq
           cuda::hybrid_attention_backward(dev_opt<T>(dq), dev_opt<T>(dk), dev_opt<T>(dv), dev_opt(dphiq),
                                           dev_opt(dphik), dev_opt(dwlogit), dy.dev<T>(), y.dev<T>(), Z.dev<float>(),
                                           q.dev<T>(), k.dev<T>(), v.dev<T>(), phiq.dev<float>(), phik.dev<float>(),
-                                          wlogit.dev<float>(), d.B, d.T, d.H, d.Hkv, d.D, d.F, int(variant),
+                                          wlogit.dev<float>(), d.B, d.T, d.H, d.Hkv, d.D, d.F, variant,
                                           nullptr));
 }
 

@@ -7,7 +7,7 @@
 //   A_ij   = g_h exp(s_ij - m_i)      j in W(i)
 //   B_ij   = phi_q(q_i) . phi_k(k_j)  j in Lin(i)
 //   y_i    = (sum_W A_ij v_j + sum_Lin B_ij v_j) / Z_i,   Z_i = sum_W A_ij + sum_Lin B_ij  (no eps)
-// Variants (blocks of C = 64 tokens aligned to token 0; b(i) = i / C):
+// Variants (blocks of C = 64 tokens aligned to token 0; b(i) = i / C; the rule: lolcats/window.h):
 //   terrace (default): W(i) = {j <= i : b(j) >= b(i) - 1},  Lin(i) = {j : b(j) <= b(i) - 2}
 //   sw:                W(i) = {i-63 .. i},                   Lin(i) = {j <= i - 64}
 //   linear:            W(i) = {},                            Lin(i) = {j <= i}   ("Hedgehog only")
@@ -38,10 +38,9 @@
 #include <cstdint>
 #include <string>
 
-namespace lolcats {
+#include "lolcats/window.h"
 
-enum class HybridVariant { terrace, sw, linear };
-constexpr int kHybridBlock = 64;  // C: block size of terrace, window size of sw
+namespace lolcats {
 
 HybridVariant parse_variant(const std::string& name);  // "terrace", "sw", "linear"
 const char* variant_name(HybridVariant v);

@@ -136,6 +136,10 @@ std::vector<float> LolcatsModel::tail_logits(const std::vector<int32_t>& ids, in
   return std::vector<float>(logits.f32(), logits.f32() + logits.numel());
 }
 
+void LolcatsModel::to(Device device) {
+  for (const Var& p : parameters()) p->value = p->value.to(device, DType::f32);
+}
+
 std::vector<Var> LolcatsModel::parameters() const {
   std::vector<Var> out;
   for (auto& [name, v] : named_parameters()) out.push_back(v);

@@ -69,6 +69,10 @@ class LolcatsModel {
   Var student_attention(int layer, const Var& q, const Var& k, const Var& v) const;
   int converted_layers() const;
 
+  // Moves the feature maps and window factors beside the base's weights on `device` (in f32, as
+  // the LoLCATs ops read them on every device). Call after moving the base (Llama::to).
+  void to(Device device);
+
   std::vector<Var> parameters() const;  // feature maps and window factors of converted layers
   std::vector<std::pair<std::string, Var>> named_parameters() const;  // reference names
   // The same as tensors in the reference's shapes (window_factors as (1, H, 1, 1)).

@@ -17,13 +17,6 @@ DecodeMode parse_decode_mode(const std::string& name) {
   fail(__FILE__, __LINE__, "unknown decode mode \"" + name + "\" (exact or reference)");
 }
 
-int window_start(int P, HybridVariant v) {
-  constexpr int C = kHybridBlock;
-  if (v == HybridVariant::terrace) return std::max(0, (P / C - 1) * C);
-  if (v == HybridVariant::sw) return std::max(0, P - C + 1);
-  return P + 1;  // linear: no window, every key goes through the state
-}
-
 std::vector<bool> kept_as_softmax(const LolcatsModel& m) {
   std::vector<bool> cached;
   for (const LolcatsLayer& L : m.layers) cached.push_back(!L.converted);
@@ -32,8 +25,7 @@ std::vector<bool> kept_as_softmax(const LolcatsModel& m) {
 
 namespace {
 
-constexpr int C = kHybridBlock;
-constexpr int R = LolcatsDecodeState::kRing;
+constexpr int R = LolcatsMemory::kRing;
 
 // The variant whose window rule the decoder follows.
 HybridVariant decode_variant(const LolcatsModel& m, DecodeMode mode) {
@@ -68,7 +60,7 @@ struct Group {
   int hk;
 };
 
-Group group_of(LolcatsDecodeState::Layer& st, int b, int hk, const Dims& d) {
+Group group_of(LolcatsMemory::Layer& st, int b, int hk, const Dims& d) {
   return Group{st.S.data() + size_t(b) * d.H * d.F * d.D, st.z.data() + size_t(b) * d.H * d.F,
                st.ring_k.data() + size_t(b) * R * d.Hkv * d.D, st.ring_v.data() + size_t(b) * R * d.Hkv * d.D,
                st.folded.data() + size_t(b) * d.Hkv + size_t(hk), hk};
@@ -158,139 +150,127 @@ Tensor rows_tensor(const float* p, int n, int heads, int D) {
   return t;
 }
 
+Dims dims_of(const LolcatsModel& m) {
+  const LlamaConfig& c = m.base.cfg;
+  return Dims{c.n_heads, c.n_kv_heads, c.head_dim, m.F, m.Fh, c.n_heads / c.n_kv_heads};
+}
+
 }  // namespace
 
-LolcatsDecodeState::LolcatsDecodeState(const LolcatsModel& m, int batch, int max_len, DecodeMode mode_)
-    : mode(mode_), window(decode_variant(m, mode_)), trunk(m.base.cfg, batch, max_len, kept_as_softmax(m)),
-      layers(m.layers.size()) {
-  const LlamaConfig& c = m.base.cfg;
+LolcatsMemory::LolcatsMemory(const LolcatsModel& m, DecodeMode mode)
+    : layers(m.layers.size()), model_(m), mode_(mode), window_(decode_variant(m, mode)),
+      kept_(m.base, kept_as_softmax(m)) {
+  ENSURE(m.base.device() == Device::cpu, "LolcatsMemory is the CPU decoder's; on %s use make_decoder",
+         device_name(m.base.device()));
+}
+
+void LolcatsMemory::reserve(int batch, int max_len) {
+  kept_.reserve(batch, max_len);
+  batch_ = batch;
+  const Dims d = dims_of(model_);
   const size_t B = size_t(batch);
-  for (size_t l = 0; l < m.layers.size(); l++) {
-    if (!m.layers[l].converted) continue;
+  for (size_t l = 0; l < model_.layers.size(); l++) {
+    if (!model_.layers[l].converted) continue;
     Layer& st = layers[l];
-    st.S.assign(B * c.n_heads * m.F * c.head_dim, 0.0f);
-    st.z.assign(B * c.n_heads * m.F, 0.0f);
-    st.ring_k.assign(B * R * c.n_kv_heads * c.head_dim, 0.0f);
-    st.ring_v.assign(B * R * c.n_kv_heads * c.head_dim, 0.0f);
-    st.folded.assign(B * c.n_kv_heads, 0);
+    st.S.assign(B * d.H * d.F * d.D, 0.0f);
+    st.z.assign(B * d.H * d.F, 0.0f);
+    st.ring_k.assign(B * R * d.Hkv * d.D, 0.0f);
+    st.ring_v.assign(B * R * d.Hkv * d.D, 0.0f);
+    st.folded.assign(B * d.Hkv, 0);
   }
 }
 
-void LolcatsDecodeState::reset(int b) {
-  trunk.reset(b);
-  const size_t B = size_t(trunk.batch);
-  auto clear = [&](auto& v) {
-    const size_t per = v.size() / B;
-    std::fill(v.begin() + ptrdiff_t(size_t(b) * per), v.begin() + ptrdiff_t(size_t(b + 1) * per), 0);
-  };
+namespace {
+// Calls f on the part of vector v (batch, ...) that belongs to sequence b: [begin, end).
+template <typename Vec, typename F>
+void for_sequence(Vec& v, int batch, int b, F f) {
+  const size_t per = v.size() / size_t(batch);
+  f(v.begin() + ptrdiff_t(size_t(b) * per), v.begin() + ptrdiff_t(size_t(b + 1) * per));
+}
+}  // namespace
+
+void LolcatsMemory::reset(int b) {
+  kept_.reset(b);
   for (Layer& st : layers) {
     if (st.S.empty()) continue;
+    auto clear = [&](auto& v) { for_sequence(v, batch_, b, [](auto i, auto e) { std::fill(i, e, 0); }); };
     clear(st.S), clear(st.z), clear(st.ring_k), clear(st.ring_v), clear(st.folded);
   }
 }
 
-void LolcatsDecodeState::copy_sequence(int from, int to) {
-  trunk.copy_sequence(from, to);  // checks the indices
-  if (from == to) return;
-  const size_t B = size_t(trunk.batch);
-  auto copy = [&](auto& v) {  // v: (batch, ...): one sequence's block onto another's
-    const size_t per = v.size() / B;
-    std::copy(v.begin() + ptrdiff_t(size_t(from) * per), v.begin() + ptrdiff_t(size_t(from + 1) * per),
-              v.begin() + ptrdiff_t(size_t(to) * per));
-  };
+void LolcatsMemory::copy(int from, int to, int length) {
+  kept_.copy(from, to, length);
   for (Layer& st : layers) {
     if (st.S.empty()) continue;
+    auto copy = [&](auto& v) {  // sequence from's block onto sequence to's
+      for_sequence(v, batch_, from, [&](auto i, auto e) { for_sequence(v, batch_, to, [&](auto o, auto) { std::copy(i, e, o); }); });
+    };
     copy(st.S), copy(st.z), copy(st.ring_k), copy(st.ring_v), copy(st.folded);
   }
 }
 
-void LolcatsDecodeState::assume_length(int b, int P) {
-  ENSURE(P >= 0 && (trunk.cache_bytes() == 0 || P <= trunk.max_len), "assume_length: %d tokens do not fit", P);
-  trunk.length[size_t(b)] = P;
-  const int folded = P == 0 ? 0 : std::min(window_start(P - 1, window), P);  // as after position P-1
-  for (Layer& st : layers) {
-    if (st.S.empty()) continue;
-    const size_t per = st.folded.size() / size_t(trunk.batch);
-    std::fill(st.folded.begin() + ptrdiff_t(size_t(b) * per), st.folded.begin() + ptrdiff_t(size_t(b + 1) * per),
-              folded);
-  }
+void LolcatsMemory::assume_length(int b, int P) {
+  const int folded = P == 0 ? 0 : std::min(window_start(P - 1, window_), P);  // as after position P-1
+  for (Layer& st : layers)
+    if (!st.S.empty()) for_sequence(st.folded, batch_, b, [&](auto i, auto e) { std::fill(i, e, folded); });
 }
 
-size_t LolcatsDecodeState::state_bytes() const {
-  size_t n = 0;
+size_t LolcatsMemory::bytes() const {
+  size_t n = kept_.bytes();
   for (const Layer& st : layers)
     n += (st.S.size() + st.z.size() + st.ring_k.size() + st.ring_v.size()) * sizeof(float) +
          st.folded.size() * sizeof(int);
   return n;
 }
 
-void lolcats_decode_step(const LolcatsModel& m, LolcatsDecodeState& s, const int32_t* tokens, const int* n,
-                         float* logits) {
-  const LlamaConfig& c = m.base.cfg;
-  const Dims d{c.n_heads, c.n_kv_heads, c.head_dim, m.F, m.Fh, c.n_heads / c.n_kv_heads};
-  const HybridVariant var = s.window;
-  const int batch = s.trunk.batch;
-  // The converted layers' attention, called by the Llama step with this step's rows.
-  auto attention = [&](int l, float* y, const float* q, const float* k, const float* v, int /*rows*/) {
-    LolcatsDecodeState::Layer& st = s.layers[size_t(l)];
-    // A whole prompt on an empty sequence: the parallel (training) form gives its outputs.
-    for (int b = 0, r0 = 0; b < batch; r0 += n[b], b++) {
-      if (!(s.length(b) == 0 && n[b] > 1)) continue;
-      NoGrad no_grad;
-      Tensor yb = m.student_attention(l, leaf(rows_tensor(q + size_t(r0) * d.H * d.D, n[b], d.H, d.D)),
-                                      leaf(rows_tensor(k + size_t(r0) * d.Hkv * d.D, n[b], d.Hkv, d.D)),
-                                      leaf(rows_tensor(v + size_t(r0) * d.Hkv * d.D, n[b], d.Hkv, d.D)))->value;
-      std::memcpy(y + size_t(r0) * d.H * d.D, yb.f32(), yb.nbytes());
-    }
-    // Every (sequence, key head) group advances on its own: state update, then (decode) attention.
-    s.row0.resize(size_t(batch));
-    for (int b = 0, r0 = 0; b < batch; r0 += n[b], b++) s.row0[size_t(b)] = r0;
+size_t LolcatsMemory::sequence_bytes(int max_len) const {
+  const Dims d = dims_of(model_);  // S, z, rings and fold counts: fixed per sequence
+  size_t n = kept_.sequence_bytes(max_len);
+  for (const LolcatsLayer& L : model_.layers)
+    if (L.converted)
+      n += (size_t(d.H) * d.F * (d.D + 1) + size_t(2) * R * d.Hkv * d.D) * sizeof(float) + size_t(d.Hkv) * sizeof(int);
+  return n;
+}
+
+void LolcatsMemory::attend(int l, Tensor& yt, const Tensor& qt, const Tensor& kt, const Tensor& vt,
+                           const StepRows& rows) {
+  if (!model_.layers[size_t(l)].converted) return kept_.attend(l, yt, qt, kt, vt, rows);
+  const LolcatsModel& m = model_;
+  const Dims d = dims_of(m);
+  float* y = yt.f32();
+  const float *q = qt.f32(), *k = kt.f32(), *v = vt.f32();
+  Layer& st = layers[size_t(l)];
+  const int batch = batch_;
+  // A whole prompt on an empty sequence: the parallel (training) form gives its outputs.
+  auto parallel_prefill = [&](int b) { return rows.length[size_t(b)] == 0 && rows.n[size_t(b)] > 1; };
+  for (int b = 0; b < batch; b++) {
+    if (!parallel_prefill(b)) continue;
+    const int r0 = rows.first[size_t(b)], n = rows.n[size_t(b)];
+    NoGrad no_grad;
+    Tensor yb = m.student_attention(l, leaf(rows_tensor(q + size_t(r0) * d.H * d.D, n, d.H, d.D)),
+                                    leaf(rows_tensor(k + size_t(r0) * d.Hkv * d.D, n, d.Hkv, d.D)),
+                                    leaf(rows_tensor(v + size_t(r0) * d.Hkv * d.D, n, d.Hkv, d.D)))->value;
+    std::memcpy(y + size_t(r0) * d.H * d.D, yb.f32(), yb.nbytes());
+  }
+  // Every (sequence, key head) group advances on its own: state update, then (decode) attention.
 #pragma omp parallel for collapse(2) schedule(dynamic)
-    for (int b = 0; b < batch; b++)
-      for (int hk = 0; hk < d.Hkv; hk++) {
-        if (n[b] == 0) continue;
-        const int r0 = s.row0[size_t(b)];
-        static thread_local Scratch sc;
-        sc.fit(d);
-        const bool parallel_prefill = s.length(b) == 0 && n[b] > 1;
-        advance(group_of(st, b, hk, d), y + size_t(r0) * d.H * d.D, q + size_t(r0) * d.H * d.D,
-                k + size_t(r0) * d.Hkv * d.D, v + size_t(r0) * d.Hkv * d.D, s.length(b), n[b], !parallel_prefill,
-                m, l, var, d, sc);
-      }
-  };
-  llama_decode_step(m.base, s.trunk, tokens, n, logits, attention);
+  for (int b = 0; b < batch; b++)
+    for (int hk = 0; hk < d.Hkv; hk++) {
+      const int n = rows.n[size_t(b)];
+      if (n == 0) continue;
+      const size_t r0 = size_t(rows.first[size_t(b)]);
+      static thread_local Scratch sc;
+      sc.fit(d);
+      advance(group_of(st, b, hk, d), y + r0 * d.H * d.D, q + r0 * d.H * d.D, k + r0 * d.Hkv * d.D,
+              v + r0 * d.Hkv * d.D, rows.length[size_t(b)], n, !parallel_prefill(b), m, l, window_, d, sc);
+    }
 }
 
-void LolcatsSequenceDecoder::reserve(int batch, int max_len) {
-  state_ = std::make_unique<LolcatsDecodeState>(model_, batch, max_len, mode_);
-}
-
-size_t LolcatsSequenceDecoder::sequence_bytes(int max_len) const {
-  LolcatsDecodeState one(model_, 1, 1, mode_);  // S, z and rings: fixed per sequence
-  const LlamaConfig& c = model_.base.cfg;
-  size_t kept = 0;  // the KV cache of each layer kept as softmax
-  for (const LolcatsLayer& L : model_.layers) kept += L.converted ? 0 : 1;
-  return one.state_bytes() + kept * 2 * size_t(c.n_kv_heads) * c.head_dim * sizeof(float) * size_t(max_len);
-}
-
-void LolcatsSequenceDecoder::step(const int32_t* tokens, const int* n, float* logits, bool every_row) {
-  state_->trunk.every_row_logits = every_row;
-  lolcats_decode_step(model_, *state_, tokens, n, logits);
-}
-
-std::vector<int32_t> lolcats_generate(const LolcatsModel& model, const std::vector<int32_t>& prompt,
-                                      const SamplingConfig& cfg, DecodeMode mode,
-                                      const std::function<bool(int32_t)>& on_token) {
-  return generate_one(lolcats_decoder(model, 1, int(prompt.size()) + cfg.max_new_tokens, mode), prompt, cfg,
-                      on_token);
-}
-
-void lolcats_generate_batch(const LolcatsModel& model, const std::vector<std::vector<int32_t>>& prompts,
-                            int batch, const SamplingConfig& cfg, DecodeMode mode,
-                            const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
-  ENSURE(batch > 0, "generate_batch: batch must be positive, got %d", batch);
-  const int B = int(std::min<size_t>(size_t(batch), std::max<size_t>(prompts.size(), 1)));
-  generate_batch(lolcats_decoder(model, B, longest_sequence(prompts, cfg), mode), prompts, cfg, on_done);
+std::unique_ptr<Decoder> make_decoder(const LolcatsModel& model, DecodeMode mode) {
+  std::unique_ptr<DecodeMemory> memory;
+  if (model.base.device() == Device::cpu) memory = std::make_unique<LolcatsMemory>(model, mode);
+  else memory = make_lolcats_device_memory(model, mode);
+  return std::make_unique<Decoder>(model.base, std::move(memory));
 }
 
 }  // namespace lolcats

@@ -1,4 +1,3 @@
-#include "tensor/clock.h"
 #include "lolcats/trainer.h"
 
 #include <sys/stat.h>
@@ -14,6 +13,7 @@
 #include "nn/adamw.h"
 #include "nn/lr_schedule.h"
 #include "tensor/activations.h"
+#include "tensor/clock.h"
 
 namespace lolcats {
 

@@ -17,54 +17,6 @@
 
 namespace lolcats {
 
-LlamaDecodeState::LlamaDecodeState(const LlamaConfig& c, int batch_, int max_len_, std::vector<bool> cached)
-    : batch(batch_), max_len(max_len_), length(size_t(batch_), 0) {
-  ENSURE(batch > 0 && max_len > 0, "decode state: batch %d and max_len %d must be positive", batch, max_len);
-  if (cached.empty()) cached.assign(size_t(c.n_layers), true);
-  ENSURE(int(cached.size()) == c.n_layers, "decode state: %zu cache flags for %d layers", cached.size(), c.n_layers);
-  int slots = 0;
-  for (bool on : cached) cache_slot.push_back(on ? slots++ : -1);
-  size_t n = size_t(slots) * size_t(batch) * size_t(max_len) * size_t(c.n_kv_heads) * size_t(c.head_dim);
-  k.assign(n, 0.0f);
-  v.assign(n, 0.0f);
-  inv_freq.resize(size_t(c.head_dim / 2));
-  rope_inv_freq(inv_freq.data(), c.head_dim, c.rope);
-}
-
-void LlamaDecodeState::copy_sequence(int from, int to) {
-  ENSURE(from >= 0 && from < batch && to >= 0 && to < batch, "copy_sequence: %d -> %d outside a batch of %d", from,
-         to, batch);
-  if (from == to) return;
-  const int slots = int(std::count_if(cache_slot.begin(), cache_slot.end(), [](int i) { return i >= 0; }));
-  if (slots > 0) {
-    // k, v: (slots, batch, max_len, KD); only the `from` sequence's first length rows matter.
-    const size_t KD = k.size() / (size_t(slots) * size_t(batch) * size_t(max_len));
-    const size_t rows = size_t(length[size_t(from)]) * KD;
-    for (int sl = 0; sl < slots; sl++) {
-      const size_t src = (size_t(sl) * batch + size_t(from)) * max_len * KD;
-      const size_t dst = (size_t(sl) * batch + size_t(to)) * max_len * KD;
-      std::copy(k.begin() + ptrdiff_t(src), k.begin() + ptrdiff_t(src + rows), k.begin() + ptrdiff_t(dst));
-      std::copy(v.begin() + ptrdiff_t(src), v.begin() + ptrdiff_t(src + rows), v.begin() + ptrdiff_t(dst));
-    }
-  }
-  length[size_t(to)] = length[size_t(from)];
-}
-
-int plan_rows(const std::vector<int>& length, const int* n, int max_len, bool bounded, std::vector<int32_t>& row_seq,
-              std::vector<int32_t>& row_pos) {
-  int R = 0;
-  for (size_t b = 0; b < length.size(); b++) {
-    ENSURE(n[b] >= 0 && (!bounded || length[b] + n[b] <= max_len),
-           "decode: sequence %zu holds %d tokens, %d more do not fit in %d", b, length[b], n[b], max_len);
-    R += n[b];
-  }
-  row_seq.resize(size_t(R));
-  row_pos.resize(size_t(R));
-  for (size_t b = 0, r = 0; b < length.size(); b++)
-    for (int i = 0; i < n[b]; i++, r++) row_seq[r] = int32_t(b), row_pos[r] = length[b] + i;
-  return R;
-}
-
 namespace {
 
 // Grows a scratch buffer to at least n values (never shrinks: the steady state allocates nothing).
@@ -157,96 +109,106 @@ void linear(float* y, const float* x, const Var& W, int R, int N, int K) {
   linear(y, x, W, none, R, N, K, unused);
 }
 
+// The trunk of a step, as plain code over buffers that only grow.
+class CpuDecodeTrunk : public DecodeTrunk {
+ public:
+  explicit CpuDecodeTrunk(const Llama& m) : m_(m), inv_freq_(size_t(m.cfg.head_dim / 2)) {
+    ENSURE(m.device() == Device::cpu, "the CPU decode trunk needs the weights on the CPU (f32 or bf16)");
+    rope_inv_freq(inv_freq_.data(), m.cfg.head_dim, m.cfg.rope);
+  }
+
+  void embed(const int32_t* tokens, const StepRows& rows) override {
+    const LlamaConfig& c = m_.cfg;
+    const int C = c.d_model, HD = c.n_heads * c.head_dim, KD = c.n_kv_heads * c.head_dim, D = c.head_dim;
+    R_ = rows.R;
+    const size_t R = size_t(R_);
+    grow(x_, R * C), grow(a_, R * std::max(C, HD)), grow(q_, R * HD), grow(k_, R * KD), grow(v_, R * KD);
+    grow(y_, R * HD), grow(g_, R * c.ffn), grow(u_, R * c.ffn), grow(rstd_, R);
+    grow(cos_, R * (D / 2)), grow(sin_, R * (D / 2));
+    if (m_.dtype() == DType::f32) {
+      embedding_forward(x_.data(), tokens, m_.wte->value.f32(), R_, c.vocab, C);
+    } else {
+      for (size_t r = 0; r < R; r++) {
+        const uint16_t* row = m_.wte->value.bf16() + size_t(tokens[r]) * C;
+        for (int i = 0; i < C; i++) x_[r * C + size_t(i)] = bf16_to_f32(row[i]);
+      }
+    }
+    rope_tables(cos_.data(), sin_.data(), rows.pos.data(), R_, D, inv_freq_.data());
+  }
+
+  Rows attention_inputs(int l) override {
+    const LlamaConfig& c = m_.cfg;
+    const LlamaLayer& L = m_.layers[size_t(l)];
+    const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
+    // PyTorch: q, k, v = q_proj(norm(x)), k_proj(...), v_proj(...); rope(q, k)
+    rmsnorm_forward(a_.data(), rstd_.data(), x_.data(), norm_weight(L.attn_norm, wnorm_), R_, C, c.norm_eps);
+    linear(q_.data(), a_.data(), L.wq, L.lora_q, R_, H * D, C, low_);
+    linear(k_.data(), a_.data(), L.wk, L.lora_k, R_, Hkv * D, C, low_);
+    linear(v_.data(), a_.data(), L.wv, L.lora_v, R_, Hkv * D, C, low_);
+    rope_forward(q_.data(), q_.data(), cos_.data(), sin_.data(), 1, R_, H, D, RopeLayout::half_split);  // row r: its position
+    rope_forward(k_.data(), k_.data(), cos_.data(), sin_.data(), 1, R_, Hkv, D, RopeLayout::half_split);
+    auto view = [&](std::vector<float>& b, int heads) { return Tensor::borrow(b.data(), {R_, heads, D}, DType::f32); };
+    return {view(q_, H), view(k_, Hkv), view(v_, Hkv), view(y_, H)};
+  }
+
+  void finish_layer(int l) override {
+    const LlamaConfig& c = m_.cfg;
+    const LlamaLayer& L = m_.layers[size_t(l)];
+    const int C = c.d_model, HD = c.n_heads * c.head_dim, FF = c.ffn;
+    float *x = x_.data(), *a = a_.data();
+    // x = x + o_proj(y)
+    linear(a, y_.data(), L.wo, L.lora_o, R_, C, HD, low_);
+    add_forward(x, x, a, int64_t(R_) * C);
+    // x = x + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = norm(x)
+    rmsnorm_forward(a, rstd_.data(), x, norm_weight(L.mlp_norm, wnorm_), R_, C, c.norm_eps);
+    linear(g_.data(), a, L.w_gate, R_, FF, C);
+    linear(u_.data(), a, L.w_up, R_, FF, C);
+    swiglu_forward(g_.data(), g_.data(), u_.data(), int64_t(R_) * FF);
+    linear(a, g_.data(), L.w_down, R_, C, FF);
+    add_forward(x, x, a, int64_t(R_) * C);
+  }
+
+  void logits(float* out, const StepRows& rows, Logits which) override {
+    const LlamaConfig& c = m_.cfg;
+    const int C = c.d_model, V = c.vocab;
+    float *x = x_.data(), *a = a_.data();
+    if (which == Logits::every_row) {  // every new row: (R, V), one product with the LM head
+      rmsnorm_forward(a, rstd_.data(), x, norm_weight(m_.norm, wnorm_), R_, C, c.norm_eps);
+      linear(out, a, m_.lm_head, R_, V, C);
+      return;
+    }
+    // Logits of each sequence's last new row: gather, norm, one product with the LM head.
+    const int B = int(rows.n.size());
+    int B1 = 0;
+    grow(last_, size_t(B) * C);
+    for (int b = 0; b < B; b++) {
+      const int n = rows.n[size_t(b)], r = rows.first[size_t(b)] + n - 1;
+      if (n > 0) std::copy(x + size_t(r) * C, x + size_t(r + 1) * C, last_.data() + size_t(B1++) * C);
+    }
+    grow(logits_rows_, size_t(B1) * V);
+    rmsnorm_forward(a, rstd_.data(), last_.data(), norm_weight(m_.norm, wnorm_), B1, C, c.norm_eps);
+    linear(logits_rows_.data(), a, m_.lm_head, B1, V, C);
+    for (int b = 0, i = 0; b < B; b++)
+      if (rows.n[size_t(b)] > 0) {
+        std::copy(logits_rows_.data() + size_t(i) * V, logits_rows_.data() + size_t(i + 1) * V, out + size_t(b) * V);
+        i++;
+      }
+  }
+
+ private:
+  const Llama& m_;
+  int R_ = 0;  // this step's rows
+  // Scratch, grown to the largest step seen: X (R, d_model), A, Q, K, V, Y, gate and up (R, FF),
+  // RoPE rows, norms' statistics, gathered last rows and their logits, a bf16 norm weight widened,
+  // the LoRA's low-rank product.
+  std::vector<float> x_, a_, q_, k_, v_, y_, g_, u_, cos_, sin_, rstd_, last_, logits_rows_, wnorm_, low_;
+  std::vector<double> inv_freq_;  // (D/2) RoPE speeds of the model's config
+};
+
 }  // namespace
 
-void llama_decode_step(const Llama& m, LlamaDecodeState& s, const int32_t* tokens, const int* n,
-                       float* logits, const DecodeAttention& attention) {
-  const LlamaConfig& c = m.cfg;
-  ENSURE(m.device() == Device::cpu, "llama_decode_step runs on the CPU (weights in f32 or bf16)");
-  const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, FF = c.ffn, V = c.vocab;
-  const int HD = H * D, KD = Hkv * D;
-  const bool any_cache = std::any_of(s.cache_slot.begin(), s.cache_slot.end(), [](int i) { return i >= 0; });
-  const int R = plan_rows(s.length, n, s.max_len, any_cache, s.row_seq, s.row_pos);
-  if (R == 0) return;
-  grow(s.x, size_t(R) * C);
-  grow(s.a, size_t(R) * std::max(C, HD));
-  grow(s.q, size_t(R) * HD);
-  grow(s.kn, size_t(R) * KD);
-  grow(s.vn, size_t(R) * KD);
-  grow(s.y, size_t(R) * HD);
-  grow(s.g, size_t(R) * FF);
-  grow(s.u, size_t(R) * FF);
-  grow(s.cos_t, size_t(R) * (D / 2));
-  grow(s.sin_t, size_t(R) * (D / 2));
-  grow(s.rstd, size_t(R));
-  float* rstd = s.rstd.data();
-
-  if (m.dtype() == DType::f32) {
-    embedding_forward(s.x.data(), tokens, m.wte->value.f32(), R, V, C);
-  } else {
-    for (int r = 0; r < R; r++) {
-      ENSURE(tokens[r] >= 0 && tokens[r] < V, "decode: token id %d is outside [0, %d)", tokens[r], V);
-      const uint16_t* row = m.wte->value.bf16() + size_t(tokens[r]) * C;
-      for (int i = 0; i < C; i++) s.x[size_t(r) * C + size_t(i)] = bf16_to_f32(row[i]);
-    }
-  }
-  rope_tables(s.cos_t.data(), s.sin_t.data(), s.row_pos.data(), R, D, s.inv_freq.data());
-
-  float *x = s.x.data(), *a = s.a.data(), *q = s.q.data(), *kn = s.kn.data(), *vn = s.vn.data();
-  for (int l = 0; l < c.n_layers; l++) {
-    const LlamaLayer& L = m.layers[size_t(l)];
-    // PyTorch: q, k, v = q_proj(norm(x)), k_proj(...), v_proj(...); rope(q, k)
-    rmsnorm_forward(a, rstd, x, norm_weight(L.attn_norm, s.wnorm), R, C, c.norm_eps);
-    linear(q, a, L.wq, L.lora_q, R, HD, C, s.low);
-    linear(kn, a, L.wk, L.lora_k, R, KD, C, s.low);
-    linear(vn, a, L.wv, L.lora_v, R, KD, C, s.low);
-    rope_forward(q, q, s.cos_t.data(), s.sin_t.data(), 1, R, H, D, RopeLayout::half_split);  // row r: its position
-    rope_forward(kn, kn, s.cos_t.data(), s.sin_t.data(), 1, R, Hkv, D, RopeLayout::half_split);
-    const int slot = s.cache_slot[size_t(l)];
-    if (slot < 0) {  // no cache: the caller's attention (a linearized layer)
-      ENSURE(bool(attention), "decode: layer %d has no KV cache and no attention was given for it", l);
-      attention(l, s.y.data(), q, kn, vn, R);
-    } else {
-      float* kc = s.k.data() + size_t(slot) * s.batch * s.max_len * KD;
-      float* vc = s.v.data() + size_t(slot) * s.batch * s.max_len * KD;
-      for (int r = 0; r < R; r++) {
-        size_t at = (size_t(s.row_seq[size_t(r)]) * s.max_len + size_t(s.row_pos[size_t(r)])) * KD;
-        std::copy(kn + size_t(r) * KD, kn + size_t(r + 1) * KD, kc + at);
-        std::copy(vn + size_t(r) * KD, vn + size_t(r + 1) * KD, vc + at);
-      }
-      decode_attention(s.y.data(), q, kc, vc, s.row_seq.data(), s.row_pos.data(), R, H, Hkv, D, s.max_len);
-    }
-    // x = x + o_proj(y)
-    linear(a, s.y.data(), L.wo, L.lora_o, R, C, HD, s.low);
-    add_forward(x, x, a, int64_t(R) * C);
-    // x = x + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = norm(x)
-    rmsnorm_forward(a, rstd, x, norm_weight(L.mlp_norm, s.wnorm), R, C, c.norm_eps);
-    linear(s.g.data(), a, L.w_gate, R, FF, C);
-    linear(s.u.data(), a, L.w_up, R, FF, C);
-    swiglu_forward(s.g.data(), s.g.data(), s.u.data(), int64_t(R) * FF);
-    linear(a, s.g.data(), L.w_down, R, C, FF);
-    add_forward(x, x, a, int64_t(R) * C);
-  }
-  if (s.every_row_logits) {  // every new row: (R, V), one product with the LM head
-    rmsnorm_forward(a, rstd, x, norm_weight(m.norm, s.wnorm), R, C, c.norm_eps);
-    linear(logits, a, m.lm_head, R, V, C);
-    for (int b = 0; b < s.batch; b++) s.length[size_t(b)] += n[b];
-    return;
-  }
-  // Logits of each sequence's last new row: gather, norm, one product with the LM head.
-  int B1 = 0;
-  grow(s.last, size_t(s.batch) * C);
-  for (int b = 0, r = 0; b < s.batch; r += n[b], b++)
-    if (n[b] > 0) std::copy(x + size_t(r + n[b] - 1) * C, x + size_t(r + n[b]) * C, s.last.data() + size_t(B1++) * C);
-  grow(s.logits_rows, size_t(B1) * V);
-  rmsnorm_forward(a, rstd, s.last.data(), norm_weight(m.norm, s.wnorm), B1, C, c.norm_eps);
-  linear(s.logits_rows.data(), a, m.lm_head, B1, V, C);
-  for (int b = 0, i = 0; b < s.batch; b++) {
-    if (n[b] == 0) continue;
-    std::copy(s.logits_rows.data() + size_t(i) * V, s.logits_rows.data() + size_t(i + 1) * V, logits + size_t(b) * V);
-    i++;
-    s.length[size_t(b)] += n[b];
-  }
+std::unique_ptr<DecodeTrunk> make_cpu_decode_trunk(const Llama& model) {
+  return std::make_unique<CpuDecodeTrunk>(model);
 }
 
 }  // namespace lolcats

@@ -1,10 +1,7 @@
 #include "nn/decode_device.h"
 
-#include "nn/decode.h"
-
 #include <algorithm>
 
-#include "tensor/attention.h"
 #include "tensor/elementwise.h"
 #include "tensor/embedding.h"
 #include "tensor/matmul.h"
@@ -13,103 +10,110 @@
 
 namespace lolcats {
 
-DeviceDecodeState::DeviceDecodeState(const Llama& m, int batch_, int max_len_, std::vector<bool> cached)
-    : batch(batch_), max_len(max_len_), length(size_t(batch_), 0) {
-  const LlamaConfig& c = m.cfg;
-  ENSURE(batch > 0 && max_len > 0, "decode state: batch %d and max_len %d must be positive", batch, max_len);
-  if (cached.empty()) cached.assign(size_t(c.n_layers), true);
-  ENSURE(int(cached.size()) == c.n_layers, "decode state: %zu cache flags for %d layers", cached.size(), c.n_layers);
-  int slots = 0;
-  for (bool on : cached) cache_slot.push_back(on ? slots++ : -1);
-  if (slots > 0) {
-    k = Tensor::zeros({int64_t(slots) * batch, max_len, c.n_kv_heads, c.head_dim}, m.dtype(), m.device());
-    v = Tensor::zeros({int64_t(slots) * batch, max_len, c.n_kv_heads, c.head_dim}, m.dtype(), m.device());
+namespace {
+
+class DeviceDecodeTrunk : public DecodeTrunk {
+ public:
+  explicit DeviceDecodeTrunk(const Llama& m) : m_(m), inv_freq_(size_t(m.cfg.head_dim / 2)) {
+    rope_inv_freq(inv_freq_.data(), m.cfg.head_dim, m.cfg.rope);
   }
-  inv_freq.resize(size_t(c.head_dim / 2));
-  rope_inv_freq(inv_freq.data(), c.head_dim, c.rope);
-}
 
-void llama_decode_step_device(const Llama& m, DeviceDecodeState& s, const int32_t* tokens, const int* n,
-                              float* logits, const DeviceDecodeAttention& attention) {
-  const LlamaConfig& c = m.cfg;
-  const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, FF = c.ffn, V = c.vocab;
-  const int HD = H * D, KD = Hkv * D;
-  const Device dev = m.device();
-  const DType dt = m.dtype();
-  const int R = plan_rows(s.length, n, s.max_len, s.k.defined(), s.row_seq, s.row_pos);
-  if (R == 0) return;
-  for (int r = 0; r < R; r++)
-    ENSURE(tokens[r] >= 0 && tokens[r] < V, "decode: token id %d is outside [0, %d)", tokens[r], V);
+  void embed(const int32_t* tokens, const StepRows& rows) override {
+    const LlamaConfig& c = m_.cfg;
+    const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, R = rows.R;
+    const Device dev = m_.device();
+    for (const LlamaLayer& L : m_.layers)
+      ENSURE(!L.lora_q.active() && !L.lora_k.active() && !L.lora_v.active() && !L.lora_o.active(),
+             "decode on %s: merge the LoRA into the weights first (merge_lora)", device_name(dev));
+    R_ = R;
+    auto act = [&](const Shape& shape) { return Tensor::empty(shape, m_.dtype(), dev); };
+    x_ = act({R, C}), a_ = act({R, C}), rstd_ = Tensor::empty({R}, DType::f32, dev);
+    q_ = act({1, R, H, D}), k_ = act({1, R, Hkv, D}), v_ = act({1, R, Hkv, D}), y_ = act({R, H, D});
+    g_ = act({R, c.ffn}), u_ = act({R, c.ffn});
+    // RoPE rows at each row's own position.
+    Tensor cos_t = Tensor::empty({R, D / 2}), sin_t = Tensor::empty({R, D / 2});
+    rope_tables(cos_t.f32(), sin_t.f32(), rows.pos.data(), R, D, inv_freq_.data());
+    cos_ = cos_t.to(dev), sin_ = sin_t.to(dev);
+    embedding_forward(x_, Tensor::from_i32(std::vector<int32_t>(tokens, tokens + R), {R}).to(dev), m_.wte->value);
+  }
 
-  // The step's rows: ids, sequences and positions, and RoPE rows at each row's own position.
-  auto upload_i32 = [&](const int32_t* p) {
-    return Tensor::from_i32(std::vector<int32_t>(p, p + R), {R}).to(dev);
-  };
-  Tensor ids = upload_i32(tokens), seq = upload_i32(s.row_seq.data()), pos = upload_i32(s.row_pos.data());
-  Tensor cos_t = Tensor::empty({R, D / 2}), sin_t = Tensor::empty({R, D / 2});
-  rope_tables(cos_t.f32(), sin_t.f32(), s.row_pos.data(), R, D, s.inv_freq.data());
-  cos_t = cos_t.to(dev), sin_t = sin_t.to(dev);
-
-  auto act = [&](const Shape& shape) { return Tensor::empty(shape, dt, dev); };
-  Tensor x = act({R, C}), a = act({R, C}), rstd = Tensor::empty({R}, DType::f32, dev);
-  Tensor q = act({1, R, H, D}), k = act({1, R, Hkv, D}), v = act({1, R, Hkv, D}), y = act({R, H, D});
-  Tensor g = act({R, FF}), u = act({R, FF});
-  // (R, H, D) views of the (1, R, H, D) RoPE operands
-  Tensor q3 = q.view(0, {R, H, D}), k3 = k.view(0, {R, Hkv, D}), v3 = v.view(0, {R, Hkv, D});
-  auto linear = [&](Tensor& out, const Tensor& in, const Var& W, int N, int K) {  // out (R, N) = in (R, K) W^T
-    matmul_forward(out, in, W->value, 1, R, N, K, false, true, false);
-  };
-
-  embedding_forward(x, ids, m.wte->value);
-  for (int l = 0; l < c.n_layers; l++) {
-    const LlamaLayer& L = m.layers[size_t(l)];
-    ENSURE(!L.lora_q.active() && !L.lora_k.active() && !L.lora_v.active() && !L.lora_o.active(),
-           "decode on %s: merge the LoRA into the weights first (merge_lora)", device_name(dev));
+  Rows attention_inputs(int l) override {
+    const LlamaConfig& c = m_.cfg;
+    const LlamaLayer& L = m_.layers[size_t(l)];
+    const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
     // PyTorch: q, k, v = q_proj(norm(x)), k_proj(...), v_proj(...); rope(q, k)
-    rmsnorm_forward(a, rstd, x, L.attn_norm->value, c.norm_eps);
-    linear(q, a, L.wq, HD, C);
-    linear(k, a, L.wk, KD, C);
-    linear(v, a, L.wv, KD, C);
-    rope_forward(q, q, cos_t, sin_t, RopeLayout::half_split);
-    rope_forward(k, k, cos_t, sin_t, RopeLayout::half_split);
-    const int slot = s.cache_slot[size_t(l)];
-    if (slot < 0) {
-      ENSURE(bool(attention), "decode: layer %d has no KV cache and no attention was given for it", l);
-      attention(l, y, q3, k3, v3);
-    } else {
-      const int64_t per = int64_t(s.batch) * s.max_len * KD;  // one layer's cache
-      Tensor kc = s.k.view(slot * per, {s.batch, s.max_len, Hkv, D});
-      Tensor vc = s.v.view(slot * per, {s.batch, s.max_len, Hkv, D});
-      decode_attention(y, kc, vc, q3, k3, v3, seq, pos);
-    }
+    rmsnorm_forward(a_, rstd_, x_, L.attn_norm->value, c.norm_eps);
+    linear(q_, a_, L.wq, H * D, C);
+    linear(k_, a_, L.wk, Hkv * D, C);
+    linear(v_, a_, L.wv, Hkv * D, C);
+    rope_forward(q_, q_, cos_, sin_, RopeLayout::half_split);
+    rope_forward(k_, k_, cos_, sin_, RopeLayout::half_split);
+    // (R, H, D) views of the (1, R, H, D) RoPE operands
+    return {q_.view(0, {R_, H, D}), k_.view(0, {R_, Hkv, D}), v_.view(0, {R_, Hkv, D}), y_};
+  }
+
+  void finish_layer(int l) override {
+    const LlamaConfig& c = m_.cfg;
+    const LlamaLayer& L = m_.layers[size_t(l)];
+    const int C = c.d_model, HD = c.n_heads * c.head_dim, FF = c.ffn;
     // x = x + o_proj(y)
-    linear(a, y.view(0, {R, HD}), L.wo, C, HD);
-    add_forward(x, x, a);
+    linear(a_, y_.view(0, {R_, HD}), L.wo, C, HD);
+    add_forward(x_, x_, a_);
     // x = x + down_proj(silu(gate_proj(m)) * up_proj(m)),  m = norm(x)
-    rmsnorm_forward(a, rstd, x, L.mlp_norm->value, c.norm_eps);
-    linear(g, a, L.w_gate, FF, C);
-    linear(u, a, L.w_up, FF, C);
-    swiglu_forward(g, g, u);
-    linear(a, g, L.w_down, C, FF);
-    add_forward(x, x, a);
+    rmsnorm_forward(a_, rstd_, x_, L.mlp_norm->value, c.norm_eps);
+    linear(g_, a_, L.w_gate, FF, C);
+    linear(u_, a_, L.w_up, FF, C);
+    swiglu_forward(g_, g_, u_);
+    linear(a_, g_, L.w_down, C, FF);
+    add_forward(x_, x_, a_);
   }
-  // Logits (f32) of each sequence's last new row: gather, norm, one product with the LM head.
-  std::vector<int> last_of;  // sequences with new rows, in order
-  for (int b = 0; b < s.batch; b++)
-    if (n[b] > 0) last_of.push_back(b);
-  const int B1 = int(last_of.size());
-  Tensor last = act({B1, C}), normed = act({B1, C}), rstd1 = Tensor::empty({B1}, DType::f32, dev);
-  for (int i = 0, r = 0, b = 0; b < s.batch; r += n[b], b++)
-    if (n[b] > 0) last.rows(i++, 1).copy_from(x.rows(r + n[b] - 1, 1), "last row");
-  rmsnorm_forward(normed, rstd1, last, m.norm->value, c.norm_eps);
-  Tensor out = Tensor::empty({B1, V}, DType::f32, dev);
-  matmul_forward(out, normed, m.lm_head->value, 1, B1, V, C, false, true, false);
-  Tensor host = out.to(Device::cpu);
-  for (int i = 0; i < B1; i++) {
-    const int b = last_of[size_t(i)];
-    std::copy(host.f32() + size_t(i) * V, host.f32() + size_t(i + 1) * V, logits + size_t(b) * V);
-    s.length[size_t(b)] += n[b];
+
+  void logits(float* out, const StepRows& rows, Logits which) override {
+    const LlamaConfig& c = m_.cfg;
+    const int C = c.d_model, V = c.vocab;
+    const Device dev = m_.device();
+    // The rows whose logits are asked for: every row, or each sequence's last new one.
+    Tensor last = x_;
+    std::vector<int> last_of;  // sequences with new rows, in order
+    if (which == Logits::last_row) {
+      for (size_t b = 0; b < rows.n.size(); b++)
+        if (rows.n[b] > 0) last_of.push_back(int(b));
+      last = Tensor::empty({int64_t(last_of.size()), C}, m_.dtype(), dev);
+      for (size_t i = 0; i < last_of.size(); i++) {
+        const int b = last_of[i];
+        last.rows(int64_t(i), 1).copy_from(x_.rows(rows.first[size_t(b)] + rows.n[size_t(b)] - 1, 1), "last row");
+      }
+    }
+    const int N = int(last.size(0));
+    Tensor normed = Tensor::empty({N, C}, m_.dtype(), dev), rstd = Tensor::empty({N}, DType::f32, dev);
+    rmsnorm_forward(normed, rstd, last, m_.norm->value, c.norm_eps);
+    Tensor logits = Tensor::empty({N, V}, DType::f32, dev);  // f32 logits (the head's product accumulates in f32)
+    matmul_forward(logits, normed, m_.lm_head->value, 1, N, V, C, false, true, false);
+    Tensor host = logits.to(Device::cpu);
+    if (which == Logits::every_row) {
+      std::copy(host.f32(), host.f32() + host.numel(), out);
+      return;
+    }
+    for (size_t i = 0; i < last_of.size(); i++)
+      std::copy(host.f32() + i * V, host.f32() + (i + 1) * V, out + size_t(last_of[i]) * V);
   }
+
+ private:
+  // out (R, N) = in (R, K) W^T
+  void linear(Tensor& out, const Tensor& in, const Var& W, int N, int K) const {
+    matmul_forward(out, in, W->value, 1, R_, N, K, false, true, false);
+  }
+
+  const Llama& m_;
+  int R_ = 0;
+  Tensor x_, a_, rstd_, q_, k_, v_, y_, g_, u_, cos_, sin_;  // this step's activations, on the device
+  std::vector<double> inv_freq_;                             // (D/2) RoPE speeds
+};
+
+}  // namespace
+
+std::unique_ptr<DecodeTrunk> make_device_decode_trunk(const Llama& model) {
+  return std::make_unique<DeviceDecodeTrunk>(model);
 }
 
 }  // namespace lolcats

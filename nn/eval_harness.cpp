@@ -1,4 +1,3 @@
-#include "tensor/clock.h"
 #include "nn/eval_harness.h"
 
 #include <unistd.h>
@@ -9,6 +8,7 @@
 #include <map>
 
 #include "tensor/check.h"
+#include "tensor/clock.h"
 
 namespace lolcats {
 
@@ -103,7 +103,7 @@ void compute_metrics(const EvalTask& task, TaskResult& r) {
   }
 }
 
-TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, SequenceDecoder& decoder,
+TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, Decoder& decoder,
                          const HarnessOptions& o) {
   return evaluate_task(task, tok, [&](const std::vector<std::vector<LoglikRequest>>& reqs,
                                       const std::function<void(size_t, size_t)>& progress) {
@@ -150,6 +150,12 @@ nlohmann::json result_json(const TaskResult& r) {
   for (const Metric& m : r.metrics) metrics.push_back({{"name", m.name}, {"value", m.value}, {"stderr", m.stderr_}, {"n", m.n}});
   nlohmann::json j = {{"metrics", metrics}, {"paper_metric", r.paper_metric}, {"seconds", r.seconds},
                       {"tokens", r.tokens}, {"tokens_per_second", double(r.tokens) / std::max(r.seconds, 1e-9)}};
+  nlohmann::json logliks = nlohmann::json::array();  // per item, each choice's summed log-likelihood
+  for (const std::vector<Loglik>& item : r.logliks) {
+    logliks.push_back(nlohmann::json::array());
+    for (const Loglik& l : item) logliks.back().push_back(l.logprob);
+  }
+  j["logliks"] = logliks;
   if (!r.subjects.empty()) {
     nlohmann::json s = nlohmann::json::object();
     for (const auto& [name, m] : r.subjects) s[name] = {{"acc", m.value}, {"stderr", m.stderr_}, {"n", m.n}};

@@ -47,7 +47,7 @@ struct TaskResult {
 
 // Scores every item of `task` and computes its metrics: on a decoder (score_loglik), or with any
 // scorer of requests (score_loglik_whole), which reports progress(items done, tokens fed).
-TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, SequenceDecoder& decoder,
+TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, Decoder& decoder,
                          const HarnessOptions& options);
 using LoglikScorer = std::function<std::vector<std::vector<Loglik>>(
     const std::vector<std::vector<LoglikRequest>>& items, const std::function<void(size_t, size_t)>& progress)>;
@@ -56,6 +56,8 @@ TaskResult evaluate_task(const EvalTask& task, const Tokenizer& tok, const Logli
 // Metrics of already-scored items (what evaluate_task computes after scoring).
 void compute_metrics(const EvalTask& task, TaskResult& result);
 
+// results["tasks"][name]: the metrics, the paper's column, time and tokens, each item's per-choice
+// log-likelihoods ("logliks") and, for MMLU, the accuracy per subject.
 nlohmann::json result_json(const TaskResult& r);
 // A table row per metric: task, metric, value and stderr (in %), n.
 void print_results_table(const nlohmann::json& tasks, FILE* out);

@@ -1,8 +1,5 @@
 #include "nn/generate.h"
 
-#include "nn/decode.h"
-#include "nn/decode_device.h"
-
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -31,59 +28,24 @@ int32_t sample_token(const float* logits, int V, float temperature, float top_p,
   return order[n - 1];
 }
 
-std::vector<int32_t> generate_with(const StepFn& step, int V, const std::vector<int32_t>& prompt,
-                                   const SamplingConfig& cfg,
-                                   const std::function<bool(int32_t)>& on_token) {
+std::vector<int32_t> generate(Decoder& dec, const std::vector<int32_t>& prompt, const SamplingConfig& cfg,
+                              const std::function<bool(int32_t)>& on_token) {
   ENSURE(!prompt.empty(), "generate: the prompt is empty");
+  dec.reserve(1, int(prompt.size()) + cfg.max_new_tokens);
   std::mt19937_64 rng(cfg.seed);
+  std::vector<float> logits(size_t(dec.vocab()));
   std::vector<int32_t> out;
-  // Prefill: the whole prompt at once; only the last position's logits matter.
-  // Logits come back to the host (from any device) for sampling.
-  Tensor logits = step(Tensor::from_i32(prompt, {1, int64_t(prompt.size())}))->value.to(Device::cpu, DType::f32);
-  const float* last = logits.f32() + (logits.numel() / V - 1) * size_t(V);  // the last row returned
-  for (int n = 0; n < cfg.max_new_tokens; n++) {
-    int32_t next = sample_token(last, V, cfg.temperature, cfg.top_p, rng);
+  int n = int(prompt.size());  // prefill: the whole prompt at once; only the last position's logits matter
+  dec.step(prompt.data(), &n, logits.data());
+  for (int i = 0; i < cfg.max_new_tokens; i++) {
+    const int32_t next = sample_token(logits.data(), dec.vocab(), cfg.temperature, cfg.top_p, rng);
     out.push_back(next);
-    bool stop = std::find(cfg.stop_ids.begin(), cfg.stop_ids.end(), next) != cfg.stop_ids.end();
-    if ((on_token && !on_token(next)) || stop || n + 1 == cfg.max_new_tokens) break;
-    logits = step(Tensor::from_i32({next}, {1, 1}))->value.to(Device::cpu, DType::f32);
-    last = logits.f32();
+    const bool stop = std::find(cfg.stop_ids.begin(), cfg.stop_ids.end(), next) != cfg.stop_ids.end();
+    if ((on_token && !on_token(next)) || stop || i + 1 == cfg.max_new_tokens) break;
+    n = 1;
+    dec.step(&next, &n, logits.data());
   }
   return out;
-}
-
-BatchDecoder llama_decoder(const Llama& model, int batch, int max_len) {
-  if (model.device() == Device::cpu) {
-    auto state = std::make_shared<LlamaDecodeState>(model.cfg, batch, max_len);
-    return BatchDecoder{batch, model.cfg.vocab,
-                        [&model, state](const int32_t* t, const int* n, float* l) { llama_decode_step(model, *state, t, n, l); },
-                        [state](int b) { state->reset(b); }};
-  }
-  auto state = std::make_shared<DeviceDecodeState>(model, batch, max_len);
-  return BatchDecoder{batch, model.cfg.vocab,
-                      [&model, state](const int32_t* t, const int* n, float* l) {
-                        llama_decode_step_device(model, *state, t, n, l);
-                      },
-                      [state](int b) { state->reset(b); }};
-}
-
-std::vector<int32_t> generate_one(const BatchDecoder& dec, const std::vector<int32_t>& prompt,
-                                  const SamplingConfig& cfg, const std::function<bool(int32_t)>& on_token) {
-  ENSURE(dec.batch >= 1, "generate: a decoder of at least one sequence is needed");
-  Tensor last = Tensor::empty({dec.batch, dec.vocab});
-  std::vector<int> n(size_t(dec.batch), 0);
-  return generate_with(
-      [&](const Tensor& ids) {
-        n[0] = int(ids.numel());
-        dec.step(ids.i32(), n.data(), last.f32());
-        return leaf(last.rows(0, 1));
-      },
-      dec.vocab, prompt, cfg, on_token);
-}
-
-std::vector<int32_t> generate(const Llama& model, const std::vector<int32_t>& prompt, const SamplingConfig& cfg,
-                              const std::function<bool(int32_t)>& on_token) {
-  return generate_one(llama_decoder(model, 1, int(prompt.size()) + cfg.max_new_tokens), prompt, cfg, on_token);
 }
 
 int longest_sequence(const std::vector<std::vector<int32_t>>& prompts, const SamplingConfig& cfg) {
@@ -95,20 +57,12 @@ int longest_sequence(const std::vector<std::vector<int32_t>>& prompts, const Sam
   return int(longest) + cfg.max_new_tokens;
 }
 
-void generate_batch(const Llama& model, const std::vector<std::vector<int32_t>>& prompts, int batch,
+void generate_batch(Decoder& dec, const std::vector<std::vector<int32_t>>& prompts, int batch,
                     const SamplingConfig& cfg,
                     const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
   ENSURE(batch > 0, "generate_batch: batch must be positive, got %d", batch);
-  const int B = int(std::min<size_t>(size_t(batch), std::max<size_t>(prompts.size(), 1)));
-  generate_batch(llama_decoder(model, B, longest_sequence(prompts, cfg)), prompts, cfg, on_done);
-}
-
-void generate_batch(const BatchDecoder& dec, const std::vector<std::vector<int32_t>>& prompts,
-                    const SamplingConfig& cfg,
-                    const std::function<void(size_t, const std::vector<int32_t>&)>& on_done) {
-  const int B = dec.batch, V = dec.vocab;
-  ENSURE(B > 0, "generate_batch: batch must be positive, got %d", B);
-  longest_sequence(prompts, cfg);  // checks that no prompt is empty
+  const int B = int(std::min<size_t>(size_t(batch), std::max<size_t>(prompts.size(), 1))), V = dec.vocab();
+  dec.reserve(B, longest_sequence(prompts, cfg));  // (which checks that no prompt is empty)
   struct Slot {
     long prompt = -1;           // which prompt it serves, -1: idle
     std::vector<int32_t> out;   // tokens made so far

@@ -5,20 +5,6 @@
 
 namespace lolcats {
 
-void LlamaSequenceDecoder::reserve(int batch, int max_len) {
-  state_ = std::make_unique<LlamaDecodeState>(model_.cfg, batch, max_len);
-}
-
-size_t LlamaSequenceDecoder::sequence_bytes(int max_len) const {
-  const LlamaConfig& c = model_.cfg;  // keys and values of every layer
-  return size_t(2) * c.n_layers * c.n_kv_heads * c.head_dim * sizeof(float) * size_t(max_len);
-}
-
-void LlamaSequenceDecoder::step(const int32_t* tokens, const int* n, float* logits, bool every_row) {
-  state_->every_row_logits = every_row;
-  llama_decode_step(model_, *state_, tokens, n, logits);
-}
-
 namespace {
 
 // An item's requests as token sequences, and what they share.
@@ -87,7 +73,7 @@ std::pair<double, bool> token_logprob(const float* logits, int V, int32_t target
 
 }  // namespace
 
-std::vector<std::vector<Loglik>> score_loglik(SequenceDecoder& dec, const std::vector<std::vector<LoglikRequest>>& reqs,
+std::vector<std::vector<Loglik>> score_loglik(Decoder& dec, const std::vector<std::vector<LoglikRequest>>& reqs,
                                               const LoglikOptions& opt,
                                               const std::function<void(size_t, size_t)>& progress) {
   const int V = dec.vocab();
@@ -122,7 +108,7 @@ std::vector<std::vector<Loglik>> score_loglik(SequenceDecoder& dec, const std::v
       std::fill(n.begin(), n.end(), 0);
       n[0] = items[i].anchor;
       dec.reset(0);
-      dec.step(items[i].full[0].data(), n.data(), last.data(), false);
+      dec.step(items[i].full[0].data(), n.data(), last.data());
       std::copy(last.begin(), last.begin() + V, anchor_logits.begin());
       anchor_run = items[i].run;
       fed += size_t(n[0]);
@@ -152,7 +138,7 @@ std::vector<std::vector<Loglik>> score_loglik(SequenceDecoder& dec, const std::v
       n[size_t(p.slot)] = p.prefix - p.anchor;
       tokens.insert(tokens.end(), p.full[0].begin() + p.anchor, p.full[0].begin() + p.prefix);
     }
-    if (rows_a > 0) dec.step(tokens.data(), n.data(), last.data(), false);
+    if (rows_a > 0) dec.step(tokens.data(), n.data(), last.data());
     // The distribution after each item's prefix (predicts the first token after it).
     prefix_logits.resize((j - i) * size_t(V));
     for (size_t k = i; k < j; k++) {
@@ -175,7 +161,7 @@ std::vector<std::vector<Loglik>> score_loglik(SequenceDecoder& dec, const std::v
       }
     }
     rows.resize(size_t(rows_c) * V);
-    if (rows_c > 0) dec.step(tokens.data(), n.data(), rows.data(), true);
+    if (rows_c > 0) dec.step(tokens.data(), n.data(), rows.data(), Logits::every_row);
     fed += size_t(rows_a + rows_c);
     // Each continuation token t of request r is predicted by the row of token t-1: the prefix's
     // last row when t-1 = P-1, else row t-1-P of the request's rows in step C.

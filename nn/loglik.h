@@ -1,7 +1,7 @@
 // Log-likelihood scoring of continuations, the way the harness scores multiple-choice tasks:
 //   loglik(context, continuation) = sum over continuation tokens t of log p(t | everything before)
 //   greedy = whether every continuation token is the argmax of its distribution
-// computed with a decode step (nn/decode.h) instead of one full forward per request, because the
+// computed with a decoder (nn/decoder.h: either model, either device) instead of one full forward per request, because the
 // requests of an item share most of their tokens:
 //   - an item's requests share a token prefix (the context, or for WinoGrande the sentence up to
 //     the blank): it is fed once, into one slot, and every request goes on from a copy of it;
@@ -19,41 +19,9 @@
 #include <memory>
 #include <vector>
 
-#include "nn/decode.h"
+#include "nn/decoder.h"
 
 namespace lolcats {
-
-// A batch of sequences advanced by steps (what the scorer needs from a model).
-class SequenceDecoder {
- public:
-  virtual ~SequenceDecoder() = default;
-  virtual int vocab() const = 0;
-  // State for `batch` sequences of at most max_len tokens; every sequence empty.
-  virtual void reserve(int batch, int max_len) = 0;
-  // Bytes of state one sequence of max_len tokens takes (to size the batch).
-  virtual size_t sequence_bytes(int max_len) const = 0;
-  // As llama_decode_step: sequence b gets n[b] tokens; logits of each sequence's last new row at
-  // logits + b * V, or with every_row of every new row, (sum n[b], V).
-  virtual void step(const int32_t* tokens, const int* n, float* logits, bool every_row) = 0;
-  virtual void copy(int from, int to) = 0;
-  virtual void reset(int b) = 0;
-};
-
-// A plain Llama on its KV-cache decode step.
-class LlamaSequenceDecoder : public SequenceDecoder {
- public:
-  explicit LlamaSequenceDecoder(const Llama& model) : model_(model) {}
-  int vocab() const override { return model_.cfg.vocab; }
-  void reserve(int batch, int max_len) override;
-  size_t sequence_bytes(int max_len) const override;
-  void step(const int32_t* tokens, const int* n, float* logits, bool every_row) override;
-  void copy(int from, int to) override { state_->copy_sequence(from, to); }
-  void reset(int b) override { state_->reset(b); }
-
- private:
-  const Llama& model_;
-  std::unique_ptr<LlamaDecodeState> state_;
-};
 
 struct LoglikRequest {
   std::vector<int32_t> context;       // non-empty
@@ -74,7 +42,7 @@ struct LoglikOptions {
 
 // Scores items (each a list of requests) in order; result[i][k] belongs to items[i][k].
 // progress(items done, tokens fed) after each batch.
-std::vector<std::vector<Loglik>> score_loglik(SequenceDecoder& decoder,
+std::vector<std::vector<Loglik>> score_loglik(Decoder& decoder,
                                               const std::vector<std::vector<LoglikRequest>>& items,
                                               const LoglikOptions& options = {},
                                               const std::function<void(size_t, size_t)>& progress = {});

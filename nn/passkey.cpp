@@ -1,4 +1,3 @@
-#include "tensor/clock.h"
 #include "nn/passkey.h"
 
 #include <unistd.h>
@@ -11,6 +10,7 @@
 
 #include "nn/generate.h"
 #include "tensor/check.h"
+#include "tensor/clock.h"
 
 namespace lolcats {
 
@@ -128,7 +128,7 @@ SharePlan plan_sharing(const std::vector<std::vector<int32_t>>& prompts, bool sh
 
 }  // namespace
 
-std::vector<std::vector<int32_t>> passkey_generate(SequenceDecoder& dec, const std::vector<std::vector<int32_t>>& prompts,
+std::vector<std::vector<int32_t>> passkey_generate(Decoder& dec, const std::vector<std::vector<int32_t>>& prompts,
                                                    const PasskeyGenOptions& o,
                                                    const std::function<void(size_t, size_t)>& progress) {
   ENSURE(o.new_tokens >= 1 && o.max_rows >= 1, "passkey: new_tokens %d and max_rows %d must be positive", o.new_tokens,
@@ -201,7 +201,7 @@ std::vector<std::vector<int32_t>> passkey_generate(SequenceDecoder& dec, const s
       else tokens.insert(tokens.end(), p.begin() + sl.fed, p.begin() + sl.fed + n[size_t(b)]);
     }
     ENSURE(!tokens.empty(), "passkey: a step with nothing to feed (prompt %zu of %zu waits)", next, prompts.size());
-    dec.step(tokens.data(), n.data(), logits.data(), false);
+    dec.step(tokens.data(), n.data(), logits.data());
     fed += tokens.size();
     anchor_len += first ? n[0] : 0;
     // Every slot whose prompt is all in takes its greedy token; a full or stopped reply frees it.
@@ -248,7 +248,7 @@ std::string valid_utf8(const std::string& s) {
 
 }  // namespace
 
-PasskeyResult run_passkey(SequenceDecoder& dec, const Tokenizer& tok, const PasskeyOptions& o) {
+PasskeyResult run_passkey(Decoder& dec, const Tokenizer& tok, const PasskeyOptions& o) {
   ENSURE(!o.lengths.empty() && !o.depths.empty() && o.trials >= 1, "passkey: no lengths, no depths or no trials");
   for (int L : o.lengths) {
     ENSURE(L > 0, "--passkey-len %d: a length must be positive", L);

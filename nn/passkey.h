@@ -20,7 +20,7 @@
 //
 // Decoding shares the prompts' common beginning: every prompt of one length starts with the
 // instruction and filler up to its needle, so one anchor sequence is fed the filler once and each
-// prompt goes on from a copy of it at its own needle (SequenceDecoder::copy, as the log-likelihood
+// prompt goes on from a copy of it at its own needle (Decoder::copy, as the log-likelihood
 // scorer of nn/loglik.h). A causal softmax model, and a linearized one in exact mode, give the same
 // continuation as from an empty sequence (the tests check it against generate_one); reference mode
 // does not equal its own chunked prefill, so there every prompt starts from an empty sequence.
@@ -75,7 +75,7 @@ struct PasskeyGenOptions {
 };
 // Greedy continuations of `prompts` (each non-empty): result[i] continues prompts[i]. progress(prompts
 // done, tokens fed) after each step.
-std::vector<std::vector<int32_t>> passkey_generate(SequenceDecoder& decoder,
+std::vector<std::vector<int32_t>> passkey_generate(Decoder& decoder,
                                                    const std::vector<std::vector<int32_t>>& prompts,
                                                    const PasskeyGenOptions& options,
                                                    const std::function<void(size_t, size_t)>& progress = {});
@@ -107,7 +107,7 @@ struct PasskeyResult {
 
 // Every cell of the grid: builds the prompts, decodes them (longest length first), scores them. An
 // error before any work when a length plus the generated tokens pass the model's positions.
-PasskeyResult run_passkey(SequenceDecoder& decoder, const Tokenizer& tok, const PasskeyOptions& options);
+PasskeyResult run_passkey(Decoder& decoder, const Tokenizer& tok, const PasskeyOptions& options);
 
 // results["tasks"]["passkey"]: the mean accuracy as its metric (for ./eval's table and --compare),
 // the grid (lengths, depths, per cell accuracy and n), the rule, and every trial.

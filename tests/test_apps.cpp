@@ -249,6 +249,39 @@ TEST_CASE("apps: ./linearize --device cuda trains both stages there and ends whe
   CHECK(j["val_ppl"].get<double>() == Approx(b["stage2_val_ppl"].get<double>()).epsilon(0.01));
 }
 
+TEST_CASE("apps: ./eval --device cuda scores tasks and passkey as the CPU does, both models", "[apps][cuda]") {
+  REQUIRE_APPS();
+  const std::string out = kWork + "/eval_cuda", exported = out + "/lolcats_params.safetensors";
+  fresh(out);
+  REQUIRE(run("linearize", linearize_args(out, 1, 1)).rc == 0);
+  for (const std::string& model : {"--model " + model_dir(), "--linearized " + exported}) {
+    INFO(model);
+    json results[2];
+    for (int d = 0; d < 2; d++) {
+      const std::string device = d ? "cuda" : "cpu", path = out + "/" + device + ".json";
+      Result e = run("eval", model + " --tasks arc_easy,passkey --limit 6 --passkey-len 300 --passkey-depths 0,100 " +
+                                 "--device " + device + " --dtype f32 --out " + path);
+      REQUIRE(e.rc == 0);
+      results[d] = read_json(path);
+      CHECK(results[d]["device"] == device);
+    }
+    // Per-choice log-likelihoods: f32 on both, the same arithmetic in other orders (1e-5, as the
+    // library test of the cuda scorer, tests/test_cuda_decode.cpp).
+    std::vector<double> cpu_ll, cuda_ll;
+    for (int d = 0; d < 2; d++)
+      for (const json& item : results[d]["tasks"]["arc_easy"]["logliks"])
+        for (const json& l : item) (d ? cuda_ll : cpu_ll).push_back(l.get<double>());
+    REQUIRE(cpu_ll.size() >= 6 * 3);
+    CHECK_CLOSE("arc_easy log-likelihoods", cuda_ll, cpu_ll, 1e-5, 1e-5);
+    // Passkey: the same greedy replies.
+    const json& a = results[0]["tasks"]["passkey"]["trials"];
+    const json& b = results[1]["tasks"]["passkey"]["trials"];
+    REQUIRE(a.size() == 2);
+    REQUIRE(b.size() == 2);
+    for (size_t i = 0; i < a.size(); i++) CHECK(b[i]["output"] == a[i]["output"]);
+  }
+}
+
 TEST_CASE("apps: ./generate continues a prompt as transformers does", "[apps]") {
   REQUIRE_APPS();
   const auto [prompt, want, n] = transformers_greedy();

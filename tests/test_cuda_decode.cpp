@@ -7,9 +7,11 @@
 #include <random>
 
 #include "autograd/gradcheck.h"
-#include "lolcats/recurrent_device.h"
-#include "nn/decode.h"
-#include "nn/decode_device.h"
+#include "lolcats/recurrent.h"
+#include "data/tokenizer.h"
+#include "nn/decoder.h"
+#include "nn/loglik.h"
+#include "nn/passkey.h"
 #include "tensor/attention.h"
 #include "tests/cuda_helpers.h"
 #include "tests/helpers.h"
@@ -27,17 +29,17 @@ double max_abs(const std::vector<float>& v) {
 
 // Three sequences fed by a plan of steps (new tokens per sequence per step): chunks, single
 // tokens, nothing, a sequence joining late. Returns every step's logits of each sequence's last
-// new token, concatenated, from `step(tokens, n, logits)`.
-template <typename Step>
-std::vector<float> run_plan(Step step, const std::vector<std::vector<int32_t>>& seqs, int V,
+// new token, concatenated, from a decoder of max_len tokens.
+std::vector<float> run_plan(Decoder& dec, int max_len, const std::vector<std::vector<int32_t>>& seqs, int V,
                             const std::vector<std::vector<int>>& plan) {
+  dec.reserve(int(seqs.size()), max_len);
   std::vector<int> fed(seqs.size(), 0);
   std::vector<float> logits(seqs.size() * size_t(V)), out;
   for (const std::vector<int>& n : plan) {
     std::vector<int32_t> tokens;
     for (size_t b = 0; b < seqs.size(); b++)
       tokens.insert(tokens.end(), seqs[b].begin() + fed[b], seqs[b].begin() + fed[b] + n[b]);
-    step(tokens.data(), n.data(), logits.data());
+    dec.step(tokens.data(), n.data(), logits.data());
     for (size_t b = 0; b < seqs.size(); b++) {
       fed[b] += n[b];
       if (n[b] > 0) out.insert(out.end(), logits.begin() + b * V, logits.begin() + (b + 1) * V);
@@ -119,22 +121,19 @@ TEST_CASE("llama decode on the cuda device equals the CPU step (batched, chunked
   const int V = cpu->cfg.vocab;
   const auto seqs = random_sequences({13, 40, 27}, V, 5);
   const std::vector<std::vector<int>> plan = {{5, 7, 0}, {1, 16, 9}, {0, 1, 1}, {7, 10, 17}, {0, 6, 0}};
-  LlamaDecodeState cs(cpu->cfg, 3, 40);
-  std::vector<float> want = run_plan(
-      [&](const int32_t* t, const int* n, float* l) { llama_decode_step(*cpu, cs, t, n, l); }, seqs, V, plan);
+  std::vector<float> want = run_plan(*make_decoder(*cpu), 40, seqs, V, plan);
   for (DType dt : {DType::f32, DType::bf16}) {
     INFO(dtype_name(dt));
     auto gpu = Llama::load(fixture_dir() + "/tiny_llama", Device::cuda, dt);
-    DeviceDecodeState gs(*gpu, 3, 40);
-    std::vector<float> got = run_plan(
-        [&](const int32_t* t, const int* n, float* l) { llama_decode_step_device(*gpu, gs, t, n, l); }, seqs, V, plan);
+    std::unique_ptr<Decoder> gs = make_decoder(*gpu);
+    std::vector<float> got = run_plan(*gs, 40, seqs, V, plan);
     // f32: two layers summed in other orders: 2e-5 (as the parallel forward on the device).
     // bf16: weights, activations and the KV cache rounded to bf16 at every step: ~2% of the
     // logits' scale (the bound of tests/test_llama_cuda.cpp).
     const bool f32 = dt == DType::f32;
     CHECK_CLOSE("device decode logits", got, std::vector<double>(want.begin(), want.end()),
                 f32 ? 2e-5 : 2e-2 * max_abs(want), f32 ? 2e-5 : 2e-2);
-    CHECK(gs.length == std::vector<int>{13, 40, 27});
+    CHECK(std::vector<int>{gs->length(0), gs->length(1), gs->length(2)} == std::vector<int>{13, 40, 27});
   }
 }
 
@@ -162,24 +161,20 @@ TEST_CASE("lolcats decode on the cuda device equals the CPU recurrent step", "[c
     cfg.softmax_layers = {1};  // a kept softmax layer: its KV cache beside the recurrent states
     LolcatsModel cpu(*cpu_base, cfg);
     perturb(cpu, 11);
-    LolcatsDecodeState cs(cpu, 3, 200, DecodeMode::exact);
-    std::vector<float> want = run_plan(
-        [&](const int32_t* t, const int* n, float* l) { lolcats_decode_step(cpu, cs, t, n, l); }, seqs, V, plan);
+    std::vector<float> want = run_plan(*make_decoder(cpu, DecodeMode::exact), 200, seqs, V, plan);
     for (DType dt : {DType::f32, DType::bf16}) {
       INFO(variant_name(var) << " " << feature_map_name(fm) << " " << dtype_name(dt));
       auto gpu_base = Llama::load(fixture_dir() + "/tiny_llama", Device::cuda, dt);
       LolcatsModel gpu(*gpu_base, cfg);
       for (size_t i = 0; i < gpu.parameters().size(); i++) gpu.parameters()[i]->value.copy_from(cpu.parameters()[i]->value, "p");
-      LolcatsDeviceState gs(gpu, 3, 200, DecodeMode::exact);
-      std::vector<float> got = run_plan(
-          [&](const int32_t* t, const int* n, float* l) { lolcats_decode_step_device(gpu, gs, t, n, l); }, seqs, V,
-          plan);
+      std::unique_ptr<Decoder> gs = make_decoder(gpu, DecodeMode::exact);
+      std::vector<float> got = run_plan(*gs, 200, seqs, V, plan);
       // f32: the CPU accumulates the attention in double, the kernel in f32, the state folded in
       // the same order: 1e-4 (as the CPU decode against the parallel forward). bf16: as above.
       const bool f32 = dt == DType::f32;
       CHECK_CLOSE("device recurrent logits", got, std::vector<double>(want.begin(), want.end()),
                   f32 ? 1e-4 : 2e-2 * max_abs(want), f32 ? 1e-4 : 2e-2);
-      CHECK(gs.state_bytes() > 0);
+      CHECK(gs->state_bytes() > 0);
     }
   }
 }
@@ -188,8 +183,95 @@ TEST_CASE("lolcats decode on the cuda device: the reference mode is refused with
   SKIP_WITHOUT_CUDA();
   auto base = Llama::load(fixture_dir() + "/tiny_llama", Device::cuda, DType::f32);
   LolcatsModel m(*base, LolcatsConfig{});
-  CHECK_THROWS_WITH(LolcatsDeviceState(m, 1, 10, DecodeMode::reference),
+  CHECK_THROWS_WITH(make_decoder(m, DecodeMode::reference),
                     Catch::Contains("exact mode only"));
+}
+
+namespace {
+
+// Scoring requests that cross the 64-token blocks (so the linear state takes part): items sharing
+// a context, contexts sharing a prefix (copied sequences), and a run of items sharing an anchor.
+std::vector<std::vector<LoglikRequest>> long_items(int V) {
+  std::mt19937 rng(17);
+  auto ids = [&](int n) {
+    std::vector<int32_t> x(static_cast<size_t>(n));
+    for (int32_t& t : x) t = int32_t(rng() % uint32_t(V));
+    return x;
+  };
+  std::vector<std::vector<LoglikRequest>> items;
+  const std::vector<int32_t> shots = ids(100);
+  for (int i = 0; i < 6; i++) {
+    std::vector<int32_t> ctx = ids(30 + 23 * i);
+    if (i >= 3) ctx.insert(ctx.begin(), shots.begin(), shots.end());
+    std::vector<LoglikRequest> item;
+    for (int k = 0; k < 3; k++) item.push_back({ctx, ids(1 + (k * 5 + i) % 7)});
+    items.push_back(item);
+  }
+  return items;
+}
+
+std::vector<double> logprobs(const std::vector<std::vector<Loglik>>& scored) {
+  std::vector<double> out;
+  for (const auto& item : scored)
+    for (const Loglik& l : item) out.push_back(l.logprob);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("scoring on the cuda device equals the CPU's: per-choice log-likelihoods", "[cuda][decode][eval]") {
+  SKIP_WITHOUT_CUDA();
+  // The trained tiny model: its distributions are far from uniform, so the scores tell models apart.
+  const std::string path = fixture_dir() + "/tiny_app_llama";
+  auto cpu_base = Llama::load(path);
+  const int V = cpu_base->cfg.vocab;
+  const std::vector<std::vector<LoglikRequest>> items = long_items(V);
+  LolcatsConfig cfg;
+  cfg.softmax_layers = {1};  // a kept KV cache, copied beside the recurrent state
+  LolcatsModel cpu(*cpu_base, cfg);
+  perturb(cpu, 13);
+  LoglikOptions small;  // several batches, the anchor copied into each
+  small.max_slots = 4;
+  small.max_rows = 40;
+  const std::vector<double> want_soft = logprobs(score_loglik(*make_decoder(*cpu_base), items, small));
+  const std::vector<double> want_lin = logprobs(score_loglik(*make_decoder(cpu, DecodeMode::exact), items, small));
+  for (DType dt : {DType::f32, DType::bf16}) {
+    INFO(dtype_name(dt));
+    auto gpu_base = Llama::load(path, Device::cuda, dt);
+    LolcatsModel gpu(*gpu_base, cfg);
+    for (size_t i = 0; i < gpu.parameters().size(); i++) gpu.parameters()[i]->value.copy_from(cpu.parameters()[i]->value, "p");
+    const std::vector<double> soft = logprobs(score_loglik(*make_decoder(*gpu_base), items, small));
+    const std::vector<double> lin = logprobs(score_loglik(*make_decoder(gpu, DecodeMode::exact), items, small));
+    // Sums of <= 7 log-probabilities, 5 to 40 in all. f32: the same arithmetic in other orders,
+    // measured 4.4e-6 at most: 1e-5 + 1e-5 relative. bf16: weights, activations and caches rounded
+    // to bf16 (2^-9 relative) at every layer, measured 0.066 (0.7%): 0.1 + 1e-2 relative. The two
+    // models' scores differ by up to 2.3, far outside either bound.
+    const bool f32 = dt == DType::f32;
+    CHECK_CLOSE("softmax model", soft, want_soft, f32 ? 1e-5 : 0.1, f32 ? 1e-5 : 1e-2);
+    CHECK_CLOSE("linearized model", lin, want_lin, f32 ? 1e-5 : 0.1, f32 ? 1e-5 : 1e-2);
+  }
+}
+
+TEST_CASE("passkey on the cuda device: the replies equal the CPU's", "[cuda][decode][passkey]") {
+  SKIP_WITHOUT_CUDA();
+  const std::string path = fixture_dir() + "/tiny_app_llama";  // a trained model: confident argmaxes
+  auto cpu_base = Llama::load(path);
+  Tokenizer tok = Tokenizer::from_model(path);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int d : {0, 50, 100}) prompts.push_back(build_passkey_prompt(tok, 300, d, passkey_key(5, 300, d, 0), false).ids);
+  PasskeyGenOptions o;
+  o.new_tokens = 6;
+  o.max_rows = 50;  // prompts in pieces, the shared filler fed once into the anchor and copied
+  o.max_slots = 3;
+  LolcatsModel cpu(*cpu_base, LolcatsConfig{});
+  const auto want_soft = passkey_generate(*make_decoder(*cpu_base), prompts, o);
+  const auto want_lin = passkey_generate(*make_decoder(cpu, DecodeMode::exact), prompts, o);
+  // f32 storage: the same arithmetic in other orders (logits within 1e-4), so the greedy choices
+  // of a trained model agree.
+  auto gpu_base = Llama::load(path, Device::cuda, DType::f32);
+  LolcatsModel gpu(*gpu_base, LolcatsConfig{});
+  CHECK(passkey_generate(*make_decoder(*gpu_base), prompts, o) == want_soft);
+  CHECK(passkey_generate(*make_decoder(gpu, DecodeMode::exact), prompts, o) == want_lin);
 }
 
 #endif  // LOLCATS_CUDA

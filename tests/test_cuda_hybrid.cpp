@@ -76,11 +76,11 @@ void check_case(const Case& c, Storage st, bool all_orders = true) {
     with_storage(st, [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       cu::hybrid_attention_forward(dev<T>(by), bZ.f32(), dev<T>(bq), dev<T>(bk), dev<T>(bv), bpq.f32(), bpk.f32(),
-                                   bwl.f32(), c.B, c.T, c.H, c.Hkv, c.D, c.F, int(c.variant), nullptr);
+                                   bwl.f32(), c.B, c.T, c.H, c.Hkv, c.D, c.F, c.variant, nullptr);
       cu::hybrid_attention_backward(dev<T>(bdq), dev<T>(bdk), dev<T>(bdv), bdpq.f32(), bdpk.f32(), bdw.f32(),
                                     dev<T>(bdy), dev<T>(by), bZ.f32(), dev<T>(bq), dev<T>(bk), dev<T>(bv),
                                     bpq.f32(), bpk.f32(), bwl.f32(), c.B, c.T, c.H, c.Hkv, c.D, c.F,
-                                    int(c.variant), nullptr);
+                                    c.variant, nullptr);
     });
     return Outputs{by.download(),  bZ.download(),   bdq.download(),   bdk.download(),
                    bdv.download(), bdpq.download(), bdpk.download(), bdw.download()};
@@ -153,10 +153,10 @@ TEST_CASE("cuda hybrid attention refuses sizes it does not take, naming them", "
   SKIP_WITHOUT_CUDA();
   DeviceBuffer x(size_t(4096), Storage::f32);
   REQUIRE_THROWS_WITH(cu::hybrid_attention_forward(x.f32(), x.f32(), x.f32(), x.f32(), x.f32(), x.f32(), x.f32(),
-                                                   x.f32(), 1, 2, 1, 1, 160, 16, 0, nullptr),
+                                                   x.f32(), 1, 2, 1, 1, 160, 16, HybridVariant::terrace, nullptr),
                       Catch::Contains("head size 160"));
   REQUIRE_THROWS_WITH(cu::hybrid_attention_forward(x.f32(), x.f32(), x.f32(), x.f32(), x.f32(), x.f32(), x.f32(),
-                                                   x.f32(), 1, 2, 3, 2, 16, 16, 0, nullptr),
+                                                   x.f32(), 1, 2, 3, 2, 16, 16, HybridVariant::terrace, nullptr),
                       Catch::Contains("H = 3, Hkv = 2"));
 }
 

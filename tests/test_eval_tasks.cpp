@@ -17,6 +17,7 @@
 #include "data/token_cache.h"
 #include "lolcats/recurrent.h"
 #include "nn/eval_harness.h"
+#include "nn/generate.h"
 #include "nn/llama.h"
 #include "nn/loglik.h"
 #include "tests/helpers.h"
@@ -260,7 +261,7 @@ std::vector<std::vector<LoglikRequest>> scorer_items(int V) {
 }
 
 template <typename Forward>
-void check_scorer(SequenceDecoder& dec, int V, Forward forward) {
+void check_scorer(Decoder& dec, int V, Forward forward) {
   std::vector<std::vector<LoglikRequest>> items = scorer_items(V);
   // Small bounds: several batches, the anchor reused across them.
   for (LoglikOptions o : {LoglikOptions{}, LoglikOptions{5, size_t(1) << 30, 12, 32}}) {
@@ -286,19 +287,19 @@ TEST_CASE("eval tasks: every-row logits and copied sequences equal the parallel 
   const int V = model->cfg.vocab;
   std::mt19937 rng(3);
   std::vector<int32_t> prefix = random_ids(rng, 17, V), a = random_ids(rng, 6, V), b = random_ids(rng, 9, V);
-  LlamaDecodeState s(model->cfg, 3, 40);
+  std::unique_ptr<Decoder> s = make_decoder(*model);
+  s->reserve(3, 40);
   std::vector<float> last(size_t(3) * V);
   const std::vector<int> n0 = {0, int(prefix.size()), 0};
-  llama_decode_step(*model, s, prefix.data(), n0.data(), last.data());
-  s.copy_sequence(1, 0);
-  s.copy_sequence(1, 2);
-  CHECK(s.length == std::vector<int>{17, 17, 17});
-  s.every_row_logits = true;
+  s->step(prefix.data(), n0.data(), last.data());
+  s->copy(1, 0);
+  s->copy(1, 2);
+  CHECK(std::vector<int>{s->length(0), s->length(1), s->length(2)} == std::vector<int>{17, 17, 17});
   std::vector<int32_t> tokens = a;
   tokens.insert(tokens.end(), b.begin(), b.end());
   const std::vector<int> n1 = {int(a.size()), 0, int(b.size())};
   std::vector<float> rows(tokens.size() * size_t(V));
-  llama_decode_step(*model, s, tokens.data(), n1.data(), rows.data());
+  s->step(tokens.data(), n1.data(), rows.data(), Logits::every_row);
   size_t r0 = 0;
   for (const std::vector<int32_t>* cont : {&a, &b}) {
     std::vector<int32_t> full = prefix;
@@ -309,8 +310,7 @@ TEST_CASE("eval tasks: every-row logits and copied sequences equal the parallel 
     CHECK_CLOSE("copied prefix + every row", rows.data() + r0 * V, w, 1e-5, 1e-5);
     r0 += cont->size();
   }
-  LlamaSequenceDecoder dec(*model);
-  check_scorer(dec, V, [&](const std::vector<int32_t>& full) {
+  check_scorer(*make_decoder(*model), V, [&](const std::vector<int32_t>& full) {
     NoGrad ng;
     return model->forward(Tensor::from_i32(full, {1, int(full.size())}))->value.to_vector();
   });
@@ -328,8 +328,7 @@ TEST_CASE("eval tasks: a linearized model's copied states score as its parallel 
       for (int64_t i = 0; i < p->value.numel(); i++) p->value.f32()[i] += float(r[size_t(i)]);
     }
     INFO(variant_name(var));
-    LolcatsSequenceDecoder dec(m, DecodeMode::exact);
-    check_scorer(dec, base->cfg.vocab, [&](const std::vector<int32_t>& full) {
+    check_scorer(*make_decoder(m, DecodeMode::exact), base->cfg.vocab, [&](const std::vector<int32_t>& full) {
       NoGrad ng;
       return m.forward(Tensor::from_i32(full, {1, int(full.size())}))->value.to_vector();
     });
@@ -389,8 +388,7 @@ TEST_CASE("eval tasks: whole-sequence scoring is one forward of (context + conti
     CHECK_CLOSE("whole-sequence scores = direct forward", g, want, 1e-6, 1e-7);
     by_mask[mask == AttentionMask::reference] = g;
     if (mask == AttentionMask::paper) {  // the paper's mask: the recurrent decoder gives the same
-      LolcatsSequenceDecoder dec(m, DecodeMode::exact);
-      std::vector<std::vector<Loglik>> stepped = score_loglik(dec, items);
+      std::vector<std::vector<Loglik>> stepped = score_loglik(*make_decoder(m, DecodeMode::exact), items);
       std::vector<double> s;
       for (const auto& item : stepped)
         for (const Loglik& l : item) s.push_back(l.logprob);
@@ -419,7 +417,7 @@ TEST_CASE("eval tasks: per-choice log-likelihoods match transformers on SmolLM2-
   json ref = json::parse(read_file(fixture_dir() + "/eval/ref_eval.json"));
   static std::unique_ptr<Llama> model = Llama::load(kSmol);
   Tokenizer tok = Tokenizer::from_model(kSmol);
-  LlamaSequenceDecoder dec(*model);
+  std::unique_ptr<Decoder> dec = make_decoder(*model);
   for (const std::string name : {"piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "mmlu"}) {
     INFO(name);
     EvalTask all = load_eval_task(name, kEvalDir);
@@ -444,7 +442,7 @@ TEST_CASE("eval tasks: per-choice log-likelihoods match transformers on SmolLM2-
       task.items.push_back(it);
     }
     // Scored together, as ./eval does (shared prefixes, MMLU's 5-shot anchor, batches).
-    std::vector<std::vector<Loglik>> got = score_loglik(dec, reqs);
+    std::vector<std::vector<Loglik>> got = score_loglik(*dec, reqs);
     std::vector<double> g;
     int multi_token = 0, greedy_same = 0, n = 0;
     for (const std::vector<Loglik>& item : got)

@@ -6,7 +6,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
-#include "nn/decode.h"
+#include "nn/decoder.h"
 #include "nn/generate.h"
 #include "nn/llama.h"
 #include "tests/helpers.h"
@@ -59,11 +59,12 @@ TEST_CASE("llama: prefill + cached decode equals the full forward at every posit
   std::vector<int32_t> ids = fx_i32(F, "tiny_llama.ids");
   ids.resize(T);  // the first sequence
   Var full = model->forward(Tensor::from_i32(ids, {1, T}));
-  // The decode step (nn/decode.h) one sequence at a time: a 7-token prefill, then a token a step.
-  LlamaDecodeState state(model->cfg, 1, T);
+  // The decoder (nn/decoder.h) one sequence at a time: a 7-token prefill, then a token a step.
+  std::unique_ptr<Decoder> dec = make_decoder(*model);
+  dec->reserve(1, T);
   std::vector<float> stepwise, logits(static_cast<size_t>(V));
   for (int t = 0, n = 7; t < T; t += n, n = 1) {
-    llama_decode_step(*model, state, ids.data() + t, &n, logits.data());
+    dec->step(ids.data() + t, &n, logits.data());
     if (t == 0) {  // the prefill gives its last position's logits; check it, then carry on
       std::vector<double> w(full->value.f32() + size_t(n - 1) * V, full->value.f32() + size_t(n) * V);
       CHECK_CLOSE("prefill logits", logits.data(), w, 1e-5, 1e-5);
@@ -71,7 +72,7 @@ TEST_CASE("llama: prefill + cached decode equals the full forward at every posit
     }
     stepwise.insert(stepwise.end(), logits.begin(), logits.end());
   }
-  CHECK(state.length[0] == T);
+  CHECK(dec->length(0) == T);
   std::vector<double> want(full->value.f32() + size_t(7) * V, full->value.f32() + size_t(T) * V);
   // Same float32 math in a different order (one query row vs a tile): a few ulps.
   CHECK_CLOSE("cached decode logits", stepwise, want, 1e-5, 1e-5);
@@ -95,7 +96,7 @@ TEST_CASE("llama: SmolLM2-135M GGUF matches transformers loading the same file",
     std::vector<int32_t> want = fx_i32(F, "smol." + std::to_string(i) + ".greedy");
     SamplingConfig sc;
     sc.max_new_tokens = int(want.size());
-    CHECK(generate(m, ids, sc) == want);
+    CHECK(generate(*make_decoder(m), ids, sc) == want);
   }
 }
 

@@ -102,7 +102,7 @@ TEST_CASE("llama on the cuda device: greedy generation equals the CPU's", "[cuda
   prompt.resize(9);
   SamplingConfig cfg;
   cfg.max_new_tokens = 12;
-  CHECK(generate(*gpu, prompt, cfg) == generate(*cpu, prompt, cfg));
+  CHECK(generate(*make_decoder(*gpu), prompt, cfg) == generate(*make_decoder(*cpu), prompt, cfg));
 }
 
 TEST_CASE("llama on the cuda device: SmolLM2's greedy text equals the CPU's (f32)", "[cuda][llama][smollm2]") {
@@ -122,7 +122,7 @@ TEST_CASE("llama on the cuda device: SmolLM2's greedy text equals the CPU's (f32
   std::vector<int32_t> prompt = tok.encode(text, false);
   SamplingConfig cfg;
   cfg.max_new_tokens = 6;
-  CHECK(generate(*gpu, prompt, cfg) == generate(*cpu, prompt, cfg));
+  CHECK(generate(*make_decoder(*gpu), prompt, cfg) == generate(*make_decoder(*cpu), prompt, cfg));
 }
 
 TEST_CASE("llama: loading straight into a bf16 cuda arena equals loading then moving", "[cuda][llama]") {

@@ -11,6 +11,7 @@
 #include "lolcats/export.h"
 #include "lolcats/recurrent.h"
 #include "lolcats/stages.h"
+#include "nn/generate.h"
 #include "tests/helpers.h"
 
 using namespace lolcats;
@@ -41,12 +42,13 @@ void perturb(LolcatsModel& m, uint64_t seed) {
 std::vector<float> recurrent_logits(const LolcatsModel& m, const std::vector<int32_t>& ids, int prefill,
                                     DecodeMode mode) {
   const size_t V = size_t(m.base.cfg.vocab);
-  LolcatsDecodeState state(m, 1, int(ids.size()), mode);
+  std::unique_ptr<Decoder> dec = make_decoder(m, mode);
+  dec->reserve(1, int(ids.size()));
   std::vector<float> out((ids.size() - size_t(prefill) + 1) * V);
-  lolcats_decode_step(m, state, ids.data(), &prefill, out.data());
+  dec->step(ids.data(), &prefill, out.data());
   for (size_t t = size_t(prefill), i = 1; t < ids.size(); t++, i++) {
     const int one = 1;
-    lolcats_decode_step(m, state, ids.data() + t, &one, out.data() + i * V);
+    dec->step(ids.data() + t, &one, out.data() + i * V);
   }
   return out;
 }
@@ -129,7 +131,9 @@ TEST_CASE("lolcats decode: a batch of sequences at different positions equals ea
       std::vector<int32_t> x = token_ids(len[b] + 11 * b, V);
       ids.emplace_back(x.begin() + 11 * b, x.end());
     }
-    LolcatsDecodeState state(m, 3, 200, DecodeMode::exact);
+    std::unique_ptr<Decoder> dec = make_decoder(m, DecodeMode::exact);
+    dec->reserve(3, 200);
+    Decoder& state = *dec;
     std::vector<std::vector<float>> got(3);
     std::vector<float> logits(size_t(3) * V);
     for (int step = 0; state.length(0) < len[0] || state.length(1) < len[1] || state.length(2) < len[2]; step++) {
@@ -141,7 +145,7 @@ TEST_CASE("lolcats decode: a batch of sequences at different positions equals ea
         n[b] = at == 0 ? prefill[b] : 1;
         tokens.insert(tokens.end(), ids[b].begin() + at, ids[b].begin() + at + n[b]);
       }
-      lolcats_decode_step(m, state, tokens.data(), n.data(), logits.data());
+      state.step(tokens.data(), n.data(), logits.data());
       for (int b = 0; b < 3; b++)
         if (n[b] > 0) got[b].insert(got[b].end(), logits.begin() + b * V, logits.begin() + (b + 1) * V);
     }
@@ -165,30 +169,32 @@ TEST_CASE("lolcats decode: batched generation gives each prompt the text it gets
   SamplingConfig sc;
   sc.max_new_tokens = 90;  // past the first 64-block boundary of every prompt
   std::vector<std::vector<int32_t>> batched(prompts.size());
-  lolcats_generate_batch(m, prompts, 2, sc, DecodeMode::exact,
-                         [&](size_t i, const std::vector<int32_t>& out) { batched[i] = out; });
+  generate_batch(*make_decoder(m, DecodeMode::exact), prompts, 2, sc,
+                 [&](size_t i, const std::vector<int32_t>& out) { batched[i] = out; });
   for (size_t i = 0; i < prompts.size(); i++) {
     INFO("prompt " << i);
-    CHECK(batched[i] == lolcats_generate(m, prompts[i], sc, DecodeMode::exact));
+    CHECK(batched[i] == generate(*make_decoder(m, DecodeMode::exact), prompts[i], sc));
   }
 }
 
 TEST_CASE("lolcats decode: state size is independent of length", "[lolcats][decode]") {
   auto base = Llama::load(tiny_path());
   LolcatsModel m(*base, LolcatsConfig{});
-  LolcatsDecodeState state(m, 1, 1, DecodeMode::exact);  // no layer keeps a KV cache: no bound
-  const size_t initial = state.bytes();
+  std::unique_ptr<Decoder> dec = make_decoder(m, DecodeMode::exact);
+  dec->reserve(1, 1);  // no layer keeps a KV cache: no bound
+  Decoder& state = *dec;
+  const size_t initial = state.state_bytes();
   CHECK(initial > 0);
-  CHECK(state.trunk.cache_bytes() == 0);
+  CHECK(dynamic_cast<LolcatsMemory&>(state.memory()).kept().bytes() == 0);
   std::vector<float> logits(size_t(base->cfg.vocab));
   for (int t = 0; t < 10000; t++) {
     const int32_t id = int32_t(t % base->cfg.vocab);
     const int one = 1;
-    lolcats_decode_step(m, state, &id, &one, logits.data());
-    if (t + 1 == 100) CHECK(state.bytes() == initial);
+    state.step(&id, &one, logits.data());
+    if (t + 1 == 100) CHECK(state.state_bytes() == initial);
   }
   CHECK(std::isfinite(logits[0]));
-  CHECK(state.bytes() == initial);
+  CHECK(state.state_bytes() == initial);
   CHECK(state.length(0) == 10000);
 }
 

@@ -183,10 +183,9 @@ TEST_CASE("passkey: SmolLM2-135M retrieves at 256 tokens, its replies are transf
     depths.push_back(p.depth);
   }
   REQUIRE(prompts.size() == 8);
-  LlamaSequenceDecoder dec(*model);
   PasskeyGenOptions o;
   o.stop_ids = {tok.eos_id()};
-  std::vector<std::vector<int32_t>> got = passkey_generate(dec, prompts, o);
+  std::vector<std::vector<int32_t>> got = passkey_generate(*make_decoder(*model), prompts, o);
   int right_at_50 = 0, at_50 = 0;
   for (size_t i = 0; i < prompts.size(); i++) {
     const std::string text = tok.decode(got[i], true);
@@ -216,7 +215,7 @@ TEST_CASE("passkey: decoding from a shared anchor equals generating each prompt 
   o.max_slots = 3;  // the anchor and two prompts: slots are reused
   SamplingConfig sc;
   sc.max_new_tokens = o.new_tokens;
-  auto check_same = [&](SequenceDecoder& dec, const std::function<std::vector<int32_t>(const std::vector<int32_t>&)>& alone,
+  auto check_same = [&](Decoder& dec, const std::function<std::vector<int32_t>(const std::vector<int32_t>&)>& alone,
                         bool share) {
     o.share_prefix = share;
     size_t fed = 0;
@@ -231,8 +230,8 @@ TEST_CASE("passkey: decoding from a shared anchor equals generating each prompt 
   };
   {
     INFO("softmax");
-    LlamaSequenceDecoder dec(*base);
-    check_same(dec, [&](const std::vector<int32_t>& p) { return generate(*base, p, sc); }, true);
+    check_same(*make_decoder(*base), [&](const std::vector<int32_t>& p) { return generate(*make_decoder(*base), p, sc); },
+               true);
   }
   LolcatsConfig cfg;
   cfg.softmax_layers = {1};  // a kept KV cache is copied too
@@ -243,8 +242,7 @@ TEST_CASE("passkey: decoding from a shared anchor equals generating each prompt 
   }
   for (DecodeMode mode : {DecodeMode::exact, DecodeMode::reference}) {
     INFO("linearized, " << (mode == DecodeMode::exact ? "exact" : "reference") << " mode");
-    LolcatsSequenceDecoder dec(m, mode);
-    check_same(dec, [&](const std::vector<int32_t>& p) { return lolcats_generate(m, p, sc, mode); },
+    check_same(*make_decoder(m, mode), [&](const std::vector<int32_t>& p) { return generate(*make_decoder(m, mode), p, sc); },
                mode == DecodeMode::exact);
   }
 }
@@ -252,13 +250,13 @@ TEST_CASE("passkey: decoding from a shared anchor equals generating each prompt 
 TEST_CASE("passkey: lengths past the model's positions are refused in one line", "[passkey]") {
   auto base = Llama::load(tiny());
   Tokenizer tok = Tokenizer::from_model(tiny());
-  LlamaSequenceDecoder dec(*base);
+  std::unique_ptr<Decoder> dec = make_decoder(*base);
   PasskeyOptions o;
   o.lengths = {400, 1020};
   o.max_position = base->cfg.max_position;
   REQUIRE(o.max_position == 1024);
   o.progress = false;
-  const std::string e = error_of([&] { run_passkey(dec, tok, o); });
+  const std::string e = error_of([&] { run_passkey(*dec, tok, o); });
   INFO(e);
   CHECK(e.find("--passkey-len 1020") != std::string::npos);
   CHECK(e.find("1024 positions") != std::string::npos);
