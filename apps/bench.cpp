@@ -28,6 +28,7 @@
 #include "apps/bench_attention.h"
 #include "autograd/ops.h"
 #include "apps/bench_blas.h"
+#include "data/defaults.h"
 #include "nn/llama.h"
 #include "tensor/activations.h"
 #include "tensor/clock.h"
@@ -158,7 +159,7 @@ int bench_matmul(int threads, int reps, const std::string& blas_path) {
   const double ceiling = fma_ceiling_gflops(threads);  // what the vector units can do at most
   for (auto s : shapes) {
     std::vector<float> x(size_t(s.M) * s.K, 0.01f), w(size_t(s.N) * s.K, 0.02f), y(size_t(s.M) * s.N);
-    auto once = [&] { matmul_forward(y.data(), x.data(), w.data(), 1, s.M, s.N, s.K, false, true, false); };
+    auto once = [&] { matmul_forward(y.data(), x.data(), w.data(), 1, s.M, s.N, s.K, Transpose::b); };
     const int n = std::max(1, int(0.25 / best_of(1, once)));
     std::string key = std::to_string(s.M) + "x" + std::to_string(s.K) + "x" + std::to_string(s.N);
     // The simple version the packed kernel is tested against, as a side of every round.
@@ -166,7 +167,7 @@ int bench_matmul(int threads, int reps, const std::string& blas_path) {
     std::vector<Side> others = {{"eigen", [&] {
                                    const double t0 = seconds_now();
                                    for (int i = 0; i < n; i++)
-                                     matmul_eigen(ye.data(), x.data(), w.data(), s.M, s.N, s.K, false, true, false);
+                                     matmul_eigen(ye.data(), x.data(), w.data(), s.M, s.N, s.K, Transpose::b);
                                    return seconds_now() - t0;
                                  }}};
     std::vector<float> yb(blas ? y.size() : 0);
@@ -266,7 +267,7 @@ int bench_llama(int threads, int T, const std::string& model_path, Device device
 
 int main(int argc, char** argv) {
   CLI::App app{"bench: speed and memory measurements, one JSON object per line"};
-  std::string what = "all", model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  std::string what = "all", model = kDefaultModel;
   int threads = 0, seq = 1024;
   std::vector<int> seqs = {1024, 4096, 16384, 65536};
   double max_seconds = 300;

@@ -26,6 +26,7 @@
 #include "apps/svg_heatmap.h"
 #include "autograd/ops.h"
 #include "data/alpaca.h"
+#include "data/defaults.h"
 #include "data/eval_tasks.h"
 #include "data/safetensors.h"
 #include "data/token_cache.h"
@@ -133,11 +134,11 @@ std::string folder_of(const std::string& path) {
 
 int main(int argc, char** argv) {
   CLI::App app{"eval: zero-shot tasks and validation perplexity of a model or of a linearized model"};
-  std::string model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf", linearized;
-  std::string device_flag = "auto", dtype_flag = "bf16", tasks_flag, eval_dir = "../shared/data/eval", out_path;
+  std::string model_path = kDefaultModel, linearized;
+  std::string device_flag = "auto", dtype_flag = "bf16", tasks_flag, eval_dir = kDefaultEvalDir, out_path;
   std::string bos_flag = "off", mode_flag = "exact";
   std::vector<std::string> compare;
-  PplOptions ppl{"../shared/data/alpaca_original_52k.jsonl.zst", 512, 200, 0};
+  PplOptions ppl{kDefaultAlpaca, 512, 200, 0};
   int threads = 0;
   long limit = 0;
   uint64_t seed = kEvalSubsetSeed;

@@ -17,6 +17,7 @@
 
 #include "apps/reference_flags.h"
 #include "data/chat_template.h"
+#include "data/defaults.h"
 #include "data/tokenizer.h"
 #include "lolcats/export.h"
 #include "nn/generate.h"
@@ -108,7 +109,7 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
 
 int main(int argc, char** argv) {
   CLI::App app{"generate: text from a Llama-family model (KV cache) or a linearized one (recurrent state), streamed"};
-  std::string model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf", prompt, system;
+  std::string model_path = kDefaultModel, prompt, system;
   SamplingConfig sc;
   int threads = 0;
   bool raw = false;

@@ -20,6 +20,7 @@
 #include "apps/svg_plot.h"
 #include "autograd/ops.h"
 #include "data/alpaca.h"
+#include "data/defaults.h"
 #include "data/gguf.h"
 #include "data/safetensors.h"
 #include "data/tokenizer.h"
@@ -40,8 +41,8 @@ using json = nlohmann::json;
 namespace {
 
 struct Options {
-  std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  std::string data = "../shared/data/alpaca_original_52k.jsonl.zst";
+  std::string model = kDefaultModel;
+  std::string data = kDefaultAlpaca;
   std::string out = "runs/default";
   std::string stage = "all";
   std::string attention = "terrace";

@@ -49,7 +49,8 @@ float item(const Var& v) {
   return val(v).to_vector()[0];
 }
 
-Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
+Var matmul(const Var& a, const Var& b, Transpose t) {
+  const bool ta = transposes_a(t), tb = transposes_b(t);
   const Shape &sa = val(a).shape(), &sb = val(b).shape();
   ENSURE(sa.ndim == sb.ndim && (sa.ndim == 2 || sa.ndim == 3), "matmul: operands %s and %s",
         sa.str().c_str(), sb.str().c_str());
@@ -61,11 +62,11 @@ Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
   ENSURE(K == Kb, "matmul: inner dimensions differ: %s%s @ %s%s", sa.str().c_str(), ta ? "^T" : "",
         sb.str().c_str(), tb ? "^T" : "");
   Tensor out = like(val(a), nd == 3 ? Shape{batch, M, N} : Shape{M, N});
-  matmul_forward(out, val(a), val(b), batch, M, N, K, ta, tb, false);
+  matmul_forward(out, val(a), val(b), batch, M, N, K, t);
   return make_node(out, {a, b}, "matmul", [=](Node& n) {
     Grad da(a, Grad::either), db(b, Grad::either);
-    matmul_backward(da.out(), db.out(), n.grad, val(a), val(b), batch, M, N, K, ta, tb, da.add(),
-                    db.add());
+    matmul_backward(da.out(), db.out(), n.grad, val(a), val(b), batch, M, N, K, t, accumulate_if(da.add()),
+                    accumulate_if(db.add()));
   });
 }
 
@@ -76,11 +77,11 @@ Var linear(const Var& x, const Var& w) {
         val(w).shape().str().c_str());
   int in = int(val(w).size(1)), out_f = int(val(w).size(0)), N = int(val(x).numel() / in);
   Tensor out = like(val(x), with_last(sx, out_f));
-  matmul_forward(out, val(x), val(w), 1, N, out_f, in, false, true, false);
+  matmul_forward(out, val(x), val(w), 1, N, out_f, in, Transpose::b);  // x w^T
   return make_node(out, {x, w}, "linear", [=](Node& n) {
     Grad dx(x, Grad::either), dw(w, Grad::either);
-    matmul_backward(dx.out(), dw.out(), n.grad, val(x), val(w), 1, N, out_f, in, false, true,
-                    dx.add(), dw.add());
+    matmul_backward(dx.out(), dw.out(), n.grad, val(x), val(w), 1, N, out_f, in, Transpose::b,
+                    accumulate_if(dx.add()), accumulate_if(dw.add()));
   });
 }
 

@@ -5,13 +5,14 @@
 #pragma once
 #include <functional>
 #include "autograd/tape.h"
+#include "tensor/matmul_options.h"
 #include "tensor/rope.h"
 
 namespace lolcats {
 
-// a (M, K) @ b (K, N) -> (M, N), or batched (Bt, M, K) @ (Bt, K, N); trans_* transposes the last two
-// dims of the *stored* operand.
-Var matmul(const Var& a, const Var& b, bool trans_a = false, bool trans_b = false);
+// a (M, K) @ b (K, N) -> (M, N), or batched (Bt, M, K) @ (Bt, K, N); Transpose::a / b / both
+// transposes the last two dims of the *stored* operand (tensor/matmul.h).
+Var matmul(const Var& a, const Var& b, Transpose t = Transpose::none);
 // x (..., in), w (out, in) -> (..., out) = x w^T            PyTorch: F.linear(x, w)
 Var linear(const Var& x, const Var& w);
 

@@ -104,7 +104,7 @@ GemmOperands::GemmOperands(int M_, int N_, int K_, bool square) : M(M_), N(N_), 
   y = std::make_unique<Buffer>(size_t(M) * N * 2, true, 3);
 }
 void GemmOperands::run() {
-  gemm(y->as<bf16>(), x->as<bf16>(), w->as<bf16>(), GemmShape{1, M, N, K, false, trans_w, false});
+  gemm(y->as<bf16>(), x->as<bf16>(), w->as<bf16>(), GemmShape{1, M, N, K, transpose_of(false, trans_w)});
 }
 
 std::vector<KernelCase> kernel_cases(bool smoke) {

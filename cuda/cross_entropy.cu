@@ -176,7 +176,7 @@ void lm_head_cross_entropy_forward(float* loss, float* lse, const T* x, const T*
   for (int v0 = 0; v0 < V; v0 += chunk) {
     int vc = V - v0 < chunk ? V - v0 : chunk;
     // logits (N, vc) = x (N, C) @ w[v0 : v0 + vc] (vc, C)^T
-    gemm(ws.logits, x, w + size_t(v0) * C, GemmShape{1, N, vc, C, false, true, false}, nullptr, stream);
+    gemm(ws.logits, x, w + size_t(v0) * C, GemmShape{1, N, vc, C, Transpose::b}, nullptr, stream);
     launch_kernel(ce_chunk_stats, N, kRowThreads, 0, stream, ws.m, ws.s, ws.target_logit,
                   ws.logits, targets, vc, v0);
   }
@@ -199,14 +199,16 @@ void lm_head_cross_entropy_backward(T* dx, float* dw, float dloss, const T* x, c
   launch_kernel(ce_count, 1, kFinishThreads, 0, stream, ws.ints, targets, N, ignore_index);
   for (int v0 = 0; v0 < V; v0 += chunk) {
     int vc = V - v0 < chunk ? V - v0 : chunk;
-    gemm(ws.logits, x, w + size_t(v0) * C, GemmShape{1, N, vc, C, false, true, false}, nullptr, stream);
+    gemm(ws.logits, x, w + size_t(v0) * C, GemmShape{1, N, vc, C, Transpose::b}, nullptr, stream);
     auto* k = ce_dlogits<T>;
     launch_kernel(k, N, kRowThreads, 0, stream, dlogits, ws.logits, lse, targets, ws.ints, dloss,
                   vc, v0, ignore_index);
     // dx (N, C) [+]= dlogits (N, vc) @ w[v0 : v0 + vc] (vc, C), summed in f32 over the chunks
-    gemm(ws.dx, dlogits, w + size_t(v0) * C, GemmShape{1, N, C, vc, false, false, v0 > 0}, nullptr, stream);
+    gemm(ws.dx, dlogits, w + size_t(v0) * C, GemmShape{1, N, C, vc, Transpose::none, accumulate_if(v0 > 0)},
+         nullptr, stream);
     // dw[v0 : v0 + vc] (vc, C) += dlogits^T (vc, N) @ x (N, C)
-    if (dw) gemm(dw + size_t(v0) * C, dlogits, x, GemmShape{1, vc, C, N, true, false, true}, nullptr, stream);
+    if (dw) gemm(dw + size_t(v0) * C, dlogits, x, GemmShape{1, vc, C, N, Transpose::a, Accumulate::yes},
+                 nullptr, stream);
   }
   auto* cast = cast_from_f32<T>;
   int64_t n = int64_t(N) * C;

@@ -143,7 +143,7 @@ void project(float* z, float* xg, const T* x, const float* W, int64_t rows, int 
   const int G = H / Hx;
   for (int h = 0; h < H; h++)
     gemm(z + h * rows * Fw, xg + (h / G) * rows * D, W + int64_t(h) * D * Fw,
-         GemmShape{1, int(rows), Fw, D, false, false, false}, nullptr, stream);
+         GemmShape{1, int(rows), Fw, D}, nullptr, stream);
 }
 
 // The projections' backward from dz (H, rows, Fw): dW[h] += xg[h / G]^T dz[h], and dx.
@@ -156,13 +156,13 @@ void project_backward(T* dx, float* dW, const float* dz, const T* x, const float
     launch_kernel(gather_heads_kernel<T>, blocks_for(rows * Hx * D), kThreads, 0, stream, xg.p, x, rows, Hx, D);
     for (int h = 0; h < H; h++)
       gemm(dW + int64_t(h) * D * Fw, xg.p + (h / G) * rows * D, dz + h * rows * Fw,
-           GemmShape{1, D, Fw, int(rows), true, false, true}, nullptr, stream);
+           GemmShape{1, D, Fw, int(rows), Transpose::a, Accumulate::yes}, nullptr, stream);
   }
   if (dx) {
     DeviceScratch<float> dxg(size_t(rows) * Hx * D);
     for (int h = 0; h < H; h++)
       gemm(dxg.p + (h / G) * rows * D, dz + h * rows * Fw, W + int64_t(h) * D * Fw,
-           GemmShape{1, int(rows), D, Fw, false, true, h % G != 0}, nullptr, stream);
+           GemmShape{1, int(rows), D, Fw, Transpose::b, accumulate_if(h % G != 0)}, nullptr, stream);
     const float* dxgp = dxg.p;
     launch_kernel(scatter_heads_kernel<T>, blocks_for(rows * Hx * D), kThreads, 0, stream, dx, dxgp, rows, Hx, D);
   }

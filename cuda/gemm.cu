@@ -124,33 +124,39 @@ void gemm(float* c, const bf16* a, const bf16* b, const GemmShape& g, const floa
 }
 
 template <typename T>
-void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K, bool trans_a,
-                    bool trans_b, bool accumulate, Stream s) {
-  gemm(c, a, b, GemmShape{batch, M, N, K, trans_a, trans_b, accumulate}, nullptr, s);
+void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K, Transpose t, Accumulate acc,
+                    Stream s) {
+  gemm(c, a, b, GemmShape{batch, M, N, K, t, acc}, nullptr, s);
 }
 
 // The same four cases as the CPU's matmul_backward (tensor/matmul.cpp), each one gemm.
 template <typename T, typename TG>
 void matmul_backward(TG* da, TG* db, const T* dc, const T* a, const T* b, int batch, int M, int N,
-                     int K, bool trans_a, bool trans_b, bool acc_da, bool acc_db, Stream s) {
+                     int K, Transpose t, Accumulate acc_da, Accumulate acc_db, Stream s) {
+  const bool trans_a = transposes_a(t), trans_b = transposes_b(t);
   if (da) {
     if (!trans_a)  // dA (M,K) = dC (M,N) @ op(B)^T
-      gemm(da, dc, b, GemmShape{batch, M, K, N, false, !trans_b, acc_da}, nullptr, s);
+      gemm(da, dc, b, GemmShape{batch, M, K, N, transpose_of(false, !trans_b), acc_da}, nullptr, s);
     else  // dA (K,M) = op(B) (K,N) @ dC^T
-      gemm(da, b, dc, GemmShape{batch, K, M, N, trans_b, true, acc_da}, nullptr, s);
+      gemm(da, b, dc, GemmShape{batch, K, M, N, transpose_of(trans_b, true), acc_da}, nullptr, s);
   }
   if (db) {
     if (!trans_b)  // dB (K,N) = op(A)^T @ dC
-      gemm(db, a, dc, GemmShape{batch, K, N, M, !trans_a, false, acc_db}, nullptr, s);
+      gemm(db, a, dc, GemmShape{batch, K, N, M, transpose_of(!trans_a, false), acc_db}, nullptr, s);
     else  // dB (N,K) = dC^T @ op(A)
-      gemm(db, dc, a, GemmShape{batch, N, K, M, true, trans_a, acc_db}, nullptr, s);
+      gemm(db, dc, a, GemmShape{batch, N, K, M, transpose_of(true, trans_a), acc_db}, nullptr, s);
   }
 }
 
-template void matmul_forward<float>(float*, const float*, const float*, int, int, int, int, bool, bool, bool, Stream);
-template void matmul_forward<bf16>(bf16*, const bf16*, const bf16*, int, int, int, int, bool, bool, bool, Stream);
-template void matmul_backward<float, float>(float*, float*, const float*, const float*, const float*, int, int, int, int, bool, bool, bool, bool, Stream);
-template void matmul_backward<bf16, bf16>(bf16*, bf16*, const bf16*, const bf16*, const bf16*, int, int, int, int, bool, bool, bool, bool, Stream);
-template void matmul_backward<bf16, float>(float*, float*, const bf16*, const bf16*, const bf16*, int, int, int, int, bool, bool, bool, bool, Stream);
+#define MATMUL_ARGS int, int, int, int, Transpose
+template void matmul_forward<float>(float*, const float*, const float*, MATMUL_ARGS, Accumulate, Stream);
+template void matmul_forward<bf16>(bf16*, const bf16*, const bf16*, MATMUL_ARGS, Accumulate, Stream);
+template void matmul_backward<float, float>(float*, float*, const float*, const float*, const float*, MATMUL_ARGS,
+                                            Accumulate, Accumulate, Stream);
+template void matmul_backward<bf16, bf16>(bf16*, bf16*, const bf16*, const bf16*, const bf16*, MATMUL_ARGS, Accumulate,
+                                          Accumulate, Stream);
+template void matmul_backward<bf16, float>(float*, float*, const bf16*, const bf16*, const bf16*, MATMUL_ARGS,
+                                           Accumulate, Accumulate, Stream);
+#undef MATMUL_ARGS
 
 }  // namespace lolcats::cuda

@@ -15,6 +15,7 @@
 // descriptor logic is what `make test` checks.
 #pragma once
 #include "cuda/api.h"
+#include "tensor/matmul_options.h"
 
 namespace lolcats::cuda {
 
@@ -23,6 +24,9 @@ struct GemmShape {
   int M = 0, N = 0, K = 0;
   bool trans_a = false, trans_b = false;
   bool accumulate = false;  // C += op(A) op(B) instead of C = ...
+  GemmShape(int batch_, int M_, int N_, int K_, Transpose t = Transpose::none, Accumulate acc = Accumulate::no)
+      : batch(batch_), M(M_), N(N_), K(K_), trans_a(transposes_a(t)), trans_b(transposes_b(t)),
+        accumulate(acc == Accumulate::yes) {}
 };
 
 // bias (N), of C's type, or null.
@@ -35,13 +39,12 @@ void gemm(float* c, const bf16* a, const bf16* b, const GemmShape& g, const floa
 
 // The CPU twins' signatures (tensor/matmul.h): C = op(A) op(B), and its backward
 //   d op(A) = dC op(B)^T,  d op(B) = op(A)^T dC   (transposed back when the operand was stored so).
-// da / db may be null; accumulate_*: add into the buffer instead of writing it.
+// da / db may be null; acc_da / acc_db: add into the buffer instead of writing it.
 template <typename T>
-void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K, bool trans_a,
-                    bool trans_b, bool accumulate, Stream stream = nullptr);
+void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K, Transpose t, Accumulate acc,
+                    Stream stream = nullptr);
 template <typename T, typename TG>
 void matmul_backward(TG* da, TG* db, const T* dc, const T* a, const T* b, int batch, int M, int N,
-                     int K, bool trans_a, bool trans_b, bool accumulate_da, bool accumulate_db,
-                     Stream stream = nullptr);
+                     int K, Transpose t, Accumulate acc_da, Accumulate acc_db, Stream stream = nullptr);
 
 }  // namespace lolcats::cuda

@@ -34,10 +34,6 @@ namespace lolcats {
 class Tokenizer;
 
 constexpr int32_t kIgnoreLabel = -100;
-// The data file used when none is given (see ../shared/data/SOURCES.md): the original 52k
-// Stanford Alpaca, 52,002 records.
-constexpr const char* kDefaultAlpacaPath = "../shared/data/alpaca_original_52k.jsonl.zst";
-
 struct AlpacaRecord {
   std::string instruction, input, output;
 };

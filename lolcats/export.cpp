@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 
 #include "data/safetensors.h"
@@ -51,6 +52,41 @@ int parse_count(const SafeTensorsFile& f, const std::string& key, const std::str
   return int(v);
 }
 int meta_int(const SafeTensorsFile& f, const std::string& key) { return parse_count(f, key, meta(f, key)); }
+
+namespace fs = std::filesystem;
+
+// The base model as the export records it: its absolute path, and its path from the export's own
+// folder, so that the export finds its base from any working folder and after the run folder and
+// the model moved together.
+std::map<std::string, std::string> base_paths(const std::string& base_model, const std::string& export_path) {
+  const fs::path base = fs::absolute(base_model).lexically_normal();
+  const fs::path folder = fs::absolute(export_path).parent_path();
+  return {{"base_model", base.string()}, {"base_model_from_export", base.lexically_relative(folder).string()}};
+}
+
+// Where the base of the export at `path` is: the first of the recorded absolute path, the path
+// from the export's folder, and (exports from before both were recorded) the recorded path from
+// the working folder, that exists. None: one error naming every place tried.
+std::string find_base(const SafeTensorsFile& f, const std::string& path) {
+  std::vector<std::string> tried;
+  auto exists = [&](const fs::path& p) {
+    tried.push_back(p.string());
+    std::error_code ec;
+    return fs::exists(p, ec);
+  };
+  const std::string& recorded = meta(f, "base_model");
+  if (fs::path(recorded).is_absolute() && exists(recorded)) return recorded;
+  auto rel = f.metadata().find("base_model_from_export");
+  if (rel != f.metadata().end()) {
+    const fs::path p = (fs::absolute(path).parent_path() / rel->second).lexically_normal();
+    if (exists(p)) return p.string();
+  }
+  if (!fs::path(recorded).is_absolute() && exists(recorded)) return recorded;
+  std::string list;
+  for (const std::string& t : tried) list += (list.empty() ? "" : ", ") + t;
+  fail(__FILE__, __LINE__,
+       strfmt("%s: its base model was not found (tried %s); pass it with --model", path.c_str(), list.c_str()));
+}
 
 // A fingerprint of the base weights: FNV-1a over every RMSNorm weight (small, and different between
 // fine-tunes of one architecture), rounded to bf16 so that a model trained with bf16 weights on the
@@ -119,13 +155,13 @@ void export_linearized(const std::string& path, const LolcatsModel& model, LoraE
       {"feature_map", feature_map_name(model.cfg.feature_map)},
       {"feature_half", std::to_string(model.Fh)},
       {"softmax_layers", join(softmax)},
-      {"base_model", base_model},
       {"base_config", base.cfg.summary()},
       {"base_norms_fnv1a", norms_fingerprint(base)},
       {"lora", targets.empty() ? "none" : merged ? "merged" : "separate"},
       {"lora_rank", std::to_string(rank)},
       {"lora_alpha", std::to_string(scale * float(rank))},
       {"lora_targets", join(targets)}};
+  metadata.merge(base_paths(base_model, path));
   save_safetensors(path, tensors, metadata);
 }
 
@@ -138,7 +174,7 @@ bool is_linearized_export(const std::string& path) {
 LinearizedModel load_linearized(const std::string& path, const std::string& base_override) {
   SafeTensorsFile f(path);
   LinearizedModel out;
-  out.base_model = base_override.empty() ? meta(f, "base_model") : base_override;
+  out.base_model = base_override.empty() ? find_base(f, path) : base_override;
   out.base = Llama::load(out.base_model);
   ENSURE(out.base->cfg.summary() == meta(f, "base_config"),
          "%s was made from a different base model (%s) than %s (%s)", path.c_str(),

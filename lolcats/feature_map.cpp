@@ -31,7 +31,7 @@ FeatureMapKind parse_feature_map(const std::string& name) {
 const char* feature_map_name(FeatureMapKind k) { return k == FeatureMapKind::t2r ? "t2r" : "hedgehog"; }
 
 // The projections z = x W[h] and their backward are matrix products per head, so they go through
-// matmul (Eigen's GEMM) on contiguous per-head copies: xg (Hx, rows, D) gathered from x (rows, Hx, D)
+// matmul (tensor/matmul.h: the packed kernel or Eigen's GEMM, by size) on contiguous per-head copies: xg (Hx, rows, D) gathered from x (rows, Hx, D)
 // and z / dz (H, rows, Fh). The O(rows) softmax work in between is done row by row.
 template <typename T>
 std::vector<T> gather_heads(const T* x, int64_t rows, int Hx, int D) {
@@ -64,7 +64,7 @@ void hedgehog_forward(T* phi, const T* x, const T* W, int B, int T_, int H, int 
   std::vector<T> xg = gather_heads(x, rows, Hx, D), z(size_t(rows) * H * Fh);
   for (int h = 0; h < H; h++)  // z[h] (rows, Fh) = xg[h / G] (rows, D) @ W[h] (D, Fh)
     matmul_forward(z.data() + h * rows * Fh, xg.data() + (h / G) * rows * D, W + int64_t(h) * D * Fh,
-                   1, int(rows), Fh, D, false, false, false);
+                   1, int(rows), Fh, D);
 #pragma omp parallel for
   for (int64_t r = 0; r < rows; r++)
     for (int h = 0; h < H; h++) softmax_pair(phi + (r * H + h) * F, z.data() + (h * rows + r) * Fh, Fh);
@@ -116,14 +116,14 @@ void hedgehog_backward(T* dx, T* dW, const T* dphi, const T* phi, const T* x, co
     std::vector<T> xg = gather_heads(x, rows, Hx, D);
     for (int h = 0; h < H; h++)
       matmul_forward(dW + int64_t(h) * D * Fh, xg.data() + (h / G) * rows * D, dz.data() + h * rows * Fh,
-                     1, D, Fh, int(rows), true, false, true);
+                     1, D, Fh, int(rows), Transpose::a, Accumulate::yes);
   }
   if (dx) {
     // dx[:, hx] (rows, D) = sum over the G query heads h reading key head hx of dz[h] @ W[h]^T
     std::vector<T> dxg(size_t(rows) * Hx * D);
     for (int h = 0; h < H; h++)
       matmul_forward(dxg.data() + (h / G) * rows * D, dz.data() + h * rows * Fh, W + int64_t(h) * D * Fh,
-                     1, int(rows), D, Fh, false, true, h % G != 0);
+                     1, int(rows), D, Fh, Transpose::b, accumulate_if(h % G != 0));
 #pragma omp parallel for
     for (int64_t r = 0; r < rows; r++)
       for (int hx = 0; hx < Hx; hx++)

@@ -4,8 +4,8 @@
 //   m  = beta1 m + (1 - beta1) g
 //   v  = beta2 v + (1 - beta2) g^2
 //   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)      t = 1, 2, ...
-// Each parameter tensor has its own fp32 moment buffers (m, v) and is updated by one flat loop
-// (adamw_step) over its contiguous values.
+// The moments (m, v) are fp32. The optimiser below keeps every parameter, gradient and moment in
+// one arena per category, so a step is one flat loop (adamw_step) over all of them at once.
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -37,7 +37,7 @@ const float* norm_weight(const Var& v, std::vector<float>& scratch) {
 // Eigen runs it on one thread, leaving memory bandwidth unused: split W's rows over the threads
 // instead (each reads its slice of W once). Otherwise the threaded GEMM of matmul_forward.
 void linear_f32(float* y, const float* x, const float* W, int R, int N, int K) {
-  if (R > 8) return matmul_forward(y, x, W, 1, R, N, K, false, true, false);
+  if (R > 8) return matmul_forward(y, x, W, 1, R, N, K, Transpose::b);
   using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   Eigen::Map<const RowMat> X(x, R, K);
   const int block = 256;
@@ -98,9 +98,9 @@ void linear(float* y, const float* x, const Var& W, const Lora& lora, int R, int
          "decode: LoRA weights must be f32 on the CPU");
   const int r = int(lora.A->value.size(0));
   grow(low, size_t(R) * r);
-  matmul_forward(low.data(), x, lora.A->value.f32(), 1, R, r, K, false, true, false);  // (R, r) = x A^T
+  matmul_forward(low.data(), x, lora.A->value.f32(), 1, R, r, K, Transpose::b);  // (R, r) = x A^T
   scale_forward(low.data(), low.data(), lora.scale, int64_t(R) * r);
-  matmul_forward(y, low.data(), lora.B->value.f32(), 1, R, N, r, false, true, true);   // y += low B^T
+  matmul_forward(y, low.data(), lora.B->value.f32(), 1, R, N, r, Transpose::b, Accumulate::yes);   // y += low B^T
 }
 
 void linear(float* y, const float* x, const Var& W, int R, int N, int K) {

@@ -88,7 +88,7 @@ class DeviceDecodeTrunk : public DecodeTrunk {
     Tensor normed = Tensor::empty({N, C}, m_.dtype(), dev), rstd = Tensor::empty({N}, DType::f32, dev);
     rmsnorm_forward(normed, rstd, last, m_.norm->value, c.norm_eps);
     Tensor logits = Tensor::empty({N, V}, DType::f32, dev);  // f32 logits (the head's product accumulates in f32)
-    matmul_forward(logits, normed, m_.lm_head->value, 1, N, V, C, false, true, false);
+    matmul_forward(logits, normed, m_.lm_head->value, 1, N, V, C, Transpose::b);
     Tensor host = logits.to(Device::cpu);
     if (which == Logits::every_row) {
       std::copy(host.f32(), host.f32() + host.numel(), out);
@@ -101,7 +101,7 @@ class DeviceDecodeTrunk : public DecodeTrunk {
  private:
   // out (R, N) = in (R, K) W^T
   void linear(Tensor& out, const Tensor& in, const Var& W, int N, int K) const {
-    matmul_forward(out, in, W->value, 1, R_, N, K, false, true, false);
+    matmul_forward(out, in, W->value, 1, R_, N, K, Transpose::b);
   }
 
   const Llama& m_;

@@ -42,7 +42,7 @@ void merge_lora(const Var& W, const Lora& lora) {
   const Tensor &A = lora.A->value, &B = lora.B->value;
   const int out = int(B.size(0)), r = int(B.size(1)), in = int(A.size(1));
   Tensor BA = Tensor::empty({out, in}, A.dtype(), A.device());
-  matmul_forward(BA, B, A, 1, out, in, r, false, false, false);  // (out, r) @ (r, in)
+  matmul_forward(BA, B, A, 1, out, in, r);  // (out, r) @ (r, in)
   scale_forward(BA, BA, lora.scale);
   add_forward(W->value, W->value, BA);
 }

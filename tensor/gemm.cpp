@@ -226,8 +226,8 @@ int gemm_kernel_rows() { return kRows; }
 int gemm_kernel_cols() { return kCols; }
 bool gemm_simd_target() { return kLanes > 4; }
 
-void gemm_packed(float* c, const float* a, const float* b, int M, int N, int K, bool trans_a,
-                 bool trans_b, bool accumulate) {
+void gemm_packed(float* c, const float* a, const float* b, int M, int N, int K, Transpose t, Accumulate acc) {
+  const bool trans_a = transposes_a(t), trans_b = transposes_b(t), accumulate = acc == Accumulate::yes;
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate) std::fill(c, c + int64_t(M) * N, 0.f);

@@ -19,11 +19,13 @@
 // The simple version it is tested against is Eigen's product (tensor/matmul.cpp, which picks this
 // kernel for f32 products large enough to repay the packing; LOLCATS_GEMM=eigen forces Eigen).
 #pragma once
+#include "tensor/matmul_options.h"
 
 namespace lolcats {
 
-void gemm_packed(float* c, const float* a, const float* b, int M, int N, int K, bool trans_a,
-                 bool trans_b, bool accumulate);
+// C (M, N) = op(A) op(B), or += (tensor/matmul.h's conventions).
+void gemm_packed(float* c, const float* a, const float* b, int M, int N, int K, Transpose t,
+                 Accumulate acc = Accumulate::no);
 
 // The register tile of this build's kernel (it depends on the vector width the build targets:
 // 8 x 48 with AVX-512, 6 x 16 with AVX2, 4 x 8 otherwise). Tests use it to hit every edge case.

@@ -158,7 +158,7 @@ double lm_head_cross_entropy_forward(Tensor& lse, const Tensor& x, const Tensor&
   check_devices("lm_head_cross_entropy", {&x, &lse, &targets});
   if (cpu) {
     Tensor logits = Tensor::empty({N, V});
-    matmul_forward(logits, x, w, 1, N, V, C, false, true, false);
+    matmul_forward(logits, x, w, 1, N, V, C, Transpose::b);
     return cross_entropy_forward(lse, logits, targets, ignore_index);
   }
 #ifdef LOLCATS_CUDA
@@ -185,9 +185,9 @@ void lm_head_cross_entropy_backward(Tensor* dx, Tensor* dw, double dloss, const 
   check_devices("lm_head_cross_entropy backward", {&x, &lse, &targets, dw});
   if (cpu) {
     Tensor logits = Tensor::empty({N, V}), dlogits = Tensor::empty({N, V});
-    matmul_forward(logits, x, w, 1, N, V, C, false, true, false);
+    matmul_forward(logits, x, w, 1, N, V, C, Transpose::b);
     cross_entropy_backward(dlogits, dloss, logits, lse, targets, ignore_index);
-    matmul_backward(dx, dw, dlogits, x, w, 1, N, V, C, false, true, false, true);
+    matmul_backward(dx, dw, dlogits, x, w, 1, N, V, C, Transpose::b, Accumulate::no, Accumulate::yes);
     return;
   }
 #ifdef LOLCATS_CUDA

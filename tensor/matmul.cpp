@@ -52,13 +52,14 @@ bool use_packed_gemm(int M, int N) {
 template <typename T>
 static void gemm_dispatch(T* c, const T* a, const T* b, int M, int N, int K, bool ta, bool tb, bool acc) {
   if constexpr (std::is_same_v<T, float>)
-    if (use_packed_gemm(M, N)) return gemm_packed(c, a, b, M, N, K, ta, tb, acc);
+    if (use_packed_gemm(M, N)) return gemm_packed(c, a, b, M, N, K, transpose_of(ta, tb), accumulate_if(acc));
   gemm_one(c, a, b, M, N, K, ta, tb, acc);
 }
 
 template <typename T>
-void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K, bool trans_a,
-                    bool trans_b, bool accumulate) {
+void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K, Transpose t,
+                    Accumulate acc) {
+  const bool trans_a = transposes_a(t), trans_b = transposes_b(t), accumulate = acc == Accumulate::yes;
   const int64_t sa = int64_t(M) * K, sb = int64_t(K) * N, sc = int64_t(M) * N;
   if (batch == 1) {  // one big product: split across threads inside
     gemm_dispatch(c, a, b, M, N, K, trans_a, trans_b, accumulate);
@@ -72,34 +73,34 @@ void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K
 
 template <typename T>
 void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, int batch, int M, int N,
-                     int K, bool trans_a, bool trans_b, bool accumulate_da, bool accumulate_db) {
+                     int K, Transpose t, Accumulate acc_da, Accumulate acc_db) {
+  const bool trans_a = transposes_a(t), trans_b = transposes_b(t);
   if (da) {
     if (!trans_a)  // dA (M,K) = dC (M,N) @ op(B)^T
-      matmul_forward(da, dc, b, batch, M, K, N, false, !trans_b, accumulate_da);
+      matmul_forward(da, dc, b, batch, M, K, N, transpose_of(false, !trans_b), acc_da);
     else  // dA (K,M) = op(B) (K,N) @ dC^T
-      matmul_forward(da, b, dc, batch, K, M, N, trans_b, true, accumulate_da);
+      matmul_forward(da, b, dc, batch, K, M, N, transpose_of(trans_b, true), acc_da);
   }
   if (db) {
     if (!trans_b)  // dB (K,N) = op(A)^T @ dC
-      matmul_forward(db, a, dc, batch, K, N, M, !trans_a, false, accumulate_db);
+      matmul_forward(db, a, dc, batch, K, N, M, transpose_of(!trans_a, false), acc_db);
     else  // dB (N,K) = dC^T @ op(A)
-      matmul_forward(db, dc, a, batch, N, K, M, true, trans_a, accumulate_db);
+      matmul_forward(db, dc, a, batch, N, K, M, transpose_of(true, trans_a), acc_db);
   }
 }
 
-void matmul_eigen(float* c, const float* a, const float* b, int M, int N, int K, bool trans_a,
-                  bool trans_b, bool accumulate) {
-  gemm_one(c, a, b, M, N, K, trans_a, trans_b, accumulate);
+void matmul_eigen(float* c, const float* a, const float* b, int M, int N, int K, Transpose t, Accumulate acc) {
+  gemm_one(c, a, b, M, N, K, transposes_a(t), transposes_b(t), acc == Accumulate::yes);
 }
 
-template void matmul_forward<float>(float*, const float*, const float*, int, int, int, int, bool,
-                                    bool, bool);
+template void matmul_forward<float>(float*, const float*, const float*, int, int, int, int, Transpose,
+                                    Accumulate);
 template void matmul_forward<double>(double*, const double*, const double*, int, int, int, int,
-                                     bool, bool, bool);
+                                     Transpose, Accumulate);
 template void matmul_backward<float>(float*, float*, const float*, const float*, const float*, int,
-                                     int, int, int, bool, bool, bool, bool);
+                                     int, int, int, Transpose, Accumulate, Accumulate);
 template void matmul_backward<double>(double*, double*, const double*, const double*,
-                                      const double*, int, int, int, int, bool, bool, bool, bool);
+                                      const double*, int, int, int, int, Transpose, Accumulate, Accumulate);
 
 
 // ---- Tensor-level entry points ---------------------------------------------------------------------
@@ -113,20 +114,20 @@ void check_numel(const char* what, const Tensor& t, int64_t want) {
 // One gradient output on the device: its own dtype decides the kernel's output type.
 template <typename T>
 void cuda_grad(Tensor* da, Tensor* db, const Tensor& dc, const Tensor& a, const Tensor& b, int batch,
-               int M, int N, int K, bool ta, bool tb, bool acc_a, bool acc_b) {
+               int M, int N, int K, Transpose t, Accumulate acc_a, Accumulate acc_b) {
   Tensor* g = da ? da : db;
   if (g->dtype() == DType::f32)
     cuda::matmul_backward<T, float>(da ? da->dev<float>() : nullptr, db ? db->dev<float>() : nullptr,
-                                    dc.dev<T>(), a.dev<T>(), b.dev<T>(), batch, M, N, K, ta, tb, acc_a, acc_b);
+                                    dc.dev<T>(), a.dev<T>(), b.dev<T>(), batch, M, N, K, t, acc_a, acc_b);
   else
     cuda::matmul_backward<T, T>(da ? da->dev<T>() : nullptr, db ? db->dev<T>() : nullptr, dc.dev<T>(),
-                                a.dev<T>(), b.dev<T>(), batch, M, N, K, ta, tb, acc_a, acc_b);
+                                a.dev<T>(), b.dev<T>(), batch, M, N, K, t, acc_a, acc_b);
 }
 #endif
 }  // namespace
 
-void matmul_forward(Tensor& c, const Tensor& a, const Tensor& b, int batch, int M, int N, int K,
-                    bool trans_a, bool trans_b, bool accumulate) {
+void matmul_forward(Tensor& c, const Tensor& a, const Tensor& b, int batch, int M, int N, int K, Transpose t,
+                    Accumulate acc) {
   check_numel("A", a, int64_t(batch) * M * K);
   check_numel("B", b, int64_t(batch) * K * N);
   check_numel("C", c, int64_t(batch) * M * N);
@@ -134,10 +135,10 @@ void matmul_forward(Tensor& c, const Tensor& a, const Tensor& b, int batch, int 
   check_devices("matmul", {&a, &c});
   if (cpu) {
     ENSURE(c.dtype() == DType::f32, "matmul: cpu output must be f32, got %s", dtype_name(c.dtype()));
-    return matmul_forward(c.f32(), a.f32(), b.f32(), batch, M, N, K, trans_a, trans_b, accumulate);
+    return matmul_forward(c.f32(), a.f32(), b.f32(), batch, M, N, K, t, acc);
   }
 #ifdef LOLCATS_CUDA
-  cuda::GemmShape g{batch, M, N, K, trans_a, trans_b, accumulate};
+  cuda::GemmShape g{batch, M, N, K, t, acc};
   if (a.dtype() == DType::f32) {
     ENSURE(c.dtype() == DType::f32, "matmul: f32 operands give an f32 output, not %s", dtype_name(c.dtype()));
     cuda::gemm(c.dev<float>(), a.dev<float>(), b.dev<float>(), g);
@@ -152,8 +153,7 @@ void matmul_forward(Tensor& c, const Tensor& a, const Tensor& b, int batch, int 
 }
 
 void matmul_backward(Tensor* da, Tensor* db, const Tensor& dc, const Tensor& a, const Tensor& b,
-                     int batch, int M, int N, int K, bool trans_a, bool trans_b, bool accumulate_da,
-                     bool accumulate_db) {
+                     int batch, int M, int N, int K, Transpose t, Accumulate acc_da, Accumulate acc_db) {
   check_numel("A", a, int64_t(batch) * M * K);
   check_numel("B", b, int64_t(batch) * K * N);
   check_numel("dC", dc, int64_t(batch) * M * N);
@@ -165,12 +165,12 @@ void matmul_backward(Tensor* da, Tensor* db, const Tensor& dc, const Tensor& a, 
     for (Tensor* g : {da, db})
       ENSURE(!g || g->dtype() == DType::f32, "matmul backward: cpu gradients are f32");
     return matmul_backward(da ? da->f32() : nullptr, db ? db->f32() : nullptr, dc.f32(), a.f32(), b.f32(),
-                           batch, M, N, K, trans_a, trans_b, accumulate_da, accumulate_db);
+                           batch, M, N, K, t, acc_da, acc_db);
   }
   // Each gradient on its own: dA (an activation's, bf16) and dB (a weight's, f32) may differ.
   ON_CUDA(a.dtype(), T, {
-    if (da) cuda_grad<T>(da, nullptr, dc, a, b, batch, M, N, K, trans_a, trans_b, accumulate_da, false);
-    if (db) cuda_grad<T>(nullptr, db, dc, a, b, batch, M, N, K, trans_a, trans_b, false, accumulate_db);
+    if (da) cuda_grad<T>(da, nullptr, dc, a, b, batch, M, N, K, t, acc_da, Accumulate::no);
+    if (db) cuda_grad<T>(nullptr, db, dc, a, b, batch, M, N, K, t, Accumulate::no, acc_db);
   });
 }
 

@@ -1,7 +1,7 @@
 // Matrix multiply, the op that does almost all the FLOPs of a transformer.
 //
-//   C (M, N)  =  op(A) (M, K)  @  op(B) (K, N)        [ += instead of = when accumulate ]
-//   op(A) = A, stored (M, K), or A^T with A stored (K, M) when trans_a; likewise op(B).
+//   C (M, N)  =  op(A) (M, K)  @  op(B) (K, N)        [ += instead of = with Accumulate::yes ]
+//   op(A) = A, stored (M, K), or A^T with A stored (K, M) (Transpose::a or both); likewise op(B).
 //
 // Backward of C = op(A) op(B), with dC (M, N):
 //   d op(A) = dC op(B)^T   (M, K)        d op(B) = op(A)^T dC   (K, N)
@@ -16,21 +16,23 @@
 #pragma once
 #include <cstdint>
 
+#include "tensor/matmul_options.h"
+
 namespace lolcats {
 
 template <typename T>
-void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K, bool trans_a,
-                    bool trans_b, bool accumulate);
+void matmul_forward(T* c, const T* a, const T* b, int batch, int M, int N, int K,
+                    Transpose t = Transpose::none, Accumulate acc = Accumulate::no);
 
-// da / db may be null (no gradient wanted). accumulate_*: add into the buffer instead of writing.
+// da / db may be null (no gradient wanted). acc_da / acc_db: add into the buffer instead of writing.
 template <typename T>
 void matmul_backward(T* da, T* db, const T* dc, const T* a, const T* b, int batch, int M, int N,
-                     int K, bool trans_a, bool trans_b, bool accumulate_da, bool accumulate_db);
+                     int K, Transpose t, Accumulate acc_da, Accumulate acc_db);
 
 // The simple version of the f32 CPU product: Eigen's GEMM whatever the sizes, one product (the
 // packed kernel is tested against it, and ./bench matmul times it as its `eigen` side).
-void matmul_eigen(float* c, const float* a, const float* b, int M, int N, int K, bool trans_a,
-                  bool trans_b, bool accumulate);
+void matmul_eigen(float* c, const float* a, const float* b, int M, int N, int K, Transpose t,
+                  Accumulate acc = Accumulate::no);
 
 // Whether an f32 product of C (M, N) goes to the packed kernel (tensor/gemm.h) rather than Eigen.
 bool use_packed_gemm(int M, int N);
@@ -40,9 +42,8 @@ bool use_packed_gemm(int M, int N);
 // (a parameter's gradient in f32 from bf16 activations).
 class Tensor;
 void matmul_forward(Tensor& c, const Tensor& a, const Tensor& b, int batch, int M, int N, int K,
-                    bool trans_a, bool trans_b, bool accumulate);
+                    Transpose t = Transpose::none, Accumulate acc = Accumulate::no);
 void matmul_backward(Tensor* da, Tensor* db, const Tensor& dc, const Tensor& a, const Tensor& b,
-                     int batch, int M, int N, int K, bool trans_a, bool trans_b, bool accumulate_da,
-                     bool accumulate_db);
+                     int batch, int M, int N, int K, Transpose t, Accumulate acc_da, Accumulate acc_db);
 
 }  // namespace lolcats

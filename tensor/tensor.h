@@ -1,8 +1,8 @@
 // Tensor: a shape (up to 4-D), a dtype, a device and a pointer to contiguous row-major storage.
 //
-// Deliberately small. There are no strides, no views with offsets into other tensors beyond
-// reshape, and no broadcasting: kernels take raw pointers and explicit sizes (tensor/*.h), and a
-// Tensor only carries the buffer and checks that callers agree on its shape.
+// Deliberately small. There are no strides and no broadcasting: a view (reshape, rows, view) is a
+// contiguous piece of another tensor's storage. Kernels take raw pointers and explicit sizes
+// (tensor/*.h), and a Tensor only carries the buffer and checks that callers agree on its shape.
 // Storage is either owned (Tensor::empty / zeros, freed with the last tensor that refers to it,
 // views included: rows(), view(), an Arena's pieces) or borrowed (Tensor::borrow: memory someone
 // else keeps alive, e.g. a memory-mapped file).

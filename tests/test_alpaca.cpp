@@ -12,6 +12,7 @@
 #include <set>
 
 #include "data/alpaca.h"
+#include "data/defaults.h"
 #include "data/gguf.h"
 #include "data/token_cache.h"
 #include "data/tokenizer.h"
@@ -23,7 +24,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kGguf = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const char* kGguf = kDefaultModel;
 const char* kRef = "ref_alpaca";
 
 const Tokenizer& smollm2() {
@@ -36,7 +37,7 @@ const Tokenizer& smollm2() {
 
 // The real data file, read once.
 const std::vector<AlpacaRecord>& real_records() {
-  static const std::vector<AlpacaRecord> r = read_alpaca(kDefaultAlpacaPath);
+  static const std::vector<AlpacaRecord> r = read_alpaca(kDefaultAlpaca);
   return r;
 }
 
@@ -358,8 +359,8 @@ TEST_CASE("alpaca: the whole 52k file at T=1024 equals the Python reference", "[
   const Tokenizer& tok = smollm2();
   TempDir dir;
   AlpacaOptions o = quiet_options(dir / "cache", 1024);
-  AlpacaData d = load_alpaca(kDefaultAlpacaPath, tok, o);
-  AlpacaData hit = load_alpaca(kDefaultAlpacaPath, tok, o);
+  AlpacaData d = load_alpaca(kDefaultAlpaca, tok, o);
+  AlpacaData hit = load_alpaca(kDefaultAlpaca, tok, o);
   CHECK(!d.cache_hit);
   CHECK(hit.cache_hit);
   CHECK(same(hit.train, d.train));

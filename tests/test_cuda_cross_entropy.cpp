@@ -37,13 +37,14 @@ void check_case(const Case& c, Storage s, int chunk, bool with_dw) {
   const int N = c.N, C = c.C, V = c.V;
   // Reference in double.
   std::vector<double> x(c.x.begin(), c.x.end()), w(c.w.begin(), c.w.end()), logits(size_t(N) * V);
-  matmul_forward(logits.data(), x.data(), w.data(), 1, N, V, C, false, true, false);
+  matmul_forward(logits.data(), x.data(), w.data(), 1, N, V, C, Transpose::b);
   std::vector<double> lse(static_cast<size_t>(N)), dlogits(logits.size());
   double loss = cross_entropy_forward(lse.data(), logits.data(), c.targets.data(), N, V);
   const double dloss = 0.75;
   cross_entropy_backward(dlogits.data(), dloss, logits.data(), lse.data(), c.targets.data(), N, V);
   std::vector<double> dx(size_t(N) * C, 0.0), dw(size_t(V) * C, 0.25);
-  matmul_backward(dx.data(), dw.data(), dlogits.data(), x.data(), w.data(), 1, N, V, C, false, true, false, true);
+  matmul_backward(dx.data(), dw.data(), dlogits.data(), x.data(), w.data(), 1, N, V, C, Transpose::b,
+                  Accumulate::no, Accumulate::yes);
 
   DeviceBuffer d_x(c.x, s), d_w(c.w, s), d_loss(1, Storage::f32), d_lse(size_t(N), Storage::f32);
   DeviceBuffer d_dx(size_t(N) * C, s), d_dw(std::vector<float>(size_t(V) * C, 0.25f), Storage::f32);

@@ -21,7 +21,8 @@ std::vector<double> reference(const std::vector<float>& a, const std::vector<flo
                               const cuda::GemmShape& g) {
   std::vector<double> c = to_double(c0);
   std::vector<double> da = to_double(a), db = to_double(b);
-  matmul_forward(c.data(), da.data(), db.data(), g.batch, g.M, g.N, g.K, g.trans_a, g.trans_b, g.accumulate);
+  matmul_forward(c.data(), da.data(), db.data(), g.batch, g.M, g.N, g.K, transpose_of(g.trans_a, g.trans_b),
+                 accumulate_if(g.accumulate));
   if (!bias.empty())
     for (size_t i = 0; i < c.size(); i++) c[i] += bias[i % size_t(g.N)];
   return c;
@@ -67,11 +68,13 @@ TEST_CASE("cuda gemm: transposes, batches, accumulate and bias against the CPU m
       for (bool ta : {false, true})
         for (bool tb : {false, true})
           for (bool acc : {false, true}) {
-            check_gemm(cuda::GemmShape{batch, 13, 37, 70, ta, tb, acc}, false, in, out, rng);
-            if (batch == 1) check_gemm(cuda::GemmShape{1, 5, 33, 17, ta, tb, acc}, true, in, out, rng);
+            check_gemm(cuda::GemmShape{batch, 13, 37, 70, transpose_of(ta, tb), accumulate_if(acc)}, false, in,
+                       out, rng);
+            if (batch == 1) check_gemm(cuda::GemmShape{1, 5, 33, 17, transpose_of(ta, tb), accumulate_if(acc)},
+                                       true, in, out, rng);
           }
   // A long inner dimension and a one-row product (decode).
-  check_gemm(cuda::GemmShape{1, 1, 64, 300, false, true, false}, false, Storage::bf16, Storage::f32, rng);
+  check_gemm(cuda::GemmShape{1, 1, 64, 300, Transpose::b}, false, Storage::bf16, Storage::f32, rng);
 }
 
 TEST_CASE("cuda matmul_backward: the four transpose cases against the CPU", "[cuda]") {
@@ -86,10 +89,13 @@ TEST_CASE("cuda matmul_backward: the four transpose cases against the CPU", "[cu
         std::vector<float> ga0 = random_vector(a.size(), rng), gb0 = random_vector(b.size(), rng);
         std::vector<double> wa = to_double(ga0), wb = to_double(gb0);
         std::vector<double> a64 = to_double(a), b64 = to_double(b), dc64 = to_double(dc);
-        matmul_backward(wa.data(), wb.data(), dc64.data(), a64.data(), b64.data(), batch, M, N, K, ta, tb, acc, acc);
+        const Transpose t = transpose_of(ta, tb);
+        const Accumulate add = accumulate_if(acc);
+        matmul_backward(wa.data(), wb.data(), dc64.data(), a64.data(), b64.data(), batch, M, N, K, t, add, add);
         DeviceBuffer d_a(a, Storage::f32), d_b(b, Storage::f32), d_dc(dc, Storage::f32);
         DeviceBuffer d_ga(ga0, Storage::f32), d_gb(gb0, Storage::f32);
-        cuda::matmul_backward<float, float>(d_ga.f32(), d_gb.f32(), d_dc.f32(), d_a.f32(), d_b.f32(), batch, M, N, K, ta, tb, acc, acc);
+        cuda::matmul_backward<float, float>(d_ga.f32(), d_gb.f32(), d_dc.f32(), d_a.f32(), d_b.f32(), batch, M,
+                                                     N, K, t, add, add);
         // f32 accumulation over <= 21 products of O(1) values.
         std::string what = strfmt("ta %d tb %d acc %d", int(ta), int(tb), int(acc));
         check_close(d_ga.download(), wa, 1e-5, 1e-5, "dA " + what);

@@ -13,6 +13,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
+#include "data/defaults.h"
 #include "data/eval_tasks.h"
 #include "data/token_cache.h"
 #include "lolcats/recurrent.h"
@@ -28,8 +29,8 @@ using nlohmann::json;
 
 namespace {
 
-const std::string kEvalDir = "../shared/data/eval";
-const std::string kSmol = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kEvalDir = kDefaultEvalDir;
+const std::string kSmol = kDefaultModel;
 
 bool exists(const std::string& p) {
   struct stat st;

@@ -43,7 +43,7 @@ float B_at(const Operands& o, int k, int j) { return o.tb ? o.b[size_t(j) * o.K 
 
 std::vector<float> run_packed(const Operands& o) {
   std::vector<float> c = o.c0;
-  gemm_packed(c.data(), o.a.data(), o.b.data(), o.M, o.N, o.K, o.ta, o.tb, o.acc);
+  gemm_packed(c.data(), o.a.data(), o.b.data(), o.M, o.N, o.K, transpose_of(o.ta, o.tb), accumulate_if(o.acc));
   return c;
 }
 

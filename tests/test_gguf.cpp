@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "data/defaults.h"
 #include "data/gguf.h"
 #include "tests/helpers.h"
 
@@ -17,7 +18,7 @@ using json = nlohmann::json;
 
 namespace {
 
-const char* kModel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const char* kModel = kDefaultModel;
 
 // small.gguf / small.json are side files of the ref_gguf fixture (tests/reference/ref_gguf.py).
 std::string side_file(const std::string& name) {

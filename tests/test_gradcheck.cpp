@@ -38,13 +38,13 @@ TEST_CASE("gradcheck: matmul, every transpose and batched", "[ops][fd]") {
         INFO("batch " << batch << " ta " << ta << " tb " << tb);
         auto f = [&](const Buffers& in) {
           V c(batch * M * N);
-          matmul_forward(c.data(), in[0].data(), in[1].data(), batch, M, N, K, ta, tb, false);
+          matmul_forward(c.data(), in[0].data(), in[1].data(), batch, M, N, K, transpose_of(ta, tb));
           return c;
         };
         auto b = [&](const Buffers& in, const V& dc) {
           Buffers g{V(in[0].size()), V(in[1].size())};
           matmul_backward(g[0].data(), g[1].data(), dc.data(), in[0].data(), in[1].data(), batch, M,
-                          N, K, ta, tb, false, false);
+                          N, K, transpose_of(ta, tb), Accumulate::no, Accumulate::no);
           return g;
         };
         expect_grads(f, b, {rnd(batch * M * K, 1), rnd(batch * K * N, 2)});

@@ -6,6 +6,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
+#include "data/defaults.h"
 #include "nn/decoder.h"
 #include "nn/generate.h"
 #include "nn/llama.h"
@@ -20,7 +21,7 @@ namespace {
 
 const char* F = "ref_llama";
 
-const std::string kSmol = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kSmol = kDefaultModel;
 
 const Llama& smollm2() {
   static std::unique_ptr<Llama> m = Llama::load(kSmol);

@@ -6,6 +6,7 @@
 
 #include "autograd/ops.h"
 #include "data/chat_template.h"
+#include "data/defaults.h"
 #include "data/safetensors.h"
 #include "data/tokenizer.h"
 #include "nn/adamw.h"
@@ -107,7 +108,7 @@ TEST_CASE("llama on the cuda device: greedy generation equals the CPU's", "[cuda
 
 TEST_CASE("llama on the cuda device: SmolLM2's greedy text equals the CPU's (f32)", "[cuda][llama][smollm2]") {
   if (!cuda_available()) SKIP_TEST("no cuda device in this build");
-  const std::string path = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const std::string path = kDefaultModel;
   if (FILE* f = std::fopen(path.c_str(), "rb")) std::fclose(f);
   else SKIP_TEST("the default model is not here (make model)");
   auto cpu = Llama::load(path);

@@ -3,6 +3,7 @@
 // attention transfer (teacher forcing, per-layer backward = whole-graph backward), checkpoints.
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "autograd/gradcheck.h"
 
@@ -234,6 +235,47 @@ TEST_CASE("lolcats transfer: teacher forcing, and per-layer backward equals one 
     CHECK_CLOSE("transfer grad " + std::to_string(i), pa->grad.f32(),
                 std::vector<double>(pb->grad.f32(), pb->grad.f32() + pb->grad.numel()), 1e-6, 1e-4);
   }
+}
+
+TEST_CASE("lolcats export: the base model is found from any working folder, or the error names where it looked",
+          "[lolcats][export]") {
+  namespace fs = std::filesystem;
+  const fs::path here = fs::current_path(), root = fs::absolute("build/test_tmp_base_paths");
+  fs::remove_all(root);
+  fs::create_directories(root / "a/run");
+  fs::create_directories(root / "elsewhere");
+  fs::copy(tiny_path(), root / "a/model", fs::copy_options::recursive);
+  auto base = Llama::load((root / "a/model").string());
+  LolcatsModel m(*base, LolcatsConfig{});
+  // Recorded as the user typed it: relative to this working folder.
+  const std::string base_arg = fs::path(root / "a/model").lexically_relative(here).string();
+  export_linearized((root / "a/run/lolcats_params.safetensors").string(), m, LoraExport::separate, base_arg);
+  std::string error;
+  {
+    struct Back {  // the working folder comes back whatever happens in this scope
+      fs::path to;
+      ~Back() { fs::current_path(to); }
+    } back{here};
+    // From another working folder: the recorded absolute path.
+    fs::current_path(root / "elsewhere");
+    CHECK(load_linearized("../a/run/lolcats_params.safetensors").base_model == (root / "a/model").string());
+    // The run folder and the model moved together: the path from the export's folder.
+    fs::rename(root / "a", root / "b");
+    CHECK(load_linearized("../b/run/lolcats_params.safetensors").base_model == (root / "b/model").string());
+    // Neither: one error naming every place it looked, and what to do.
+    fs::remove_all(root / "b/model");
+    try {
+      load_linearized("../b/run/lolcats_params.safetensors");
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  INFO(error);
+  CHECK(error.find("base model was not found") != std::string::npos);
+  CHECK(error.find((root / "a/model").string()) != std::string::npos);
+  CHECK(error.find((root / "b/model").string()) != std::string::npos);
+  CHECK(error.find("--model") != std::string::npos);
+  fs::remove_all(root);
 }
 
 TEST_CASE("lolcats model: kept softmax layers, checkpoints with reference names", "[lolcats]") {

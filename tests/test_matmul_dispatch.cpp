@@ -30,8 +30,8 @@ TEST_CASE("gemm: packed kernel against Eigen's product, through matmul_forward's
     const bool ta = flags & 1, tb = flags & 2;
     std::vector<float> a = normal(size_t(M) * K, 200 + flags), b = normal(size_t(K) * N, 300 + flags);
     std::vector<float> c(size_t(M) * N), want(c.size());
-    matmul_forward(c.data(), a.data(), b.data(), 1, M, N, K, ta, tb, false);
-    matmul_eigen(want.data(), a.data(), b.data(), M, N, K, ta, tb, false);
+    matmul_forward(c.data(), a.data(), b.data(), 1, M, N, K, transpose_of(ta, tb));
+    matmul_eigen(want.data(), a.data(), b.data(), M, N, K, transpose_of(ta, tb));
     double worst = 0, scale = 0;
     for (size_t i = 0; i < c.size(); i++) {
       worst = std::max(worst, double(std::fabs(c[i] - want[i])));

@@ -46,14 +46,14 @@ TEMPLATE_TEST_CASE("matmul matches torch for every transpose", "[ops][ref]", flo
       const int M = 5, N = 7, K = 9;
       auto a = fx<T>(F, n + ".a"), b = fx<T>(F, n + ".b"), r = fx<T>(F, n + ".r");
       std::vector<T> c(M * N), da(a.size()), db(b.size());
-      matmul_forward(c.data(), a.data(), b.data(), 1, M, N, K, ta, tb, false);
+      matmul_forward(c.data(), a.data(), b.data(), 1, M, N, K, transpose_of(ta, tb));
       CLOSE(n + " y", c, fx<double>(F, n + ".y"));
-      matmul_backward(da.data(), db.data(), r.data(), a.data(), b.data(), 1, M, N, K, ta, tb, false,
-                      false);
+      matmul_backward(da.data(), db.data(), r.data(), a.data(), b.data(), 1, M, N, K, transpose_of(ta, tb),
+                      Accumulate::no, Accumulate::no);
       CLOSE(n + " da", da, fx<double>(F, n + ".da"));
       CLOSE(n + " db", db, fx<double>(F, n + ".db"));
       // accumulate = true adds to what is there
-      matmul_forward(c.data(), a.data(), b.data(), 1, M, N, K, ta, tb, true);
+      matmul_forward(c.data(), a.data(), b.data(), 1, M, N, K, transpose_of(ta, tb), Accumulate::yes);
       auto y2 = fx<double>(F, n + ".y");
       for (double& v : y2) v *= 2;
       CLOSE(n + " y accumulated twice", c, y2);
@@ -65,19 +65,19 @@ TEMPLATE_TEST_CASE("batched matmul and linear match torch", "[ops][ref]", float,
   auto a = fx<T>(F, "matmul_batched.a"), b = fx<T>(F, "matmul_batched.b"),
        r = fx<T>(F, "matmul_batched.r");
   std::vector<T> c(3 * 6 * 5), da(a.size()), db(b.size());
-  matmul_forward(c.data(), a.data(), b.data(), 3, 6, 5, 4, false, true, false);
+  matmul_forward(c.data(), a.data(), b.data(), 3, 6, 5, 4, Transpose::b);
   CLOSE("batched y", c, fx<double>(F, "matmul_batched.y"));
-  matmul_backward(da.data(), db.data(), r.data(), a.data(), b.data(), 3, 6, 5, 4, false, true, false,
-                  false);
+  matmul_backward(da.data(), db.data(), r.data(), a.data(), b.data(), 3, 6, 5, 4, Transpose::b, Accumulate::no,
+                  Accumulate::no);
   CLOSE("batched da", da, fx<double>(F, "matmul_batched.da"));
   CLOSE("batched db", db, fx<double>(F, "matmul_batched.db"));
 
   auto x = fx<T>(F, "linear.x"), w = fx<T>(F, "linear.w"), rl = fx<T>(F, "linear.r");
   std::vector<T> y(6 * 24), dx(x.size()), dw(w.size());
-  matmul_forward(y.data(), x.data(), w.data(), 1, 6, 24, 40, false, true, false);
+  matmul_forward(y.data(), x.data(), w.data(), 1, 6, 24, 40, Transpose::b);
   CLOSE("linear y", y, fx<double>(F, "linear.y"));
-  matmul_backward(dx.data(), dw.data(), rl.data(), x.data(), w.data(), 1, 6, 24, 40, false, true,
-                  false, false);
+  matmul_backward(dx.data(), dw.data(), rl.data(), x.data(), w.data(), 1, 6, 24, 40, Transpose::b,
+                  Accumulate::no, Accumulate::no);
   CLOSE("linear dx", dx, fx<double>(F, "linear.dx"));
   CLOSE("linear dw", dw, fx<double>(F, "linear.dw"));
 }

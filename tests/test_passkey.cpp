@@ -18,6 +18,7 @@
 
 #include "apps/svg_heatmap.h"
 #include "autograd/gradcheck.h"
+#include "data/defaults.h"
 #include "lolcats/recurrent.h"
 #include "nn/generate.h"
 #include "nn/passkey.h"
@@ -29,7 +30,7 @@ using lolcats_test::fx_i32;
 
 namespace {
 
-const std::string kSmol = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kSmol = kDefaultModel;
 const char* F = "ref_passkey";
 
 bool exists(const std::string& p) {

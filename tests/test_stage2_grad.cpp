@@ -44,13 +44,13 @@ V to_double(const Var& v) {
 V linear_d(const V& x, const V& W, int N, int in, int out, const V* A = nullptr, const V* B = nullptr,
            double s = 0) {
   V y(size_t(N) * out);
-  matmul_forward(y.data(), x.data(), W.data(), 1, N, out, in, false, true, false);
+  matmul_forward(y.data(), x.data(), W.data(), 1, N, out, in, Transpose::b);
   if (A) {
     const int r = int(A->size()) / in;
     V xa(size_t(N) * r);
-    matmul_forward(xa.data(), x.data(), A->data(), 1, N, r, in, false, true, false);
+    matmul_forward(xa.data(), x.data(), A->data(), 1, N, r, in, Transpose::b);
     V d(size_t(N) * out);
-    matmul_forward(d.data(), xa.data(), B->data(), 1, N, out, r, false, true, false);
+    matmul_forward(d.data(), xa.data(), B->data(), 1, N, out, r, Transpose::b);
     for (size_t i = 0; i < y.size(); i++) y[i] += s * d[i];
   }
   return y;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/chat_template.h"
+#include "data/defaults.h"
 #include "data/gguf.h"
 #include "data/tokenizer.h"
 #include "tests/helpers.h"
@@ -18,7 +19,7 @@ using json = nlohmann::json;
 
 namespace {
 
-const char* kGguf = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const char* kGguf = kDefaultModel;
 
 std::string fixture_dir() {
   lolcats_test::fixture("ref_tokenizer");  // fails with a clear message when not generated
