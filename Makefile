@@ -89,7 +89,7 @@ ifeq ($(PORTABLE),1)
 endif
 
 # ---- sources -------------------------------------------------------------------------------------
-LIB_SRC := $(wildcard tensor/*.cpp autograd/*.cpp nn/*.cpp lolcats/*.cpp data/*.cpp)
+LIB_SRC := $(wildcard tensor/*.cpp autograd/*.cpp nn/*.cpp nn/eval/*.cpp lolcats/*.cpp data/*.cpp)
 CU_SRC :=
 TEST_CU_SRC :=
 ifneq ($(CUDA),0)

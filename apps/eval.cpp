@@ -14,9 +14,9 @@
 //                                                                passkey retrieval by length and needle
 //                                                                depth: a table, r.json and r.passkey.svg
 // Without --tasks, one JSON line on stdout: {"model", "val_loss", "val_ppl", "chunks", "label_tokens",
-// "seq_len", "device"}. The tasks' data: ../shared/data/eval/ (data/eval_tasks.h); scoring:
-// nn/eval_harness.h on the model's decoder (nn/loglik.h, nn/decoder.h: CPU or cuda device; under the
-// reference mask one whole forward per request, CPU only); passkey: nn/passkey.h on the same decoder.
+// "seq_len", "device"}. The tasks' data: ../shared/data/eval/ (nn/eval/tasks.h); scoring:
+// nn/eval/harness.h on the model's decoder (nn/eval/loglik.h, nn/decoder.h: CPU or cuda device; under the
+// reference mask one whole forward per request, CPU only); passkey: nn/eval/passkey.h on the same decoder.
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
@@ -27,7 +27,6 @@
 #include "autograd/ops.h"
 #include "data/alpaca.h"
 #include "data/defaults.h"
-#include "data/eval_tasks.h"
 #include "data/safetensors.h"
 #include "data/token_cache.h"
 #include "data/tokenizer.h"
@@ -35,8 +34,9 @@
 #include "lolcats/recurrent.h"
 #include "lolcats/stages.h"
 #include "lolcats/trainer.h"
-#include "nn/eval_harness.h"
-#include "nn/passkey.h"
+#include "nn/eval/harness.h"
+#include "nn/eval/passkey.h"
+#include "nn/eval/tasks.h"
 #include "tensor/device.h"
 #include "tensor/parallel.h"
 

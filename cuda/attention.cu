@@ -150,12 +150,12 @@ __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(T* y, float* lse, const T* q, const T* k, const T* v, int T_, int H,
                              int Hkv) {
   using Tl = Tile<D>;
-  constexpr int C = Tl::cols, ld = Tl::ld, ldp = Tl::ldp;
+  constexpr int kCols = Tl::cols, ld = Tl::ld, ldp = Tl::ldp;
   EXTERN_SHARED(float, smem);
   float* sq = smem;               // (kRows, D)
-  float* sk = sq + kRows * ld;    // (C, D)
-  float* sv = sk + C * ld;        // (C, D)
-  float* sp = sv + C * ld;        // (kRows, C)
+  float* sk = sq + kRows * ld;    // (kCols, D)
+  float* sv = sk + kCols * ld;        // (kCols, D)
+  float* sp = sv + kCols * ld;        // (kRows, kCols)
 
   const int h = blockIdx.x, b = blockIdx.y, g = h / (H / Hkv), i0 = query_tile_last_first();
   const int r = threadIdx.x / 4, sub = threadIdx.x % 4, i = i0 + r;
@@ -169,16 +169,16 @@ __global__ void __launch_bounds__(kThreads)
   float l = 0.f;            // running sum of exp(s - m) over this thread's columns
   float4 acc[Tl::vecs] = {};  // running sum of exp(s - m) v over all columns, this thread's outputs
   const int keys = imin(i0 + kRows, T_);  // this block's rows see keys [0, keys)
-  for (int j0 = 0; j0 < keys; j0 += C) {
+  for (int j0 = 0; j0 < keys; j0 += kCols) {
     __syncthreads();  // the previous tile is used up (and the queries are in)
-    load_rows<D>(sk, kb + j0 * kv_stride, kv_stride, C, imin(C, T_ - j0));
-    load_rows<D>(sv, vb + j0 * kv_stride, kv_stride, C, imin(C, T_ - j0));
+    load_rows<D>(sk, kb + j0 * kv_stride, kv_stride, kCols, imin(kCols, T_ - j0));
+    load_rows<D>(sv, vb + j0 * kv_stride, kv_stride, kCols, imin(kCols, T_ - j0));
     __syncthreads();
-    float s[C / 4];
+    float s[kCols / 4];
     row_dots<D>(s, sq + r * ld, sk, sub);
     float tile_max = -INFINITY;
     ATTN_UNROLL
-    for (int c = 0; c < C / 4; c++) {
+    for (int c = 0; c < kCols / 4; c++) {
       int j = j0 + sub + 4 * c;
       s[c] = j <= i && i < T_ ? s[c] * scale : -INFINITY;
       tile_max = fmaxf(tile_max, s[c]);
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(kThreads)
     ATTN_UNROLL
     for (int x = 0; x < Tl::vecs; x++) acc[x] = scaled(acc[x], alpha);
     ATTN_UNROLL
-    for (int c = 0; c < C / 4; c++) {
+    for (int c = 0; c < kCols / 4; c++) {
       float p = expf(s[c] - base);
       l += p;
       sp[r * ldp + sub + 4 * c] = p;
@@ -235,13 +235,13 @@ __global__ void __launch_bounds__(kThreads)
     attention_backward_dq_kernel(T* dq, const T* dy, const float* lse, const float* delta,
                                  const T* q, const T* k, const T* v, int T_, int H, int Hkv) {
   using Tl = Tile<D>;
-  constexpr int C = Tl::cols, ld = Tl::ld, ldp = Tl::ldp;
+  constexpr int kCols = Tl::cols, ld = Tl::ld, ldp = Tl::ldp;
   EXTERN_SHARED(float, smem);
   float* sq = smem;               // (kRows, D)
   float* sdy = sq + kRows * ld;   // (kRows, D)
-  float* sk = sdy + kRows * ld;   // (C, D)
-  float* sv = sk + C * ld;        // (C, D)
-  float* sds = sv + C * ld;       // (kRows, C)
+  float* sk = sdy + kRows * ld;   // (kCols, D)
+  float* sv = sk + kCols * ld;        // (kCols, D)
+  float* sds = sv + kCols * ld;       // (kRows, kCols)
 
   const int h = blockIdx.x, b = blockIdx.y, g = h / (H / Hkv), i0 = query_tile_last_first();
   const int r = threadIdx.x / 4, sub = threadIdx.x % 4, i = i0 + r;
@@ -258,16 +258,16 @@ __global__ void __launch_bounds__(kThreads)
   const float delta_i = i < T_ ? delta[(int64_t(b) * H + h) * T_ + i] : 0.f;
   float4 acc[Tl::vecs] = {};  // sum_j ds_ij k_j, this thread's columns
   const int keys = imin(i0 + kRows, T_);
-  for (int j0 = 0; j0 < keys; j0 += C) {
+  for (int j0 = 0; j0 < keys; j0 += kCols) {
     __syncthreads();
-    load_rows<D>(sk, kb + j0 * kv_stride, kv_stride, C, imin(C, T_ - j0));
-    load_rows<D>(sv, vb + j0 * kv_stride, kv_stride, C, imin(C, T_ - j0));
+    load_rows<D>(sk, kb + j0 * kv_stride, kv_stride, kCols, imin(kCols, T_ - j0));
+    load_rows<D>(sv, vb + j0 * kv_stride, kv_stride, kCols, imin(kCols, T_ - j0));
     __syncthreads();
-    float s[C / 4], dp[C / 4];
+    float s[kCols / 4], dp[kCols / 4];
     row_dots<D>(s, sq + r * ld, sk, sub);
     row_dots<D>(dp, sdy + r * ld, sv, sub);
     ATTN_UNROLL
-    for (int c = 0; c < C / 4; c++) {
+    for (int c = 0; c < kCols / 4; c++) {
       int j = j0 + sub + 4 * c;
       float p = j <= i && i < T_ ? expf(s[c] * scale - lse_i) : 0.f;
       sds[r * ldp + sub + 4 * c] = p * (dp[c] - delta_i);
@@ -287,16 +287,16 @@ __global__ void __launch_bounds__(kThreads)
     attention_backward_dkdv_kernel(T* dk, T* dv, const T* dy, const float* lse, const float* delta,
                                    const T* q, const T* k, const T* v, int T_, int H, int Hkv) {
   using Tl = Tile<D>;
-  constexpr int C = Tl::cols, ld = Tl::ld, ldp = Tl::ldp;
+  constexpr int kCols = Tl::cols, ld = Tl::ld, ldp = Tl::ldp;
   EXTERN_SHARED(float, smem);
   float* sk = smem;               // (kRows, D)
   float* sv = sk + kRows * ld;    // (kRows, D)
-  float* sq = sv + kRows * ld;    // (C, D)
-  float* sdy = sq + C * ld;       // (C, D)
-  float* sp = sdy + C * ld;       // (kRows, C)
-  float* sds = sp + kRows * ldp;  // (kRows, C)
-  float* slse = sds + kRows * ldp;  // (C)
-  float* sdelta = slse + C;         // (C)
+  float* sq = sv + kRows * ld;    // (kCols, D)
+  float* sdy = sq + kCols * ld;       // (kCols, D)
+  float* sp = sdy + kCols * ld;       // (kRows, kCols)
+  float* sds = sp + kRows * ldp;  // (kRows, kCols)
+  float* slse = sds + kRows * ldp;  // (kCols)
+  float* sdelta = slse + kCols;         // (kCols)
 
   const int g = blockIdx.x, b = blockIdx.y, j0 = blockIdx.z * kRows, G = H / Hkv;
   const int r = threadIdx.x / 4, sub = threadIdx.x % 4, j = j0 + r;
@@ -310,22 +310,22 @@ __global__ void __launch_bounds__(kThreads)
   for (int h = g * G; h < (g + 1) * G; h++) {
     const float* lse_h = lse + (int64_t(b) * H + h) * T_;
     const float* delta_h = delta + (int64_t(b) * H + h) * T_;
-    for (int i0 = j0; i0 < T_; i0 += C) {  // queries before j0 see none of these keys
+    for (int i0 = j0; i0 < T_; i0 += kCols) {  // queries before j0 see none of these keys
       __syncthreads();
       const int64_t qfirst = ((int64_t(b) * T_ + i0) * H + h) * D;
-      load_rows<D>(sq, q + qfirst, q_stride, C, imin(C, T_ - i0));
-      load_rows<D>(sdy, dy + qfirst, q_stride, C, imin(C, T_ - i0));
-      if (threadIdx.x < C) {
+      load_rows<D>(sq, q + qfirst, q_stride, kCols, imin(kCols, T_ - i0));
+      load_rows<D>(sdy, dy + qfirst, q_stride, kCols, imin(kCols, T_ - i0));
+      if (threadIdx.x < kCols) {
         int i = i0 + threadIdx.x;
         slse[threadIdx.x] = i < T_ ? lse_h[i] : 0.f;
         sdelta[threadIdx.x] = i < T_ ? delta_h[i] : 0.f;
       }
       __syncthreads();
-      float s[C / 4], dp[C / 4];
+      float s[kCols / 4], dp[kCols / 4];
       row_dots<D>(s, sk + r * ld, sq, sub);   // s_ij / scale for this key j and queries i
       row_dots<D>(dp, sv + r * ld, sdy, sub);  // dp_ij = dy_i . v_j
       ATTN_UNROLL
-      for (int c = 0; c < C / 4; c++) {
+      for (int c = 0; c < kCols / 4; c++) {
         int col = sub + 4 * c, i = i0 + col;
         float p = j <= i && i < T_ ? expf(s[c] * scale - slse[col]) : 0.f;
         sp[r * ldp + col] = p;

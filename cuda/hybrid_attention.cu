@@ -17,8 +17,8 @@
 namespace lolcats::cuda {
 namespace {
 
-constexpr int kBlock = kHybridBlock;  // C: the variants' block size; which pairs are window: pair_kind (lolcats/window.h)
-constexpr int kRows = 32;      // rows per thread block: half a C block
+constexpr int kBlock = kHybridBlock;  // the variants' 64-token block; which pairs are window: pair_kind (lolcats/window.h)
+constexpr int kRows = 32;      // rows per thread block: half a 64-token block
 constexpr int kCols = 32;      // columns per streamed tile
 constexpr int kThreads = 256;
 
@@ -97,7 +97,7 @@ __device__ void load_key_tile(float* sk, float* sv, float* spk, const T* kb, con
 }
 
 // ---- the running states ---------------------------------------------------------------------------
-// For each block x of C rows of one (b, h), forward (reverse = false) and reverse:
+// For each block x of 64 rows of one (b, h), forward (reverse = false) and reverse:
 //   S[x] = sum over blocks u <= x - 2 (reverse: u >= x + 2) of  a_u^T (b_u / div_u)   (F, D)
 //   z[x] = the same of  a_u^T w_u                                                      (F)
 // a: (B, T_, H, F) head h;  b: (B, T_, Hb, D) head h / (H / Hb);  div, w: (B, H, T_) per row, or
@@ -111,9 +111,9 @@ __global__ void __launch_bounds__(kThreads)
   EXTERN_SHARED(float, smem);
   const int ldd = D + 1, lda = kCols + 1;
   SharedBump sm{smem};
-  float* sa = sm.take(kBlock * lda);    // (C, 32)  a of one block, this slice of features
-  float* sb = sm.take(kBlock * ldd);    // (C, D)   b / div of the block
-  float* sw = sm.take(kBlock);          // (C)      w
+  float* sa = sm.take(kBlock * lda);    // (64, 32) a of one block, this slice of features
+  float* sb = sm.take(kBlock * ldd);    // (64, D)  b / div of the block
+  float* sw = sm.take(kBlock);          // (64)     w
   float* acc = sm.take(kCols * ldd);    // (32, D)  the running S slice
   float* accz = sm.take(kCols);         // (32)     the running z slice
 

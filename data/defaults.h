@@ -9,7 +9,7 @@ namespace lolcats {
 constexpr const char* kDefaultModel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 // The original 52k Stanford Alpaca, 52,002 records (see ../shared/data/SOURCES.md).
 constexpr const char* kDefaultAlpaca = "../shared/data/alpaca_original_52k.jsonl.zst";
-// The zero-shot and 5-shot evaluation sets (data/eval_tasks.h).
+// The zero-shot and 5-shot evaluation sets (nn/eval/tasks.h).
 constexpr const char* kDefaultEvalDir = "../shared/data/eval";
 
 }  // namespace lolcats

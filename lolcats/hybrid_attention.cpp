@@ -37,8 +37,6 @@ HybridBlocks::HybridBlocks(int T_, HybridVariant variant, AttentionMask mask) : 
 
 namespace {
 
-constexpr int C = kHybridBlock;
-
 template <typename T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 template <typename T> using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 

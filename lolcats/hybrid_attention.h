@@ -7,20 +7,20 @@
 //   A_ij   = g_h exp(s_ij - m_i)      j in W(i)
 //   B_ij   = phi_q(q_i) . phi_k(k_j)  j in Lin(i)
 //   y_i    = (sum_W A_ij v_j + sum_Lin B_ij v_j) / Z_i,   Z_i = sum_W A_ij + sum_Lin B_ij  (no eps)
-// Variants (blocks of C = 64 tokens aligned to token 0; b(i) = i / C; the rule: lolcats/window.h):
+// Variants (blocks of 64 tokens aligned to token 0; b(i) = i / 64; the rule: lolcats/window.h):
 //   terrace (default): W(i) = {j <= i : b(j) >= b(i) - 1},  Lin(i) = {j : b(j) <= b(i) - 2}
 //   sw:                W(i) = {i-63 .. i},                   Lin(i) = {j <= i - 64}
 //   linear:            W(i) = {},                            Lin(i) = {j <= i}   ("Hedgehog only")
 // Terrace under the reference implementation's mask (AttentionMask::reference, `get_masks` in its
 // linear_window_attention_tk.py), which the published checkpoints were trained and scored with:
-//   T > 64:  the blocks are aligned to the END of the sequence: b(i) = (i + o) / C with
+//   T > 64:  the blocks are aligned to the END of the sequence: b(i) = (i + o) / 64 with
 //            o = 64 ceil(T / 64) - T (it builds the mask for a whole number of blocks and keeps the
-//            last T rows and columns); W and Lin as above with that b. Equal to paper when C | T.
+//            last T rows and columns); W and Lin as above with that b. Equal to paper when 64 | T.
 //   T <= 64: one block, and every causal key is in BOTH W(i) and Lin(i): its weight is A_ij + B_ij.
 // sw and linear have no blocks: the same under both masks.
 //
 // Linear time and memory: for the queries of block t, keys of blocks t-1 and t are handled
-// exactly (a C x 2C tile, where the variant decides which pairs are window and which linear);
+// exactly (a 64 x 128 tile, where the variant decides which pairs are window and which linear);
 // every older key reaches them through the running state S = sum phi_k(k_j) v_j^T (F x D) and
 // z = sum phi_k(k_j) (F), which holds blocks <= t-2. The O(T^2) definition above is kept as
 // lolcats/hybrid_reference.h, and the tests compare the two.
@@ -51,7 +51,7 @@ AttentionMask parse_attention_mask(const std::string& name);  // "paper", "refer
 // Terrace's blocks for one sequence length: block u holds tokens [begin(u), end(u)). The paper's
 // blocks start at token 0; the reference mask's (T > 64) end at token T, so block 0 is short.
 struct HybridBlocks {
-  int T, offset;  // offset o: block u starts at u C - o (clamped at 0)
+  int T, offset;  // offset o: block u starts at 64 u - o (clamped at 0)
   bool overlap;   // the reference mask at T <= 64: window pairs are linear pairs too
   HybridBlocks(int T, HybridVariant variant, AttentionMask mask);
   int count() const { return (T + offset + kHybridBlock - 1) / kHybridBlock; }

@@ -2,7 +2,7 @@
 // (LOLCATS.md 2.3), the memory of a Decoder (nn/decoder.h) on the CPU, for a batch of sequences.
 //
 // Per converted layer, sequence and query head: the linear-attention state S (F x D) and z (F),
-// both fp32, summarising every key that has left the window; plus a ring of the last 2C = 128
+// both fp32, summarising every key that has left the window; plus a ring of the last 2 x 64 = 128
 // post-RoPE keys and values (per kv head) for the exact softmax window. Memory does not depend on
 // the length. Step at position P:
 //   1. write k_P, v_P into the ring;

@@ -5,9 +5,9 @@
 // (lolcats/hybrid_reference.h) keeps its own copy on purpose: it is the oracle this rule is tested
 // against.
 //
-// Blocks of C = 64 tokens aligned to token 0; b(i) = i / C. Query i attends to key j <= i:
+// Blocks of 64 tokens aligned to token 0; b(i) = i / 64. Query i attends to key j <= i:
 //   terrace (default): window if b(j) >= b(i) - 1, else linear
-//   sw:                window if i - j < C (the last 64 keys, itself included), else linear
+//   sw:                window if i - j < 64 (the last 64 keys, itself included), else linear
 //   linear:            always linear ("Hedgehog only")
 // Under the reference implementation's mask terrace's blocks are aligned to the sequence's end
 // instead, and at T <= 64 every key is both (lolcats/hybrid_attention.h, HybridBlocks).
@@ -23,7 +23,7 @@
 namespace lolcats {
 
 enum class HybridVariant { terrace, sw, linear };
-constexpr int kHybridBlock = 64;  // C: block size of terrace, window size of sw
+constexpr int kHybridBlock = 64;  // block size of terrace, window size of sw (LOLCATS.md's C)
 
 // How key j takes part in query i's output.
 enum class PairKind : uint8_t { none, window, linear, both };

@@ -1,7 +1,7 @@
 // Inference through one interface, for both models and both devices: a Decoder advances a batch of
 // sequences step by step. Every user of decoding drives it: generation (nn/generate.h), serving
-// many prompts (./generate --prompts), log-likelihood scoring (nn/loglik.h), passkey retrieval
-// (nn/passkey.h) and ./bench generate.
+// many prompts (./generate --prompts), log-likelihood scoring (nn/eval/loglik.h), passkey retrieval
+// (nn/eval/passkey.h) and ./bench generate.
 //
 //   reserve(batch, max_len)            state for `batch` empty sequences
 //   step(tokens, n, logits)            sequence b takes n[b] >= 0 new tokens: a prompt's chunk

@@ -7,11 +7,11 @@
 #include <random>
 
 #include "autograd/gradcheck.h"
-#include "lolcats/recurrent.h"
 #include "data/tokenizer.h"
+#include "lolcats/recurrent.h"
 #include "nn/decoder.h"
-#include "nn/loglik.h"
-#include "nn/passkey.h"
+#include "nn/eval/loglik.h"
+#include "nn/eval/passkey.h"
 #include "tensor/attention.h"
 #include "tests/cuda_helpers.h"
 #include "tests/helpers.h"

@@ -1,6 +1,6 @@
-// The decoder (nn/decoder.h) with the plain-code CPU trunk (nn/decode.h) and a KV cache against the model's parallel forward, position by
-// position: a batch of sequences of different lengths, fed in prefill chunks of several sizes and
-// single tokens, in the same steps.
+// The decoder (nn/decoder.h) with the plain-code CPU trunk (nn/decode.h) and a KV cache against
+// the model's parallel forward, position by position: a batch of sequences of different lengths,
+// fed in prefill chunks of several sizes and single tokens, in the same steps.
 #include <random>
 
 #include "autograd/ops.h"

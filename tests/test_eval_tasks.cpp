@@ -1,4 +1,4 @@
-// ./eval's tasks (data/eval_tasks.h, nn/loglik.h, nn/eval_harness.h):
+// ./eval's tasks (nn/eval/tasks.h, nn/eval/loglik.h, nn/eval/harness.h):
 //   - prompts built from hand-written items, spelled out here from the harness's rules;
 //   - the CSV and tar readers (the tar written by Python's tarfile), and one clear error line
 //     naming the file and line for malformed task files;
@@ -14,13 +14,13 @@
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "data/defaults.h"
-#include "data/eval_tasks.h"
 #include "data/token_cache.h"
 #include "lolcats/recurrent.h"
-#include "nn/eval_harness.h"
+#include "nn/eval/harness.h"
+#include "nn/eval/loglik.h"
+#include "nn/eval/tasks.h"
 #include "nn/generate.h"
 #include "nn/llama.h"
-#include "nn/loglik.h"
 #include "tests/helpers.h"
 
 using namespace lolcats;

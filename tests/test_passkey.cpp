@@ -1,4 +1,4 @@
-// Passkey retrieval (nn/passkey.h, ./eval --tasks passkey):
+// Passkey retrieval (nn/eval/passkey.h, ./eval --tasks passkey):
 //   - the scoring rule on written-out replies, and the keys;
 //   - prompts: the needle where the depth says (spelled out here from the rule), the length filled to
 //     within one filler sentence, and on SmolLM2 the very ids transformers' tokenizer gives for the
@@ -20,8 +20,8 @@
 #include "autograd/gradcheck.h"
 #include "data/defaults.h"
 #include "lolcats/recurrent.h"
+#include "nn/eval/passkey.h"
 #include "nn/generate.h"
-#include "nn/passkey.h"
 #include "tests/helpers.h"
 
 using namespace lolcats;

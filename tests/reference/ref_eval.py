@@ -1,4 +1,4 @@
-"""Reference log-likelihoods for ./eval's zero-shot and 5-shot tasks (nn/eval_harness.h), computed by
+"""Reference log-likelihoods for ./eval's zero-shot and 5-shot tasks (nn/eval/harness.h), computed by
 Hugging Face transformers on SmolLM2-135M-Instruct (the GGUF file in models/), on prompts this
 script builds itself from the raw files in ../shared/data/eval/ following the paper's harness
 (LOLCATS.md section 8), never from our C++ output:

@@ -1,6 +1,6 @@
-"""Reference passkey prompts and replies (nn/passkey.h) from Hugging Face transformers on
+"""Reference passkey prompts and replies (nn/eval/passkey.h) from Hugging Face transformers on
 SmolLM2-135M-Instruct (the GGUF file in models/). The prompts are built here from the rule written in
-nn/passkey.h, never from our C++ output:
+nn/eval/passkey.h, never from our C++ output:
   lines joined by "\n": the instruction, filler sentences 0..a-1 (joined by spaces; the line left
   out when a = 0), the needle, filler sentences a..N-1 (left out when a = N), the question;
   sentence i = FILLER[i % 5]; N = the largest count with len(tokens) <= length (found here by a

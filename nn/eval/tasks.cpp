@@ -1,4 +1,4 @@
-#include "data/eval_tasks.h"
+#include "nn/eval/tasks.h"
 
 #include <algorithm>
 #include <cmath>

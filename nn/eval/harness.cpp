@@ -1,4 +1,4 @@
-#include "nn/eval_harness.h"
+#include "nn/eval/harness.h"
 
 #include <unistd.h>
 

@@ -38,7 +38,7 @@ struct EvalTask {
 };
 
 // The tasks ./eval knows, in the order it runs them (ppl: the Alpaca perplexity of apps/eval.cpp;
-// passkey: nn/passkey.h; neither is read by load_eval_task).
+// passkey: nn/eval/passkey.h; neither is read by load_eval_task).
 const std::vector<std::string>& eval_task_names();
 // Reads task `name` from eval_dir (the layout of ../shared/data/eval/).
 EvalTask load_eval_task(const std::string& name, const std::string& eval_dir);

@@ -21,8 +21,8 @@
 // Decoding shares the prompts' common beginning: every prompt of one length starts with the
 // instruction and filler up to its needle, so one anchor sequence is fed the filler once and each
 // prompt goes on from a copy of it at its own needle (Decoder::copy, as the log-likelihood
-// scorer of nn/loglik.h). A causal softmax model, and a linearized one in exact mode, give the same
-// continuation as from an empty sequence (the tests check it against generate_one); reference mode
+// scorer of nn/eval/loglik.h). A causal softmax model, and a linearized one in exact mode, give the same
+// continuation as from an empty sequence (the tests check it against generate); reference mode
 // does not equal its own chunked prefill, so there every prompt starts from an empty sequence.
 #pragma once
 #include <cstdint>
@@ -34,7 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/tokenizer.h"
-#include "nn/loglik.h"
+#include "nn/eval/loglik.h"
 
 namespace lolcats {
 

@@ -1,4 +1,4 @@
-#include "nn/passkey.h"
+#include "nn/eval/passkey.h"
 
 #include <unistd.h>
 

@@ -1,5 +1,5 @@
 // The zero-shot / 5-shot tasks scored as the paper's harness scores them (LOLCATS.md section 8):
-// requests tokenised without BOS (by default), log-likelihoods from nn/loglik.h, then
+// requests tokenised without BOS (by default), log-likelihoods from nn/eval/loglik.h, then
 //   acc       = mean over items of [argmax_k loglik_k == gold]
 //   acc_norm  = the same with loglik_k / (choice k's length in characters)
 //   stderr    = sample standard deviation / sqrt(n) of the per-item 0/1 scores (as the harness)
@@ -13,9 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "data/eval_tasks.h"
 #include "data/tokenizer.h"
-#include "nn/loglik.h"
+#include "nn/eval/loglik.h"
+#include "nn/eval/tasks.h"
 
 namespace lolcats {
 

@@ -1,4 +1,4 @@
-#include "nn/loglik.h"
+#include "nn/eval/loglik.h"
 
 #include <algorithm>
 #include <cmath>
