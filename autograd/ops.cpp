@@ -249,6 +249,10 @@ Var mean(const Var& x) {
   });
 }
 
+Var recomputed(Recompute recompute, std::function<Var(const Var&)> fn, const Var& x, const std::vector<Var>& params) {
+  return recompute == Recompute::layers ? checkpoint(std::move(fn), x, params) : fn(x);
+}
+
 Var checkpoint(std::function<Var(const Var&)> fn, const Var& x, const std::vector<Var>& params) {
   Tensor y;
   {

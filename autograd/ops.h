@@ -55,4 +55,12 @@ float item(const Var& v);
 // again after the caller has returned).
 Var checkpoint(std::function<Var(const Var&)> fn, const Var& x, const std::vector<Var>& params);
 
+// Whether a loop keeps every layer's activations for the backward (no) or only each layer's
+// input, running the layer again in the backward (layers: checkpoint above): same gradients bit
+// for bit, about a third more compute, one layer's activations alive at a time. Chosen by whoever
+// writes the loop.
+enum class Recompute { no, layers };
+// fn(x), or checkpoint(fn, x, params) with Recompute::layers.
+Var recomputed(Recompute recompute, std::function<Var(const Var&)> fn, const Var& x, const std::vector<Var>& params);
+
 }  // namespace lolcats

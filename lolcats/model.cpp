@@ -90,15 +90,10 @@ Var LolcatsModel::hidden(const Tensor& ids, Recompute recompute) const {
   Var x = base.embed(ids);
   const RopeTables rope = base.rope_tables(int(ids.size(1)));
   for (int l = 0; l < base.cfg.n_layers; l++) {
-    if (recompute == Recompute::no) {
-      x = layer(l, x, rope);
-      continue;
-    }
-    // Keep only the layer's input; the backward runs the layer again (autograd/ops.h).
-    std::vector<Var> trainable = base.trainable_in_layer(l);
+    std::vector<Var> trainable = base.trainable_in_layer(l);  // what a recomputed layer depends on
     for (const Var& p : layer_parameters(layers[size_t(l)]))
       if (p->requires_grad) trainable.push_back(p);
-    x = checkpoint([this, l, rope](const Var& h) { return layer(l, h, rope); }, x, trainable);
+    x = recomputed(recompute, [this, l, rope](const Var& h) { return layer(l, h, rope); }, x, trainable);
   }
   return x;
 }

@@ -3,7 +3,7 @@
 // factors; the base weights stay as they are (frozen unless made trainable).
 //
 // Two loops run it, built from the Llama's pieces (nn/llama.h):
-//   stage 1, attention transfer (lolcats/stage1.h): each converted layer computes the teacher's
+//   stage 1, attention transfer (lolcats/stages.h): each converted layer computes the teacher's
 //     softmax output and the student's hybrid output from the same q, k, v, and passes the
 //     teacher's on (teacher forcing);
 //   the student (forward, loss: inference and stage 2): converted layers use the hybrid attention

@@ -158,7 +158,7 @@ Dims dims_of(const LolcatsModel& m) {
 }  // namespace
 
 LolcatsMemory::LolcatsMemory(const LolcatsModel& m, DecodeMode mode)
-    : layers(m.layers.size()), model_(m), mode_(mode), window_(decode_variant(m, mode)),
+    : layers(m.layers.size()), model_(m), window_(decode_variant(m, mode)),
       kept_(m.base, kept_as_softmax(m)) {
   ENSURE(m.base.device() == Device::cpu, "LolcatsMemory is the CPU decoder's; on %s use make_decoder",
          device_name(m.base.device()));
@@ -181,11 +181,10 @@ void LolcatsMemory::reserve(int batch, int max_len) {
 }
 
 namespace {
-// Calls f on the part of vector v (batch, ...) that belongs to sequence b: [begin, end).
-template <typename Vec, typename F>
-void for_sequence(Vec& v, int batch, int b, F f) {
-  const size_t per = v.size() / size_t(batch);
-  f(v.begin() + ptrdiff_t(size_t(b) * per), v.begin() + ptrdiff_t(size_t(b + 1) * per));
+// Sequence b's part of v (batch, ...): its first value; each part holds v.size() / batch values.
+template <typename T>
+T* part(std::vector<T>& v, int batch, int b) {
+  return v.data() + v.size() / size_t(batch) * size_t(b);
 }
 }  // namespace
 
@@ -193,7 +192,7 @@ void LolcatsMemory::reset(int b) {
   kept_.reset(b);
   for (Layer& st : layers) {
     if (st.S.empty()) continue;
-    auto clear = [&](auto& v) { for_sequence(v, batch_, b, [](auto i, auto e) { std::fill(i, e, 0); }); };
+    auto clear = [&](auto& v) { std::fill_n(part(v, batch_, b), v.size() / size_t(batch_), 0); };
     clear(st.S), clear(st.z), clear(st.ring_k), clear(st.ring_v), clear(st.folded);
   }
 }
@@ -202,9 +201,7 @@ void LolcatsMemory::copy(int from, int to, int length) {
   kept_.copy(from, to, length);
   for (Layer& st : layers) {
     if (st.S.empty()) continue;
-    auto copy = [&](auto& v) {  // sequence from's block onto sequence to's
-      for_sequence(v, batch_, from, [&](auto i, auto e) { for_sequence(v, batch_, to, [&](auto o, auto) { std::copy(i, e, o); }); });
-    };
+    auto copy = [&](auto& v) { std::copy_n(part(v, batch_, from), v.size() / size_t(batch_), part(v, batch_, to)); };
     copy(st.S), copy(st.z), copy(st.ring_k), copy(st.ring_v), copy(st.folded);
   }
 }
@@ -212,7 +209,7 @@ void LolcatsMemory::copy(int from, int to, int length) {
 void LolcatsMemory::assume_length(int b, int P) {
   const int folded = P == 0 ? 0 : std::min(window_start(P - 1, window_), P);  // as after position P-1
   for (Layer& st : layers)
-    if (!st.S.empty()) for_sequence(st.folded, batch_, b, [&](auto i, auto e) { std::fill(i, e, folded); });
+    if (!st.S.empty()) std::fill_n(part(st.folded, batch_, b), st.folded.size() / size_t(batch_), folded);
 }
 
 size_t LolcatsMemory::bytes() const {

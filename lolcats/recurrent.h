@@ -55,7 +55,6 @@ class LolcatsMemory : public DecodeMemory {
 
  private:
   const LolcatsModel& model_;
-  DecodeMode mode_;
   HybridVariant window_;  // whose window rule decoding follows (reference mode: sw's)
   KvCache kept_;          // the layers kept as softmax
   int batch_ = 0;

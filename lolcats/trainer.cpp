@@ -111,14 +111,6 @@ std::pair<Tensor, Tensor> chunk_tensors(const Chunks& c, int64_t i) {
   return {Tensor::from_i32(ids, {1, c.T}), Tensor::from_i32(tg, {c.T})};
 }
 
-TrainChunk train_chunk_of(std::function<Var(const Tensor&, const Tensor&)> mean_loss) {
-  return [mean_loss](const Tensor& ids, const Tensor& targets, float loss_scale) {
-    Var loss = mean_loss(ids, targets);
-    backward(loss, loss_scale);
-    return double(item(loss));
-  };
-}
-
 EvalChunk eval_chunk_of(std::function<Var(const Tensor&, const Tensor&)> mean_loss) {
   return [mean_loss](const Tensor& ids, const Tensor& targets) { return double(item(mean_loss(ids, targets))); };
 }

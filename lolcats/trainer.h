@@ -76,8 +76,7 @@ CheckpointInfo checkpoint_info(const std::string& path);
 double evaluate(const Chunks& val, int n, const EvalChunk& loss);
 
 // A model's mean loss, mean_loss(ids (1, T), targets (T)) -> scalar Var (e.g. Llama::forward_loss),
-// as the two functions of a stage.
-TrainChunk train_chunk_of(std::function<Var(const Tensor&, const Tensor&)> mean_loss);
+// as an evaluation function.
 EvalChunk eval_chunk_of(std::function<Var(const Tensor&, const Tensor&)> mean_loss);
 
 // Chunk i of a set as (1, T) input ids and (T) targets.

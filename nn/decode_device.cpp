@@ -15,6 +15,9 @@ namespace {
 class DeviceDecodeTrunk : public DecodeTrunk {
  public:
   explicit DeviceDecodeTrunk(const Llama& m) : m_(m), inv_freq_(size_t(m.cfg.head_dim / 2)) {
+    for (const LlamaLayer& L : m.layers)
+      ENSURE(!L.lora_q.active() && !L.lora_k.active() && !L.lora_v.active() && !L.lora_o.active(),
+             "decode on %s: merge the LoRA into the weights first (merge_lora)", device_name(m.device()));
     rope_inv_freq(inv_freq_.data(), m.cfg.head_dim, m.cfg.rope);
   }
 
@@ -22,9 +25,6 @@ class DeviceDecodeTrunk : public DecodeTrunk {
     const LlamaConfig& c = m_.cfg;
     const int C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, R = rows.R;
     const Device dev = m_.device();
-    for (const LlamaLayer& L : m_.layers)
-      ENSURE(!L.lora_q.active() && !L.lora_k.active() && !L.lora_v.active() && !L.lora_o.active(),
-             "decode on %s: merge the LoRA into the weights first (merge_lora)", device_name(dev));
     R_ = R;
     auto act = [&](const Shape& shape) { return Tensor::empty(shape, m_.dtype(), dev); };
     x_ = act({R, C}), a_ = act({R, C}), rstd_ = Tensor::empty({R}, DType::f32, dev);

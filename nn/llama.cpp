@@ -184,25 +184,12 @@ std::vector<Var> Llama::trainable_in_layer(int l) const {
 
 // ---- the plain loop ---------------------------------------------------------------------------
 
-Var Llama::forward(const Tensor& ids) const {
+Var Llama::hidden(const Tensor& ids, Recompute recompute) const {
   Var x = embed(ids);
   const RopeTables rope = rope_tables(int(ids.size(1)));
-  for (int l = 0; l < cfg.n_layers; l++) x = layer(l, x, rope);
-  return logits(x);
-}
-
-Var Llama::forward_loss(const Tensor& ids, const Tensor& targets, Recompute recompute) const {
-  Var x = embed(ids);
-  const RopeTables rope = rope_tables(int(ids.size(1)));
-  for (int l = 0; l < cfg.n_layers; l++) {
-    if (recompute == Recompute::no) {
-      x = layer(l, x, rope);
-      continue;
-    }
-    // Keep only the layer's input; the backward runs the layer again (autograd/ops.h).
-    x = checkpoint([this, l, rope](const Var& h) { return layer(l, h, rope); }, x, trainable_in_layer(l));
-  }
-  return loss(x, targets);
+  for (int l = 0; l < cfg.n_layers; l++)
+    x = recomputed(recompute, [this, l, rope](const Var& h) { return layer(l, h, rope); }, x, trainable_in_layer(l));
+  return x;
 }
 
 void permute_qk_rows(Tensor& weight, int n_heads, int D, bool to_hf) {

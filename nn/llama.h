@@ -10,7 +10,7 @@
 //     x = mlp_residual(l, x)                   x + Wdown (silu(m Wgate^T) * (m Wup^T)), m = rmsnorm(x)
 //   logits = logits(x)                         rmsnorm(x) Wlm^T          (B*T, V)
 //
-// LoLCATs writes its own loops from the same pieces: stage 1 (lolcats/stage1.cpp) puts the
+// LoLCATs writes its own loops from the same pieces: stage 1 (lolcats/stages.cpp) puts the
 // teacher's and the student's attention side by side in each layer, the student
 // (lolcats/model.h) the hybrid attention in place of softmax attention.
 // PyTorch: transformers' LlamaForCausalLM, which the tests compare against.
@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "autograd/tape.h"
+#include "autograd/ops.h"
 #include "nn/llama_config.h"
 #include "nn/lora.h"
 #include "tensor/arena.h"
@@ -54,12 +54,6 @@ struct RopeTables {
 struct AttentionInputs {
   Var q, k, v;
 };
-
-// Activation recomputation (autograd/ops.h checkpoint): whether a loop keeps every layer's
-// activations for the backward (no) or only each layer's input, running the layer again in the
-// backward (layers): same gradients bit for bit, about a third more compute, one layer's
-// activations alive at a time. Chosen by whoever writes the loop.
-enum class Recompute { no, layers };
 
 class Llama {
  public:
@@ -95,10 +89,15 @@ class Llama {
   std::vector<Var> trainable_in_layer(int l) const;
 
   // ---- the plain loop over them (the diagram at the top of this file) ---------------------------
+  // ids (B, T) i32 -> the last hidden states (B, T, C), each layer recomputed in the backward with
+  // Recompute::layers (autograd/ops.h).
+  Var hidden(const Tensor& ids, Recompute recompute = Recompute::no) const;
   // ids (B, T) i32 -> logits (B*T, V). (Generation: nn/decoder.h.)
-  Var forward(const Tensor& ids) const;
+  Var forward(const Tensor& ids) const { return logits(hidden(ids)); }
   // The loss of ids (B, T) against targets (B*T) (see loss()).
-  Var forward_loss(const Tensor& ids, const Tensor& targets, Recompute recompute = Recompute::no) const;
+  Var forward_loss(const Tensor& ids, const Tensor& targets, Recompute recompute = Recompute::no) const {
+    return loss(hidden(ids, recompute), targets);
+  }
 
   // Merges every attached LoRA into its weight (W += scale B A, in the weight's dtype) and detaches
   // it: the model computes the same function with plain weights (what decoding on the GPU needs).

@@ -266,6 +266,8 @@ TEST_CASE("passkey on the cuda device: the replies equal the CPU's", "[cuda][dec
   LolcatsModel cpu(*cpu_base, LolcatsConfig{});
   const auto want_soft = passkey_generate(*make_decoder(*cpu_base), prompts, o);
   const auto want_lin = passkey_generate(*make_decoder(cpu, DecodeMode::exact), prompts, o);
+  for (const auto* replies : {&want_soft, &want_lin})  // replies to compare, not empty ones
+    for (const std::vector<int32_t>& r : *replies) REQUIRE(r.size() == size_t(o.new_tokens));
   // f32 storage: the same arithmetic in other orders (logits within 1e-4), so the greedy choices
   // of a trained model agree.
   auto gpu_base = Llama::load(path, Device::cuda, DType::f32);
