@@ -62,9 +62,12 @@ double time_decode(lolcats::Decoder& dec, int context, int steps) {
 
 // --device cuda: the published shape `config` (default llama3-8b) with zero bf16 weights on the
 // device (a step's time does not depend on them), softmax (KV cache) and linearized (recurrent
-// state), every batch and context; a case whose KV cache or recurrent state would pass
-// --max-cache-gib is reported skipped. Tokens/s include the step's uploads and the logits'
-// download: what ./generate gets.
+// state), every batch and context. The memory a case may take is what the card has free once the
+// weights are in, less a margin (the step's activations and logits, cuBLASLt's workspace), and at
+// most --max-cache-gib when that is given: a case whose KV cache or recurrent state would pass it is
+// reported skipped, and so is one the card still cannot fit (out of memory), case by case, so the
+// rows after it still run. Tokens/s include the step's uploads and the logits' download: what
+// ./generate gets.
 int bench_generate_device(const std::string& config, const std::vector<int>& contexts,
                           const std::vector<int>& batches, int steps, double max_cache_gib) {
   using namespace lolcats;
@@ -72,7 +75,14 @@ int bench_generate_device(const std::string& config, const std::vector<int>& con
   Llama base(c, Device::cuda, DType::bf16);
   for (const Var& p : base.parameters()) p->value.zero_();
   LolcatsModel linearized(base, LolcatsConfig{});
-  const double cap = max_cache_gib * 1073741824.0;
+  const DeviceMemoryInfo card = device_memory_info();
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  // The margin: a step's logits (f32, every sequence) and activations, twice over, and 1 GiB.
+  const double margin = 2.0 * max_batch * (double(c.vocab) * 4 + 16.0 * c.d_model * 2) + 1073741824.0;
+  double cap = double(card.free) - margin;
+  if (max_cache_gib > 0) cap = std::min(cap, max_cache_gib * 1073741824.0);
+  std::fprintf(stderr, "bench generate: %.1f GiB free of %.1f GiB with the weights in; cases take up to %.1f GiB\n",
+               card.free / 1073741824.0, card.total / 1073741824.0, std::max(cap, 0.0) / 1073741824.0);
   for (const char* kind : {"softmax", "linearized"}) {
     const bool soft = std::string(kind) == "softmax";
     for (int batch : batches)
@@ -83,23 +93,26 @@ int bench_generate_device(const std::string& config, const std::vector<int>& con
         const double rec = double(c.n_layers) * batch *
                            (double(c.n_heads) * linearized.F * (c.head_dim + 1) * 4 +
                             2.0 * LolcatsMemory::kRing * c.n_kv_heads * c.head_dim * 2);
+        const char* state_key = soft ? "kv_cache_mib" : "state_mib";
+        j[state_key] = (soft ? kv : rec) / 1048576.0;
         if ((soft ? kv : rec) > cap) {
-          j[soft ? "kv_cache_mib" : "state_mib"] = (soft ? kv : rec) / 1048576.0;
-          j["skipped"] = "over --max-cache-gib (out of memory)";
-          std::printf("%s\n", j.dump().c_str());
-          std::fflush(stdout);
-          continue;
+          j["skipped"] = strfmt("needs %.1f GiB, over the %.1f GiB this card has for it (out of memory)",
+                                (soft ? kv : rec) / 1073741824.0, std::max(cap, 0.0) / 1073741824.0);
+        } else {
+          try {
+            device_memory_reset_peak();
+            std::unique_ptr<Decoder> dec = soft ? make_decoder(base) : make_decoder(linearized, DecodeMode::exact);
+            dec->reserve(batch, ctx + steps + 1);
+            const double sec = time_decode(*dec, ctx, steps);
+            j[state_key] = dec->state_bytes() / 1048576.0;
+            j["seconds"] = sec;
+            j["tokens_per_s"] = batch * steps / sec;
+            j["ms_per_step"] = 1e3 * sec / steps;
+            j["peak_device_mib"] = device_memory_stats().peak / 1048576.0;
+          } catch (const Error& e) {  // out of memory after all: this case only
+            j["skipped"] = std::string("out of memory: ") + e.what();
+          }
         }
-        device_memory_reset_peak();
-        double sec = 0;
-        std::unique_ptr<Decoder> dec = soft ? make_decoder(base) : make_decoder(linearized, DecodeMode::exact);
-        dec->reserve(batch, ctx + steps + 1);
-        sec = time_decode(*dec, ctx, steps);
-        j[soft ? "kv_cache_mib" : "state_mib"] = dec->state_bytes() / 1048576.0;
-        j["seconds"] = sec;
-        j["tokens_per_s"] = batch * steps / sec;
-        j["ms_per_step"] = 1e3 * sec / steps;
-        j["peak_device_mib"] = device_memory_stats().peak / 1048576.0;
         std::printf("%s\n", j.dump().c_str());
         std::fflush(stdout);
       }

@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
     if (po.device == Device::cuda) {
       parse_device("cuda");  // a build with CUDA, or one clear line
       DeviceMemoryInfo mem = device_memory_info();
-      check_plan_fits(plan, mem.free);
+      check_plan_fits(plan, mem.free, device_card_name());
     }
     make_dirs(o.out);
     write_file_atomic(o.out + "/config.ini", app.config_to_str(true, true));

@@ -225,7 +225,10 @@ Var lm_head_cross_entropy(const Var& x, const Var& w, const Tensor& targets, int
 
 Var mse(const Var& a, const Var& b) {
   same_shape(a, b, "mse");
-  return make_node(scalar(mse_forward(val(a), val(b))), {a, b}, "mse", [=](Node& n) {
+  // On the device the loss stays there: a stage-1 step queues every layer's MSE without waiting.
+  Tensor loss = Tensor::empty({1}, DType::f32, val(a).device());
+  mse_forward(loss, val(a), val(b));
+  return make_node(loss, {a, b}, "mse", [=](Node& n) {
     Grad da(a, Grad::writes), db(b, Grad::writes);
     mse_backward(da.out(), db.out(), n.grad.f32()[0], val(a), val(b));
     da.done();

@@ -39,7 +39,7 @@ Var cross_entropy(const Var& logits, const Tensor& targets, int ignore_index = -
 // x (..., C), w (V, C) the LM head, targets (N) i32 with N = numel(x) / C: the mean cross-entropy of
 // the logits x w^T, fused: on the cuda device the (N, V) logits are never whole in memory.
 Var lm_head_cross_entropy(const Var& x, const Var& w, const Tensor& targets, int ignore_index = -100);
-Var mse(const Var& a, const Var& b);  // scalar mean((a - b)^2)
+Var mse(const Var& a, const Var& b);  // scalar mean((a - b)^2) on their device; a loss root (host gradient)
 Var sum(const Var& x);                // scalar
 Var mean(const Var& x);               // scalar
 

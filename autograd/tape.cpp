@@ -123,8 +123,8 @@ void backward(const Var& loss, float seed) {
   ENSURE(loss->value.numel() == 1, "backward() needs a scalar loss, got shape %s",
         loss->value.shape().str().c_str());
   ENSURE(loss->requires_grad, "backward(): the loss does not depend on any parameter");
-  // Losses are host scalars (ops return them as CPU f32 values on every device).
-  ENSURE(loss->value.device() == Device::cpu, "backward(): the loss must be a CPU scalar");
+  // A loss's gradient is a host scalar on every device (the ops' backward read it there); its value
+  // may stay on the device (mse), so seeding it waits for nothing.
   if (loss->grad.defined())
     loss->grad.f32()[0] += seed;
   else

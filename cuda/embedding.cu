@@ -63,6 +63,13 @@ void embedding_forward(T* y, const int32_t* idx, const T* wte, int N, int V, int
   ENSURE(N >= 0 && V > 0 && C > 0, "embedding_forward: bad sizes N=%d V=%d C=%d", N, V, C);
   if (N == 0) return;
   checked_indices(idx, N, V, stream);
+  embedding_forward_checked(y, idx, wte, N, V, C, stream);
+}
+
+template <typename T>
+void embedding_forward_checked(T* y, const int32_t* idx, const T* wte, int N, int V, int C, Stream stream) {
+  ENSURE(N >= 0 && V > 0 && C > 0, "embedding_forward: bad sizes N=%d V=%d C=%d", N, V, C);
+  if (N == 0) return;
   launch_kernel(embedding_forward_kernel<T>, N, threads_for(C), 0, stream, y, idx, wte, V, C);
 }
 
@@ -98,6 +105,7 @@ void embedding_backward(float* dwte, const T* dy, const int32_t* idx, int N, int
 
 #define INSTANTIATE(T)                                                                             \
   template void embedding_forward<T>(T*, const int32_t*, const T*, int, int, int, Stream);         \
+  template void embedding_forward_checked<T>(T*, const int32_t*, const T*, int, int, int, Stream); \
   template void embedding_backward<T>(float*, const T*, const int32_t*, int, int, int, Stream);
 INSTANTIATE(float)
 INSTANTIATE(bf16)

@@ -22,6 +22,11 @@ void embedding_forward(T* y,               // (N, C)
                        const T* wte,        // (V, C)
                        int N, int V, int C, Stream stream);
 
+// The same lookup with indices already checked on the host (the Tensor-level entry point checks
+// host ids before it uploads them): nothing is copied back, so nothing waits for the device.
+template <typename T>
+void embedding_forward_checked(T* y, const int32_t* idx, const T* wte, int N, int V, int C, Stream stream);
+
 template <typename T>
 void embedding_backward(float* dwte,         // (V, C), accumulated
                         const T* dy,         // (N, C)

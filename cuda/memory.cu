@@ -166,6 +166,13 @@ bool gpu_visible() {
 #endif
 }
 
+std::string device_card_name() {
+  int dev = 0;
+  cudaDeviceProp p;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return "an unknown cuda device";
+  return strfmt("%s (sm_%d%d)", p.name, p.major, p.minor);
+}
+
 bool cuda_available() {
   int n = 0;
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;

@@ -1,4 +1,5 @@
 #include "lolcats/feature_map.h"
+#include "tensor/op_profile.h"
 
 #include "tensor/device.h"
 
@@ -235,6 +236,7 @@ void hedgehog_forward(Tensor& phi, const Tensor& x, const Tensor& W) {
   int H = int(W.size(0)), Fh = int(W.size(2));
   check_shape(phi, {B, T, H, 2 * Fh}, "hedgehog features");
   if (cpu) return hedgehog_forward(phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, Fh);
+  OpTimer timer(OpKind::feature_map, 2.0 * B * T * H * D * Fh, op_bytes({&phi, &x, &W}));
   ON_CUDA(x.dtype(), X, cuda::hedgehog_forward(phi.dev<float>(), x.dev<X>(), W.dev<float>(), B, T, H, Hx, D, Fh, nullptr));
 }
 
@@ -244,6 +246,8 @@ void hedgehog_backward(Tensor* dx, Tensor* dW, const Tensor& dphi, const Tensor&
   int H = int(W.size(0)), Fh = int(W.size(2));
   check_same_shape("hedgehog backward", dphi, phi);
   if (cpu) return hedgehog_backward(opt(dx), opt(dW), dphi.f32(), phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, Fh);
+  OpTimer timer(OpKind::feature_map, 2.0 * B * T * H * D * Fh * ((dx ? 1 : 0) + (dW ? 1 : 0)),
+                op_bytes({dx, dW, &dphi, &phi, &x, &W}));
   ON_CUDA(x.dtype(), X, cuda::hedgehog_backward(dx ? dx->dev<X>() : nullptr, dev_opt(dW), dphi.dev<float>(), phi.dev<float>(),
                                                 x.dev<X>(), W.dev<float>(), B, T, H, Hx, D, Fh, nullptr));
 }
@@ -254,6 +258,7 @@ void t2r_forward(Tensor& phi, const Tensor& x, const Tensor& W, const Tensor& bi
   int H = int(W.size(0)), F = int(W.size(2));
   check_shape(phi, {B, T, H, F}, "t2r features");
   if (cpu) return t2r_forward(phi.f32(), x.f32(), W.f32(), bias.f32(), B, T, H, Hx, D, F);
+  OpTimer timer(OpKind::feature_map, 2.0 * B * T * H * D * F, op_bytes({&phi, &x, &W, &bias}));
   ON_CUDA(x.dtype(), X, cuda::t2r_forward(phi.dev<float>(), x.dev<X>(), W.dev<float>(), bias.dev<float>(), B, T, H, Hx, D, F, nullptr));
 }
 
@@ -264,6 +269,8 @@ void t2r_backward(Tensor* dx, Tensor* dW, Tensor* dbias, const Tensor& dphi, con
   int H = int(W.size(0)), F = int(W.size(2));
   check_same_shape("t2r backward", dphi, phi);
   if (cpu) return t2r_backward(opt(dx), opt(dW), opt(dbias), dphi.f32(), phi.f32(), x.f32(), W.f32(), B, T, H, Hx, D, F);
+  OpTimer timer(OpKind::feature_map, 2.0 * B * T * H * D * F * ((dx ? 1 : 0) + (dW ? 1 : 0)),
+                op_bytes({dx, dW, dbias, &dphi, &phi, &x, &W}));
   ON_CUDA(x.dtype(), X, cuda::t2r_backward(dx ? dx->dev<X>() : nullptr, dev_opt(dW), dev_opt(dbias), dphi.dev<float>(), phi.dev<float>(),
                                            x.dev<X>(), W.dev<float>(), B, T, H, Hx, D, F, nullptr));
 }

@@ -1,4 +1,5 @@
 #include "lolcats/hybrid_attention.h"
+#include "tensor/op_profile.h"
 
 #include "tensor/device.h"
 
@@ -270,6 +271,13 @@ HybridDims check_hybrid(const char* op, bool& cpu, std::initializer_list<const T
   return d;
 }
 
+// The forward's FLOPs for the op profile: per query, QK^T and AV over a window counted as a full
+// 64-token block, phi_q S and phi_q z; per key, its term of the state, phi_k v^T. (The backward is
+// counted as 2.5 times this, as for softmax attention.)
+double hybrid_flops(const HybridDims& d) {
+  return double(d.B) * d.H * d.T * (4.0 * kHybridBlock * d.D + 4.0 * d.F * (d.D + 1));
+}
+
 // The cuda kernels know the paper's blocks only; the reference mask is for scoring on the CPU.
 void refuse_reference_mask_on_cuda(int T, HybridVariant variant, AttentionMask mask) {
   const HybridBlocks b(T, variant, mask);
@@ -288,6 +296,7 @@ void hybrid_attention_forward(Tensor& y, Tensor& Z, const Tensor& q, const Tenso
     return hybrid_attention_forward(y.f32(), Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(),
                                     wlogit.f32(), d.B, d.T, d.H, d.Hkv, d.D, d.F, variant, mask);
   refuse_reference_mask_on_cuda(d.T, variant, mask);
+  OpTimer timer(OpKind::hybrid_attention, hybrid_flops(d), op_bytes({&y, &Z, &q, &k, &v, &phiq, &phik}));
   ON_CUDA(q.dtype(), T,
           cuda::hybrid_attention_forward(y.dev<T>(), Z.dev<float>(), q.dev<T>(), k.dev<T>(), v.dev<T>(),
                                          phiq.dev<float>(), phik.dev<float>(), wlogit.dev<float>(), d.B, d.T, d.H,
@@ -307,6 +316,8 @@ void hybrid_attention_backward(Tensor* dq, Tensor* dk, Tensor* dv, Tensor* dphiq
                                      y.f32(), Z.f32(), q.f32(), k.f32(), v.f32(), phiq.f32(), phik.f32(),
                                      wlogit.f32(), d.B, d.T, d.H, d.Hkv, d.D, d.F, variant, mask);
   refuse_reference_mask_on_cuda(d.T, variant, mask);
+  OpTimer timer(OpKind::hybrid_attention, 2.5 * hybrid_flops(d),
+                op_bytes({dq, dk, dv, dphiq, dphik, &dy, &y, &Z, &q, &k, &v, &phiq, &phik}));
   ON_CUDA(q.dtype(), T,
           cuda::hybrid_attention_backward(dev_opt<T>(dq), dev_opt<T>(dk), dev_opt<T>(dv), dev_opt(dphiq),
                                           dev_opt(dphik), dev_opt(dwlogit), dy.dev<T>(), y.dev<T>(), Z.dev<float>(),

@@ -390,11 +390,11 @@ std::string format_plan_summary(const MemoryPlan& p) {
   return out + "\n" + footer(p);
 }
 
-void check_plan_fits(const MemoryPlan& p, size_t free_bytes) {
+void check_plan_fits(const MemoryPlan& p, size_t free_bytes, const std::string& card) {
   ENSURE(p.peak() <= free_bytes,
-         "the memory plan needs %.2f GiB on the %s device (%s, T=%d, batch %d) but %.2f GiB is free: "
+         "the memory plan needs %.2f GiB on the %s device (%s, T=%d, batch %d) but %.2f GiB is free on %s: "
          "lower --seq-len, free the GPU, or use a larger one (--plan-only lists every tensor)",
-         p.peak() / kGiB, device_name(p.device), p.label.c_str(), p.T, p.batch, free_bytes / kGiB);
+         p.peak() / kGiB, device_name(p.device), p.label.c_str(), p.T, p.batch, free_bytes / kGiB, card.c_str());
 }
 
 }  // namespace lolcats

@@ -95,7 +95,8 @@ MemoryPlan plan_linearize_memory(const LlamaConfig& model, const LolcatsConfig& 
 std::string format_plan(const MemoryPlan& plan);
 // One line per arena, a column per stage, the totals and the peak.
 std::string format_plan_summary(const MemoryPlan& plan);
-// ENSUREs the peak fits in `free_bytes` (the device's free memory), else one line naming both.
-void check_plan_fits(const MemoryPlan& plan, size_t free_bytes);
+// ENSUREs the peak fits in `free_bytes` (the free memory of `card`, the device checked), else one
+// line naming the three.
+void check_plan_fits(const MemoryPlan& plan, size_t free_bytes, const std::string& card);
 
 }  // namespace lolcats

@@ -1,4 +1,5 @@
 #include "nn/adamw.h"
+#include "tensor/op_profile.h"
 
 #include <cmath>
 
@@ -39,6 +40,8 @@ void adamw_step(Tensor& params, Tensor& m, Tensor& v, const Tensor& grads, int64
   }
 #ifdef LOLCATS_CUDA
   ENSURE(params.dtype() == DType::f32, "adamw: parameters are updated in f32");
+  // Reads parameters, moments and gradients; writes parameters and moments (and the bf16 copy).
+  OpTimer timer(OpKind::optimizer, 12.0 * params.numel(), 7.0 * params.nbytes() + op_bytes({params_bf16}));
   cuda::adamw_step(params.dev<float>(), m.dev<float>(), v.dev<float>(), grads.dev<float>(), params.numel(), step,
                    lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay,
                    params_bf16 ? params_bf16->dev<cuda::bf16>() : nullptr, nullptr);

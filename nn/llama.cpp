@@ -121,7 +121,7 @@ void Llama::set_requires_grad(bool on) {
 Var Llama::embed(const Tensor& ids) const {
   ENSURE(ids.ndim() == 2 && ids.dtype() == DType::i32, "forward: ids must be (B, T) i32, got %s",
          ids.str().c_str());
-  return embedding(ids.to(device()), wte);  // (B, T, C)
+  return embedding(ids, wte);  // (B, T, C); host ids are checked and uploaded once, in the lookup
 }
 
 RopeTables Llama::rope_tables(int T) const {

@@ -1,4 +1,5 @@
 #include "tensor/attention.h"
+#include "tensor/op_profile.h"
 
 #include "tensor/device.h"
 #ifdef LOLCATS_CUDA
@@ -171,6 +172,8 @@ void attention_forward(Tensor& y, Tensor& lse, const Tensor& q, const Tensor& k,
   check_same_shape("attention", y, q);
   if (check_operands("attention", {&y, &q, &k, &v}))
     return attention_forward(y.f32(), lse.f32(), q.f32(), k.f32(), v.f32(), d.B, d.T, d.H, d.Hkv, d.D);
+  // Causal: QK^T and PV over the T (T + 1) / 2 pairs of each head, 2 FLOPs per multiply-add.
+  OpTimer timer(OpKind::teacher_attention, 2.0 * d.B * d.H * d.T * (d.T + 1.0) * d.D, op_bytes({&y, &lse, &q, &k, &v}));
   ON_CUDA(q.dtype(), T, cuda::attention_forward(y.dev<T>(), lse.dev<float>(), q.dev<T>(), k.dev<T>(), v.dev<T>(),
                                                 d.B, d.T, d.H, d.Hkv, d.D, nullptr));
 }
@@ -186,6 +189,9 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dy, co
   if (check_operands("attention backward", {&dq, &dk, &dv, &dy, &y, &q, &k, &v}))
     return attention_backward(dq.f32(), dk.f32(), dv.f32(), dy.f32(), y.f32(), lse.f32(), q.f32(),
                               k.f32(), v.f32(), d.B, d.T, d.H, d.Hkv, d.D);
+  // Five products over the pairs: QK^T again, dP = dY V^T, dV = P^T dY, dQ = dS K, dK = dS^T Q.
+  OpTimer timer(OpKind::teacher_attention, 5.0 * d.B * d.H * d.T * (d.T + 1.0) * d.D,
+                op_bytes({&dq, &dk, &dv, &dy, &y, &lse, &q, &k, &v}));
   ON_CUDA(q.dtype(), T, cuda::attention_backward(dq.dev<T>(), dk.dev<T>(), dv.dev<T>(), dy.dev<T>(), y.dev<T>(),
                                                  lse.dev<float>(), q.dev<T>(), k.dev<T>(), v.dev<T>(),
                                                  d.B, d.T, d.H, d.Hkv, d.D, nullptr));

@@ -28,6 +28,8 @@ void check_same_shape(const char* op, const Tensor& a, const Tensor& b);
 // emulator's cuda device is never chosen by itself: it is for tests, and slow).
 Device parse_device(const std::string& name);
 bool gpu_visible();  // a build for real GPUs (CUDA=nvcc) that sees one
+// The cuda device's name and compute capability, e.g. "NVIDIA H100 80GB HBM3 (sm_90)", for messages.
+std::string device_card_name();
 
 }  // namespace lolcats
 

@@ -1,4 +1,5 @@
 #include "tensor/elementwise.h"
+#include "tensor/op_profile.h"
 
 #include "tensor/device.h"
 #ifdef LOLCATS_CUDA
@@ -116,6 +117,7 @@ void add_forward(Tensor& y, const Tensor& a, const Tensor& b) {
   check_same_shape("add", a, b);
   check_same_shape("add", y, a);
   if (check_operands("add", {&y, &a, &b})) return add_forward(y.f32(), a.f32(), b.f32(), y.numel());
+  OpTimer timer(OpKind::norm_rope_swiglu, double(y.numel()), op_bytes({&y, &a, &b}));
   ON_CUDA(y.dtype(), T, cuda::add_forward(y.dev<T>(), a.dev<T>(), b.dev<T>(), y.numel(), nullptr));
 }
 
@@ -123,6 +125,7 @@ void mul_forward(Tensor& y, const Tensor& a, const Tensor& b) {
   check_same_shape("mul", a, b);
   check_same_shape("mul", y, a);
   if (check_operands("mul", {&y, &a, &b})) return mul_forward(y.f32(), a.f32(), b.f32(), y.numel());
+  OpTimer timer(OpKind::norm_rope_swiglu, double(y.numel()), op_bytes({&y, &a, &b}));
   ON_CUDA(y.dtype(), T, cuda::mul_forward(y.dev<T>(), a.dev<T>(), b.dev<T>(), y.numel(), nullptr));
 }
 
@@ -132,6 +135,7 @@ void mul_backward(Tensor* da, Tensor* db, const Tensor& dy, const Tensor& a, con
   if (check_operands("mul backward", {da, db, &dy, &a, &b}))
     return mul_backward(da ? da->f32() : nullptr, db ? db->f32() : nullptr, dy.f32(), a.f32(),
                         b.f32(), dy.numel());
+  OpTimer timer(OpKind::norm_rope_swiglu, 2.0 * dy.numel(), op_bytes({da, db, &dy, &a, &b}));
   ON_CUDA(dy.dtype(), T, cuda::mul_backward(da ? da->dev<T>() : nullptr, db ? db->dev<T>() : nullptr,
                                             dy.dev<T>(), a.dev<T>(), b.dev<T>(), dy.numel(), nullptr));
 }
@@ -139,12 +143,14 @@ void mul_backward(Tensor* da, Tensor* db, const Tensor& dy, const Tensor& a, con
 void scale_forward(Tensor& y, const Tensor& a, float s) {
   check_same_shape("scale", y, a);
   if (check_operands("scale", {&y, &a})) return scale_forward(y.f32(), a.f32(), s, y.numel());
+  OpTimer timer(OpKind::norm_rope_swiglu, double(y.numel()), op_bytes({&y, &a}));
   ON_CUDA(y.dtype(), T, cuda::scale_forward(y.dev<T>(), a.dev<T>(), s, y.numel(), nullptr));
 }
 
 void silu_forward(Tensor& y, const Tensor& x) {
   check_same_shape("silu", y, x);
   if (check_operands("silu", {&y, &x})) return silu_forward(y.f32(), x.f32(), y.numel());
+  OpTimer timer(OpKind::norm_rope_swiglu, 4.0 * y.numel(), op_bytes({&y, &x}));
   ON_CUDA(y.dtype(), T, cuda::silu_forward(y.dev<T>(), x.dev<T>(), y.numel(), nullptr));
 }
 
@@ -153,6 +159,7 @@ void silu_backward(Tensor& dx, const Tensor& dy, const Tensor& x) {
   check_same_shape("silu backward", dy, x);
   if (check_operands("silu backward", {&dx, &dy, &x}))
     return silu_backward(dx.f32(), dy.f32(), x.f32(), x.numel());
+  OpTimer timer(OpKind::norm_rope_swiglu, 6.0 * x.numel(), op_bytes({&dx, &dy, &x}));
   ON_CUDA(x.dtype(), T, cuda::silu_backward(dx.dev<T>(), dy.dev<T>(), x.dev<T>(), x.numel(), nullptr));
 }
 
@@ -161,6 +168,7 @@ void swiglu_forward(Tensor& y, const Tensor& gate, const Tensor& up) {
   check_same_shape("swiglu", y, gate);
   if (check_operands("swiglu", {&y, &gate, &up}))
     return swiglu_forward(y.f32(), gate.f32(), up.f32(), y.numel());
+  OpTimer timer(OpKind::norm_rope_swiglu, 5.0 * y.numel(), op_bytes({&y, &gate, &up}));
   ON_CUDA(y.dtype(), T, cuda::swiglu_forward(y.dev<T>(), gate.dev<T>(), up.dev<T>(), y.numel(), nullptr));
 }
 
@@ -170,6 +178,7 @@ void swiglu_backward(Tensor* dgate, Tensor* dup, const Tensor& dy, const Tensor&
   if (check_operands("swiglu backward", {dgate, dup, &dy, &gate, &up}))
     return swiglu_backward(dgate ? dgate->f32() : nullptr, dup ? dup->f32() : nullptr, dy.f32(),
                            gate.f32(), up.f32(), dy.numel());
+  OpTimer timer(OpKind::norm_rope_swiglu, 8.0 * dy.numel(), op_bytes({dgate, dup, &dy, &gate, &up}));
   ON_CUDA(dy.dtype(), T, cuda::swiglu_backward(dgate ? dgate->dev<T>() : nullptr, dup ? dup->dev<T>() : nullptr,
                                                dy.dev<T>(), gate.dev<T>(), up.dev<T>(), dy.numel(), nullptr));
 }

@@ -1,4 +1,5 @@
 #include "tensor/embedding.h"
+#include "tensor/op_profile.h"
 
 #include "tensor/device.h"
 #ifdef LOLCATS_CUDA
@@ -54,8 +55,19 @@ void embedding_forward(Tensor& y, const Tensor& idx, const Tensor& wte) {
   int V = int(wte.size(0)), C = int(wte.size(1)), N = int(idx.numel());
   ENSURE(y.numel() == int64_t(N) * C && y.size(-1) == C, "embedding: output %s for %d ids of %d channels",
          y.shape().str().c_str(), N, C);
+  if (idx.device() == Device::cpu && wte.device() == Device::cuda) {
+    // Host ids for a device table: checked here and uploaded once, so the device never reports
+    // on them (that report would wait for every op queued before it).
+    check_indices(idx.i32(), N, V);
+    Tensor ids = idx.to(Device::cuda);
+    check_operands("embedding", {&y, &wte});
+    OpTimer timer(OpKind::other, 0, 2.0 * y.nbytes() + idx.nbytes());
+    ON_CUDA(wte.dtype(), T, cuda::embedding_forward_checked(y.dev<T>(), ids.dev<int32_t>(), wte.dev<T>(), N, V, C, nullptr));
+    return;
+  }
   check_devices("embedding", {&y, &idx});
   if (check_operands("embedding", {&y, &wte})) return embedding_forward(y.f32(), idx.i32(), wte.f32(), N, V, C);
+  OpTimer timer(OpKind::other, 0, 2.0 * y.nbytes() + idx.nbytes());
   ON_CUDA(wte.dtype(), T, cuda::embedding_forward(y.dev<T>(), idx.dev<int32_t>(), wte.dev<T>(), N, V, C, nullptr));
 }
 
@@ -64,9 +76,11 @@ void embedding_backward(Tensor& dwte, const Tensor& dy, const Tensor& idx) {
   ENSURE(dy.numel() == int64_t(N) * C, "embedding backward: gradient %s for %d ids of %d channels",
          dy.shape().str().c_str(), N, C);
   ENSURE(dwte.dtype() == DType::f32, "embedding backward: the table's gradient is f32, got %s", dtype_name(dwte.dtype()));
-  bool cpu = check_devices("embedding backward", {&dwte, &dy, &idx});
-  if (cpu) return embedding_backward(dwte.f32(), dy.f32(), idx.i32(), N, V, C);
-  ON_CUDA(dy.dtype(), T, cuda::embedding_backward(dwte.dev<float>(), dy.dev<T>(), idx.dev<int32_t>(), N, V, C, nullptr));
+  const Tensor ids = idx.device() == dy.device() ? idx : idx.to(dy.device());  // host ids (embed) on the device
+  bool cpu = check_devices("embedding backward", {&dwte, &dy, &ids});
+  if (cpu) return embedding_backward(dwte.f32(), dy.f32(), ids.i32(), N, V, C);
+  OpTimer timer(OpKind::other, double(dy.numel()), op_bytes({&dy, &ids}) + 2.0 * N * C * 4);
+  ON_CUDA(dy.dtype(), T, cuda::embedding_backward(dwte.dev<float>(), dy.dev<T>(), ids.dev<int32_t>(), N, V, C, nullptr));
 }
 
 }  // namespace lolcats

@@ -15,8 +15,9 @@ template <typename T>
 void embedding_backward(T* dwte, const T* dy, const int32_t* idx, int N, int V, int C);
 
 
-// Tensor-level entry points (tensor/device.h). idx (...) i32 on the table's device; y (..., C) of
-// the table's dtype; dwte (V, C) f32, accumulated.
+// Tensor-level entry points (tensor/device.h). idx (...) i32 on the table's device, or on the CPU
+// for a cuda table (checked on the host and uploaded, so the lookup never waits for the device);
+// y (..., C) of the table's dtype; dwte (V, C) f32, accumulated.
 class Tensor;
 void embedding_forward(Tensor& y, const Tensor& idx, const Tensor& wte);
 void embedding_backward(Tensor& dwte, const Tensor& dy, const Tensor& idx);

@@ -1,4 +1,5 @@
 #include "tensor/loss.h"
+#include "tensor/op_profile.h"
 
 #include "tensor/device.h"
 #include "tensor/matmul.h"
@@ -162,6 +163,7 @@ double lm_head_cross_entropy_forward(Tensor& lse, const Tensor& x, const Tensor&
     return cross_entropy_forward(lse, logits, targets, ignore_index);
   }
 #ifdef LOLCATS_CUDA
+  OpTimer timer(OpKind::loss, 2.0 * N * V * C, op_bytes({&x, &w, &lse, &targets}));
   int chunk = cuda::lm_head_chunk(N, V);
   Tensor ws = Tensor::empty({int64_t(cuda::lm_head_cross_entropy_workspace(N, C, chunk) / 4 + 1)}, DType::i32, Device::cuda);
   Tensor loss = Tensor::empty({1}, DType::f32, Device::cuda);
@@ -191,6 +193,8 @@ void lm_head_cross_entropy_backward(Tensor* dx, Tensor* dw, double dloss, const 
     return;
   }
 #ifdef LOLCATS_CUDA
+  // The logits again (2 N V C) and the two gradients' products (2 N V C each, dw's when wanted).
+  OpTimer timer(OpKind::loss, 2.0 * N * V * C * (2 + (dw ? 1 : 0)), op_bytes({dx, dw, &x, &w, &lse, &targets}));
   int chunk = cuda::lm_head_chunk(N, V);
   Tensor ws = Tensor::empty({int64_t(cuda::lm_head_cross_entropy_workspace(N, C, chunk) / 4 + 1)}, DType::i32, Device::cuda);
   // The kernels need dx; a frozen input's gradient goes to scratch.
@@ -205,23 +209,23 @@ void lm_head_cross_entropy_backward(Tensor* dx, Tensor* dw, double dloss, const 
 #endif
 }
 
-double mse_forward(const Tensor& a, const Tensor& b) {
+void mse_forward(Tensor& loss, const Tensor& a, const Tensor& b) {
   check_same_shape("mse", a, b);
-  if (check_operands("mse", {&a, &b})) return mse_forward(a.f32(), b.f32(), a.numel());
-#ifdef LOLCATS_CUDA
-  Tensor loss = Tensor::empty({1}, DType::f32, Device::cuda);
+  check_shape(loss, {1}, "mse loss");
+  check_devices("mse", {&a, &loss});
+  if (check_operands("mse", {&a, &b})) {
+    loss.f32()[0] = float(mse_forward(a.f32(), b.f32(), a.numel()));
+    return;
+  }
+  OpTimer timer(OpKind::loss, 3.0 * a.numel(), op_bytes({&a, &b}));
   ON_CUDA(a.dtype(), T, cuda::mse_forward(loss.dev<float>(), a.dev<T>(), b.dev<T>(), a.numel(), nullptr));
-  return loss.to_vector()[0];
-#else
-  ON_CUDA(a.dtype(), T, (void)0);
-  return 0;
-#endif
 }
 
 void mse_backward(Tensor* da, Tensor* db, double dloss, const Tensor& a, const Tensor& b) {
   check_same_shape("mse backward", a, b);
   if (check_operands("mse backward", {da, db, &a, &b}))
     return mse_backward(da ? da->f32() : nullptr, db ? db->f32() : nullptr, dloss, a.f32(), b.f32(), a.numel());
+  OpTimer timer(OpKind::loss, 3.0 * a.numel(), op_bytes({da, db, &a, &b}));
   ON_CUDA(a.dtype(), T, cuda::mse_backward(da ? da->dev<T>() : nullptr, db ? db->dev<T>() : nullptr, float(dloss),
                                            a.dev<T>(), b.dev<T>(), a.numel(), nullptr));
 }

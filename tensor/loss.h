@@ -49,7 +49,9 @@ double lm_head_cross_entropy_forward(Tensor& lse, const Tensor& x, const Tensor&
                                      int ignore_index = kIgnoreIndex);
 void lm_head_cross_entropy_backward(Tensor* dx, Tensor* dw, double dloss, const Tensor& x, const Tensor& w,
                                     const Tensor& lse, const Tensor& targets, int ignore_index = kIgnoreIndex);
-double mse_forward(const Tensor& a, const Tensor& b);
+// The mean into `loss`, a (1) f32 tensor on the operands' device: a device loss stays there (no
+// wait on the device) until someone reads it.
+void mse_forward(Tensor& loss, const Tensor& a, const Tensor& b);
 void mse_backward(Tensor* da, Tensor* db, double dloss, const Tensor& a, const Tensor& b);
 double sum_forward(const Tensor& x);
 void sum_backward(Tensor& dx, double dy);

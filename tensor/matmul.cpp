@@ -1,4 +1,5 @@
 #include "tensor/matmul.h"
+#include "tensor/op_profile.h"
 
 #include "tensor/device.h"
 #include "tensor/gemm.h"
@@ -138,6 +139,7 @@ void matmul_forward(Tensor& c, const Tensor& a, const Tensor& b, int batch, int 
     return matmul_forward(c.f32(), a.f32(), b.f32(), batch, M, N, K, t, acc);
   }
 #ifdef LOLCATS_CUDA
+  OpTimer timer(OpKind::gemm, 2.0 * batch * M * N * K, double(a.nbytes() + b.nbytes() + c.nbytes()));
   cuda::GemmShape g{batch, M, N, K, t, acc};
   if (a.dtype() == DType::f32) {
     ENSURE(c.dtype() == DType::f32, "matmul: f32 operands give an f32 output, not %s", dtype_name(c.dtype()));
@@ -168,6 +170,8 @@ void matmul_backward(Tensor* da, Tensor* db, const Tensor& dc, const Tensor& a, 
                            batch, M, N, K, t, acc_da, acc_db);
   }
   // Each gradient on its own: dA (an activation's, bf16) and dB (a weight's, f32) may differ.
+  OpTimer timer(OpKind::gemm, 2.0 * batch * M * N * K * ((da ? 1 : 0) + (db ? 1 : 0)),
+                double(dc.nbytes() + a.nbytes() + b.nbytes() + (da ? da->nbytes() : 0) + (db ? db->nbytes() : 0)));
   ON_CUDA(a.dtype(), T, {
     if (da) cuda_grad<T>(da, nullptr, dc, a, b, batch, M, N, K, t, acc_da, Accumulate::no);
     if (db) cuda_grad<T>(nullptr, db, dc, a, b, batch, M, N, K, t, Accumulate::no, acc_db);

@@ -1,4 +1,5 @@
 #include "tensor/rmsnorm.h"
+#include "tensor/op_profile.h"
 
 #include "tensor/device.h"
 #ifdef LOLCATS_CUDA
@@ -71,6 +72,7 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, 
   bool cpu = check_operands("rmsnorm", {&y, &x, &w});
   check_devices("rmsnorm", {&x, &rstd});
   if (cpu) return rmsnorm_forward(y.f32(), rstd.f32(), x.f32(), w.f32(), N, C, eps);
+  OpTimer timer(OpKind::norm_rope_swiglu, 4.0 * x.numel(), op_bytes({&y, &rstd, &x, &w}));
   ON_CUDA(x.dtype(), T, cuda::rmsnorm_forward(y.dev<T>(), rstd.dev<float>(), x.dev<T>(), w.dev<T>(), N, C, eps, nullptr));
 }
 
@@ -85,6 +87,7 @@ void rmsnorm_backward(Tensor* dx, Tensor* dw, const Tensor& dy, const Tensor& x,
   if (cpu)
     return rmsnorm_backward(dx ? dx->f32() : nullptr, dw ? dw->f32() : nullptr, dy.f32(), x.f32(),
                             w.f32(), rstd.f32(), N, C);
+  OpTimer timer(OpKind::norm_rope_swiglu, 8.0 * x.numel(), op_bytes({dx, dw, &dy, &x, &w, &rstd}));
   ON_CUDA(x.dtype(), T, cuda::rmsnorm_backward(dx ? dx->dev<T>() : nullptr, dw ? dw->dev<float>() : nullptr,
                                                dy.dev<T>(), x.dev<T>(), w.dev<T>(), rstd.dev<float>(), N, C, nullptr));
 }

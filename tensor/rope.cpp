@@ -1,4 +1,5 @@
 #include "tensor/rope.h"
+#include "tensor/op_profile.h"
 
 #include <vector>
 
@@ -102,6 +103,7 @@ void rope_forward(Tensor& y, const Tensor& x, const Tensor& cos_t, const Tensor&
   int B = int(x.size(0)), T = int(x.size(1)), H = int(x.size(2)), D = int(x.size(3));
   if (check_operands("rope", {&y, &x}))
     return rope_forward(y.f32(), x.f32(), cos_t.f32(), sin_t.f32(), B, T, H, D, layout);
+  OpTimer timer(OpKind::norm_rope_swiglu, 3.0 * x.numel(), op_bytes({&y, &x, &cos_t, &sin_t}));
   ON_CUDA(x.dtype(), T_, cuda::rope_forward(y.dev<T_>(), x.dev<T_>(), cos_t.dev<float>(), sin_t.dev<float>(), B, T, H, D, layout, nullptr));
 }
 
@@ -110,6 +112,7 @@ void rope_backward(Tensor& dx, const Tensor& dy, const Tensor& cos_t, const Tens
   int B = int(dy.size(0)), T = int(dy.size(1)), H = int(dy.size(2)), D = int(dy.size(3));
   if (check_operands("rope backward", {&dx, &dy}))
     return rope_backward(dx.f32(), dy.f32(), cos_t.f32(), sin_t.f32(), B, T, H, D, layout);
+  OpTimer timer(OpKind::norm_rope_swiglu, 3.0 * dy.numel(), op_bytes({&dx, &dy, &cos_t, &sin_t}));
   ON_CUDA(dy.dtype(), T_, cuda::rope_backward(dx.dev<T_>(), dy.dev<T_>(), cos_t.dev<float>(), sin_t.dev<float>(), B, T, H, D, layout, nullptr));
 }
 

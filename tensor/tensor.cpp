@@ -1,4 +1,5 @@
 #include "tensor/tensor.h"
+#include "tensor/op_profile.h"
 
 #include <atomic>
 #include <cstdlib>
@@ -229,7 +230,10 @@ Tensor Tensor::view(int64_t offset, const Shape& shape) const {
 Tensor Tensor::clone() const {
   Tensor t = empty(shape_, dtype_, device_);
   if (device_ == Device::cpu) std::memcpy(t.data_, data_, nbytes());
-  else device_copy(t.data_, data_, nbytes());
+  else {
+    OpTimer timer(OpKind::other, 0, 2.0 * nbytes());
+    device_copy(t.data_, data_, nbytes());
+  }
   return t;
 }
 
@@ -252,6 +256,7 @@ Tensor Tensor::to(Device device, DType dtype) const {
   if (device_ == Device::cpu && device == Device::cpu) {
     convert_on_cpu(out.data_, dtype, data_, dtype_, numel());
   } else if (device_ == Device::cuda && device == Device::cuda) {
+    OpTimer timer(OpKind::other, 0, double(nbytes() + out.nbytes()));
     device_convert(out.data_, dtype, data_, dtype_, numel());
   } else if (device == Device::cuda) {  // upload: convert on the CPU first (halves the bytes to bf16)
     Tensor host = dtype == dtype_ ? *this : to(Device::cpu, dtype);

@@ -121,8 +121,9 @@ TEST_CASE("memory plan: Llama 3 8B linearizes within 24 GB at T = 1024, batch 1"
 
 TEST_CASE("memory plan: a device smaller than the peak is refused in one line", "[plan][errors]") {
   MemoryPlan p = plan_linearize_memory(named_config("llama3-8b"), {}, 1024, 1, 8);
-  REQUIRE_NOTHROW(check_plan_fits(p, p.peak()));
-  REQUIRE_THROWS_WITH(check_plan_fits(p, p.peak() - 1), Catch::Contains("the memory plan needs") &&
+  REQUIRE_NOTHROW(check_plan_fits(p, p.peak(), "a test card"));
+  REQUIRE_THROWS_WITH(check_plan_fits(p, p.peak() - 1, "a test card"), Catch::Contains("the memory plan needs") &&
+                                                                           Catch::Contains("free on a test card") &&
                                                            Catch::Contains("GiB is free") &&
                                                            !Catch::Contains("\n"));
   LolcatsConfig bad;
