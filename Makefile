@@ -64,7 +64,12 @@ else
   CXXFLAGS += -O3 -march=$(ARCH) -DNDEBUG
 endif
 
-NVCCFLAGS := -std=c++17 -O3 -I. -arch=sm_90 -Xcompiler -fopenmp -MMD -MP $(if $(filter 1,$(WERROR)),--Werror all-warnings)
+# The GPUs the device code is built for: A100 (sm_80), RTX 30xx / A10 (sm_86), RTX 40xx / L4 / L40S
+# (sm_89), H100 / H200 (sm_90). Shared memory per block: 99 KiB on sm_86/89, 163 KiB on sm_80,
+# 227 KiB on sm_90; a kernel that asks for more than the card has is refused at launch.
+CUDA_ARCHS ?= 80 86 89 90
+NVCC_ARCH_FLAGS := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
+NVCCFLAGS := -std=c++17 -O3 -I. $(NVCC_ARCH_FLAGS) -Xcompiler -fopenmp -MMD -MP $(if $(filter 1,$(WERROR)),--Werror all-warnings)
 ifeq ($(CUDA),nvcc)
   CXXFLAGS += -DLOLCATS_CUDA -isystem $(CUDA_HOME)/include
   LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt
@@ -128,9 +133,10 @@ $(BUILD)/.deps-ok: scripts/install_deps.sh
 	@mkdir -p $(BUILD) && scripts/install_deps.sh && touch $@
 
 # Rebuild everything when the flags change (CUDA on/off, sanitizers): the stamp is rewritten only
-# when its contents differ.
+# when its contents differ. nvcc's flags count only in a build that uses nvcc.
+BUILD_FLAGS := $(CXX) $(CXXFLAGS) $(if $(filter nvcc,$(CUDA)),$(NVCCFLAGS))
 $(BUILD)/.flags: FORCE
-	@mkdir -p $(BUILD) && echo '$(CXX) $(CXXFLAGS) $(NVCCFLAGS)' | cmp -s - $@ || echo '$(CXX) $(CXXFLAGS) $(NVCCFLAGS)' > $@
+	@mkdir -p $(BUILD) && echo '$(BUILD_FLAGS)' | cmp -s - $@ || echo '$(BUILD_FLAGS)' > $@
 FORCE:
 
 $(BUILD)/%.o: %.cpp $(BUILD)/.flags | $(BUILD)/.deps-ok
@@ -200,32 +206,39 @@ bench: $(BUILD)/apps/bench.o $(BUILD)/liblolcats.a .venv/.stamp
 endif
 
 # ---- one command for a lent GPU machine (see README "On a GPU") --------------------------------------
-# Builds here, with nvcc for sm_90 and host code for any x86-64-v3 CPU, the folder gpu-bundle/: the
-# test binary, ./bench, libgomp, and run.sh, which runs the [cuda] tests, compute-sanitizer's
-# memcheck and racecheck on them, and `bench gpu-ops`, then prints a table. Carry the folder to the
-# GPU machine and run `gpu-bundle/run.sh` there.
+# Builds here, with nvcc for CUDA_ARCHS and host code for any x86-64-v3 CPU, the folder gpu-bundle/:
+# the test binary, ./bench, libgomp, the fixtures of the [cuda] tests, and run.sh (scripts/gpu_run.sh:
+# the tests, the benches and compute-sanitizer, at most 420 s; a summary and one archive of logs in
+# $OUT). Carry the folder to the GPU machine and run `gpu-bundle/run.sh` there.
 .PHONY: gpu-bundle
 gpu-bundle:
 	$(MAKE) BUILD=build-gpu CUDA=nvcc ARCH=x86-64-v3 PORTABLE=1 build-gpu/run_tests build-gpu/apps/bench
-	scripts/make_gpu_bundle.sh build-gpu gpu-bundle
+	scripts/make_gpu_bundle.sh build-gpu/run_tests build-gpu/apps/bench gpu-bundle
 
-# Compiles every CUDA file with nvcc for sm_90 and sm_80 (no GPU needed), keeping ptxas's report of
-# registers, shared memory and spills per kernel in build-nvcc/ptxas-sm_*.log.
+# Compiles every CUDA file with nvcc for each of CUDA_ARCHS (no GPU needed), keeping ptxas's report
+# of registers, shared memory and spills per kernel in build-nvcc/ptxas-sm_*.log.
 NVCC_CHECK_SRC := $(wildcard cuda/*.cu tests/*.cu)
 NVCC_CHECK_FLAGS := -std=c++17 -O3 -I. -Xptxas -v --Werror all-warnings
 .PHONY: check-nvcc
-check-nvcc: $(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_90/%.o) $(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_80/%.o)
-	@cat $(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_90/%.log) > build-nvcc/ptxas-sm_90.log
-	@cat $(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_80/%.log) > build-nvcc/ptxas-sm_80.log
-	@echo "nvcc: $(words $(NVCC_CHECK_SRC)) files compiled for sm_90 and sm_80; spills:" \
-	  $$(grep -h "spill" build-nvcc/ptxas-sm_90.log | grep -vc " 0 bytes spill stores, 0 bytes spill loads") \
-	  "kernels with spills (ptxas reports in build-nvcc/ptxas-sm_*.log)"
-build-nvcc/sm_90/%.o: %.cu
-	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCC_CHECK_FLAGS) -arch=sm_90 -c $< -o $@ 2> $(@:.o=.log) || { cat $(@:.o=.log); exit 1; }
-build-nvcc/sm_80/%.o: %.cu
-	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCC_CHECK_FLAGS) -arch=sm_80 -c $< -o $@ 2> $(@:.o=.log) || { cat $(@:.o=.log); exit 1; }
+check-nvcc: $(foreach a,$(CUDA_ARCHS),$(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_$(a)/%.o))
+	@for a in $(CUDA_ARCHS); do cat $(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_$$a/%.log) > build-nvcc/ptxas-sm_$$a.log; done
+	@echo "nvcc: $(words $(NVCC_CHECK_SRC)) files compiled for $(CUDA_ARCHS:%=sm_%); kernels with spills:" \
+	  $$(for a in $(CUDA_ARCHS); do printf "sm_$$a %s " $$(grep -h "spill" build-nvcc/ptxas-sm_$$a.log | \
+	     grep -vc " 0 bytes spill stores, 0 bytes spill loads"); done) "(ptxas reports in build-nvcc/ptxas-sm_*.log)"
+define nvcc_check_rule
+build-nvcc/sm_$(1)/%.o: %.cu
+	@mkdir -p $$(dir $$@)
+	$$(NVCC) $$(NVCC_CHECK_FLAGS) -arch=sm_$(1) -c $$< -o $$@ 2> $$(@:.o=.log) || { cat $$(@:.o=.log); exit 1; }
+endef
+$(foreach a,$(CUDA_ARCHS),$(eval $(call nvcc_check_rule,$(a))))
+
+# Drives the bundle's run.sh on this machine's emulator build with toy sizes and a stand-in
+# sanitizer, and checks its control flow: every step's verdict in summary.txt in order, a timed
+# out step followed by the next, a sanitizer finding reported as a finding, the logs' archive,
+# and the worst case within 420 s (scripts/gpu_bundle_check.sh).
+.PHONY: gpu-bundle-check
+gpu-bundle-check: $(TEST_BIN) $(BUILD)/apps/bench $(FIXTURES)
+	scripts/gpu_bundle_check.sh $(TEST_BIN) $(BUILD)/apps/bench $(BUILD)
 
 clean:
 	rm -rf build build-san build-avx512 build-gpu build-nvcc build-isa gpu-bundle $(APPS) run_tests

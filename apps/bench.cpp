@@ -59,18 +59,20 @@ double best_of(int reps, Fn fn) {
   return best;
 }
 
-// SmolLM2-135M: the real weights when `path` exists, else random ones (speed is the same).
+// A published shape with zero weights (a step's speed does not depend on them).
+std::unique_ptr<Llama> zero_model(const std::string& config) {
+  auto model = std::make_unique<Llama>(named_config(config));
+  for (const Var& p : model->parameters()) p->value.zero_();
+  return model;
+}
+
+// SmolLM2-135M: the real weights when `path` exists, else zero ones (speed is the same).
 std::unique_ptr<Llama> smollm2_or_random(const std::string& path) {
   if (FILE* f = std::fopen(path.c_str(), "rb")) {
     std::fclose(f);
     return Llama::load(path);
   }
-  LlamaConfig c;
-  c.vocab = 49152, c.d_model = 576, c.n_layers = 30, c.n_heads = 9, c.n_kv_heads = 3;
-  c.head_dim = 64, c.ffn = 1536, c.rope.theta = 100000.0, c.tied_embeddings = true;
-  auto model = std::make_unique<Llama>(c);
-  for (const Var& p : model->parameters()) p->value.zero_();
-  return model;
+  return zero_model("smollm2-135m");
 }
 
 // Token ids and next-token targets (1, T), (T) that touch the whole vocabulary.
@@ -213,9 +215,14 @@ std::string gpu_summary() {
 }
 
 // SmolLM2-135M forward and forward+backward over every weight, batch 1; on the cuda device in bf16
-// (f32 weight gradients), the loss through the fused LM-head cross-entropy.
-int bench_llama(int threads, int T, const std::string& model_path, Device device, int reps) {
-  std::unique_ptr<Llama> model = smollm2_or_random(model_path);
+// (f32 weight gradients), the loss through the fused LM-head cross-entropy. `config` (cuda only):
+// that published shape with zero weights instead.
+int bench_llama(int threads, int T, const std::string& model_path, Device device, int reps,
+                const std::string& config) {
+  ENSURE(config.empty() || device == Device::cuda, "bench llama: --config is for --device cuda (the CPU side "
+         "compares with PyTorch on SmolLM2)");
+  std::unique_ptr<Llama> model = config.empty() ? smollm2_or_random(model_path) : zero_model(config);
+  const std::string name = config.empty() ? "SmolLM2-135M" : config;
   if (device == Device::cuda) model->to(Device::cuda, DType::bf16);
   std::fprintf(stderr, "bench llama: memory: %s (%s)\n", model->memory_report().c_str(), device_name(device));
   auto [x, targets] = bench_tokens(T, model->cfg.vocab);
@@ -248,7 +255,7 @@ int bench_llama(int threads, int T, const std::string& model_path, Device device
   {
     DeviceMemoryStats mem = device_memory_stats();
     for (auto [what, sec] : {std::pair{"forward", fwd}, std::pair{"forward_backward", fwd_bwd}})
-      emit_step({{"bench", "llama"}, {"model", "SmolLM2-135M"}, {"what", what}, {"batch", 1}, {"seq", T},
+      emit_step({{"bench", "llama"}, {"model", name}, {"what", what}, {"batch", 1}, {"seq", T},
                  {"dtype", "bf16"}, {"device", "cuda"}, {"gpu", gpu_summary()},
                  {"peak_device_mib", mem.peak / 1048576.0}},
                 sec, T);
@@ -281,10 +288,12 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_flag, "`llama`, `generate`: cpu, cuda or auto (cuda when a GPU is visible)")
       ->capture_default_str();
   std::string config = "llama3-8b";
-  app.add_option("--config", config,
-                 "`generate --device cuda` (zero bf16 weights) and `linearize-8b` (random bf16 weights): the model "
-                 "shape: smollm2-135m, llama3.2-1b, llama3-8b, llama3.1-8b, mistral-7b, llama3-70b")
-      ->capture_default_str();
+  CLI::Option* config_opt =
+      app.add_option("--config", config,
+                     "`generate --device cuda` (zero bf16 weights), `linearize-8b` (random bf16 weights) and `llama "
+                     "--device cuda` (zero weights, instead of --model): the model shape: smollm2-135m, llama3.2-1b, "
+                     "llama3-8b, llama3.1-8b, mistral-7b, llama3-70b, toy (smoke runs)")
+          ->capture_default_str();
   app.add_flag("--smoke", smoke, "`gpu-ops`: toy sizes (a check that it runs, e.g. under the emulator)");
   app.add_option("--seq", seq, "sequence length for `llama` and `linearize`")->capture_default_str();
   app.add_option("--model", model,
@@ -293,12 +302,13 @@ int main(int argc, char** argv) {
   app.add_option("--seqs", seqs, "sequence lengths for `attention`")->capture_default_str();
   std::vector<int> contexts = {512, 2048, 8192, 32768}, batches = {1, 8, 64};
   int steps = 16;
-  double max_cache_gib = 8;
+  double max_cache_gib = 0;
   app.add_option("--contexts", contexts, "`generate`: context lengths")->capture_default_str();
   app.add_option("--batches", batches, "`generate`: batch sizes")->capture_default_str();
   app.add_option("--steps", steps, "`generate`: decode steps timed per case")->capture_default_str();
   app.add_option("--max-cache-gib", max_cache_gib,
-                 "`generate`: skip (as out of memory) softmax cases whose KV cache would be larger")
+                 "`generate`: skip (as out of memory) cases whose KV cache or state would be larger (0: 8 GiB on "
+                 "the CPU; on the cuda device what the card has free with the weights in, less a margin)")
       ->capture_default_str();
   app.add_option("--max-seconds", max_seconds, "`attention`: skip runs estimated to take longer")
       ->capture_default_str();
@@ -315,17 +325,19 @@ int main(int argc, char** argv) {
   app.add_option("--blas", blas, "`matmul`: also time this CBLAS library's cblas_sgemm (a .so loaded at run "
                  "time, e.g. OpenBLAS or BLIS), interleaved with ours and PyTorch's");
   CLI11_PARSE(app, argc, argv);
+  const bool config_given = config_opt->count() > 0;
   set_num_threads(threads);
   threads = num_threads();
   try {
     // attention first: it forks, and libgomp's thread pool does not survive a fork.
     if (what == "attention" || what == "all") bench_attention(threads, seqs, max_seconds);
     if (what == "matmul" || what == "all") bench_matmul(threads, reps, blas);
-    if (what == "llama" || what == "all") bench_llama(threads, seq, model, parse_device(device_flag), reps);
+    if (what == "llama" || what == "all")
+      bench_llama(threads, seq, model, parse_device(device_flag), reps, config_given ? config : "");
     if (what == "linearize" || what == "all") bench_linearize(threads, seq, model, reps);
     if (what == "generate") {
       if (parse_device(device_flag) == Device::cuda) return bench_generate_device(config, contexts, batches, steps, max_cache_gib);
-      bench_generate(threads, model, contexts, batches, steps, max_cache_gib);
+      bench_generate(threads, model, contexts, batches, steps, max_cache_gib > 0 ? max_cache_gib : 8.0);
     }
     if (what == "linearize-8b") {
 #ifdef LOLCATS_CUDA

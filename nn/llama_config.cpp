@@ -74,9 +74,13 @@ LlamaConfig named_config(const std::string& name) {
   } else if (name == "llama3-70b") {
     shape(128256, 8192, 80, 64, 8, 128, 28672);
     c.rope.theta = 500000.0, c.max_position = 8192;
+  } else if (name == "toy") {
+    // No published model: a shape small enough for the benches' smoke runs on the SIMT emulator
+    // (the GPU bundle's check), with GQA and the head size the CUDA kernels take.
+    shape(512, 128, 2, 4, 2, 32, 256);
   } else {
     fail(__FILE__, __LINE__, "unknown model config \"" + name +
-                                 "\" (smollm2-135m, llama3.2-1b, llama3-8b, llama3.1-8b, mistral-7b, llama3-70b)");
+                                 "\" (smollm2-135m, llama3.2-1b, llama3-8b, llama3.1-8b, mistral-7b, llama3-70b, toy)");
   }
   c.validate(name);
   return c;

@@ -32,8 +32,8 @@ struct LlamaConfig {
 
 LlamaConfig config_from_hf_json(const std::string& config_json_path);
 // The published shapes, by name, for benchmarks and memory plans without a checkpoint: smollm2-135m,
-// llama3.2-1b, llama3-8b, llama3.1-8b, mistral-7b (v0.1), llama3-70b. An unknown name is an
-// error listing these.
+// llama3.2-1b, llama3-8b, llama3.1-8b, mistral-7b (v0.1), llama3-70b, and `toy` (no real model: the
+// benches' smoke runs under the emulator). An unknown name is an error listing these.
 LlamaConfig named_config(const std::string& name);
 // Weights of a model of this shape: embeddings (twice unless tied), per layer the four attention
 // projections, three MLP matrices and two norms, and the final norm.

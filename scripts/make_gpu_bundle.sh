@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Assembles the GPU bundle (called by `make gpu-bundle`): BUILD_DIR's test binary and bench, the
-# OpenMP runtime they load, the run script and the fixtures of the [cuda] tests, in OUT_DIR; refuses a bundle that would not fit
-# in one call to the GPU machine.
+# Assembles the GPU bundle (called by `make gpu-bundle` and `make gpu-bundle-check`):
+#   scripts/make_gpu_bundle.sh TEST_BINARY BENCH_BINARY OUT_DIR
+# the test binary and bench, the OpenMP runtime they load, the run script and the fixtures of the
+# [cuda] tests, in OUT_DIR; refuses a bundle that would not fit in one call to the GPU machine.
 set -euo pipefail
-build=$1
-out=$2
+tests=$1
+bench=$2
+out=$3
 rm -rf "$out"
 mkdir -p "$out/lib"
-cp "$build/run_tests" "$out/run_tests"
-cp "$build/apps/bench" "$out/bench"
+cp "$tests" "$out/run_tests"
+cp "$bench" "$out/bench"
 cp "$(g++ -print-file-name=libgomp.so.1)" "$out/lib/"
 cp scripts/gpu_run.sh "$out/run.sh"
 # The reference tensors the [cuda] Llama tests compare with (transformers' tiny models).

@@ -24,7 +24,7 @@ struct State {  // an optimiser's state on the device
 
 }  // namespace
 
-TEST_CASE("cuda adamw_step matches the CPU's f32 step to a few ulp", "[cuda]") {
+TEST_CASE("cuda adamw_step matches the CPU's f32 step to a few ulp", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   lolcats::AdamWConfig cfg;
   cfg.weight_decay = 0.1f;

@@ -136,7 +136,7 @@ TEST_CASE("cuda attention forward and backward match the CPU twin (bf16)", "[cud
   check_all(Storage::bf16);
 }
 
-TEST_CASE("cuda attention: one partial-tile GQA case per head size (for the race checker)", "[cuda]") {
+TEST_CASE("cuda attention: one partial-tile GQA case per head size (for the race checker)", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   check_case({1, 65, 4, 2, 64}, Storage::bf16);
   check_case({1, 130, 4, 2, 128}, Storage::f32);

@@ -79,7 +79,7 @@ void check_case(const Case& c, Storage s, int chunk, bool with_dw) {
 
 }  // namespace
 
-TEST_CASE("cuda lm_head_cross_entropy: chunked over the vocabulary, against the CPU", "[cuda]") {
+TEST_CASE("cuda lm_head_cross_entropy: chunked over the vocabulary, against the CPU", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(11);
   for (Storage s : {Storage::f32, Storage::bf16}) {

@@ -68,7 +68,7 @@ void perturb(LolcatsModel& m, uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("cuda decode_attention matches the CPU twin: batches of rows at their own positions", "[cuda]") {
+TEST_CASE("cuda decode_attention matches the CPU twin: batches of rows at their own positions", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   struct Case { int batch, max_len, H, Hkv, D; };
   for (Case c : {Case{3, 70, 4, 2, 16}, Case{2, 150, 9, 3, 64}, Case{2, 40, 8, 8, 128}})
@@ -137,7 +137,7 @@ TEST_CASE("llama decode on the cuda device equals the CPU step (batched, chunked
   }
 }
 
-TEST_CASE("lolcats decode on the cuda device equals the CPU recurrent step", "[cuda][decode][lolcats]") {
+TEST_CASE("lolcats decode on the cuda device equals the CPU recurrent step", "[cuda][sanitize][decode][lolcats]") {
   SKIP_WITHOUT_CUDA();
   auto cpu_base = Llama::load(fixture_dir() + "/tiny_llama");
   const int V = cpu_base->cfg.vocab;

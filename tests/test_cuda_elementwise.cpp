@@ -34,7 +34,7 @@ double out_rtol(Storage s, double f32_rtol) { return s == Storage::f32 ? f32_rto
 
 }  // namespace
 
-TEST_CASE("cuda elementwise forward and backward match the CPU twins", "[cuda]") {
+TEST_CASE("cuda elementwise forward and backward match the CPU twins", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   const float kScale = 0.37f;
   for (Storage s : {Storage::f32, Storage::bf16})
@@ -131,7 +131,7 @@ TEST_CASE("cuda elementwise: bit-identical results run to run", "[cuda]") {
   }
 }
 
-TEST_CASE("cuda casts f32 <-> bf16 round exactly as tensor/bf16.h", "[cuda]") {
+TEST_CASE("cuda casts f32 <-> bf16 round exactly as tensor/bf16.h", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   auto from_bits = [](uint32_t u) {
     float f;

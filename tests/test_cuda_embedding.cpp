@@ -36,7 +36,7 @@ std::vector<int32_t> draw_indices(int N, int V, std::mt19937& rng) {
 
 }  // namespace
 
-TEST_CASE("cuda embedding_forward/backward match the CPU twin; dwte accumulates", "[cuda]") {
+TEST_CASE("cuda embedding_forward/backward match the CPU twin; dwte accumulates", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   for (Storage s : {Storage::f32, Storage::bf16})
     for (const Size& z : kSizes) {

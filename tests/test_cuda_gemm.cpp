@@ -58,7 +58,7 @@ void check_gemm(const cuda::GemmShape& g, bool with_bias, Storage in, Storage ou
 
 }  // namespace
 
-TEST_CASE("cuda gemm: transposes, batches, accumulate and bias against the CPU matmul", "[cuda]") {
+TEST_CASE("cuda gemm: transposes, batches, accumulate and bias against the CPU matmul", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   std::mt19937 rng(7);
   const std::pair<Storage, Storage> types[] = {

@@ -133,7 +133,7 @@ TEST_CASE("cuda hybrid attention matches the CPU twin: every variant, GQA, lengt
     }
 }
 
-TEST_CASE("cuda hybrid attention matches the CPU twin with bf16 q, k, v", "[cuda][hybrid]") {
+TEST_CASE("cuda hybrid attention matches the CPU twin with bf16 q, k, v", "[cuda][hybrid][sanitize]") {
   SKIP_WITHOUT_CUDA();
   for (HybridVariant var : kVariants)
     for (int T : {33, 130}) check_case({2, T, 4, 2, 16, 16, var}, Storage::bf16);
@@ -216,7 +216,7 @@ void check_feature_map(bool t2r, int B, int T, int H, int Hx, int D, int Fw, Sto
 
 }  // namespace
 
-TEST_CASE("cuda Hedgehog and T2R feature maps match the CPU twins", "[cuda][hybrid]") {
+TEST_CASE("cuda Hedgehog and T2R feature maps match the CPU twins", "[cuda][hybrid][sanitize]") {
   SKIP_WITHOUT_CUDA();
   for (bool t2r : {false, true}) {
     check_feature_map(t2r, 2, 37, 4, 2, 16, 8, Storage::f32);  // GQA keys: 4 maps read 2 key heads

@@ -19,7 +19,7 @@ const int64_t kSizes[] = {1, 37, 1030, 19013};
 
 }  // namespace
 
-TEST_CASE("cuda mse_forward/backward match the CPU twin", "[cuda]") {
+TEST_CASE("cuda mse_forward/backward match the CPU twin", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   const float dloss = 0.75f;
   for (Storage s : {Storage::f32, Storage::bf16})

@@ -40,7 +40,7 @@ Case make_case(int N, int C, Storage s, uint32_t seed) {
 
 }  // namespace
 
-TEST_CASE("cuda rmsnorm_forward matches the CPU twin", "[cuda]") {
+TEST_CASE("cuda rmsnorm_forward matches the CPU twin", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   for (Storage s : {Storage::f32, Storage::bf16})
     for (auto [N, C] : kSizes) {
@@ -63,7 +63,7 @@ TEST_CASE("cuda rmsnorm_forward matches the CPU twin", "[cuda]") {
     }
 }
 
-TEST_CASE("cuda rmsnorm_backward matches the CPU twin; dx is written, dw accumulates", "[cuda]") {
+TEST_CASE("cuda rmsnorm_backward matches the CPU twin; dx is written, dw accumulates", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   for (Storage s : {Storage::f32, Storage::bf16})
     for (auto [N, C] : kSizes) {

@@ -66,7 +66,7 @@ constexpr double kAtol = 1e-6;
 
 }  // namespace
 
-TEST_CASE("cuda rope_forward/backward match the CPU twin: plain and Llama 3.1 tables, both layouts, in place", "[cuda]") {
+TEST_CASE("cuda rope_forward/backward match the CPU twin: plain and Llama 3.1 tables, both layouts, in place", "[cuda][sanitize]") {
   SKIP_WITHOUT_CUDA();
   for (Storage st : {Storage::f32, Storage::bf16})
     for (bool llama3 : {false, true})
