@@ -16,7 +16,7 @@
 // only (P = their parameters, the embedding and LM head aside; attention and recomputation not
 // counted): stage 1 is a frozen forward, 2 P; stage 2 a forward and the input gradients (frozen
 // weights get no weight gradients), 4 P, plus 4 V C for the LM head. Utilisation is against the
-// H100/H200 SXM dense bf16 peak, 989 TFLOP/s.
+// card's dense bf16 peak (card_peaks below: 989 TFLOP/s on an H100/H200 SXM).
 //
 // Included by apps/bench.cpp after its helpers (bench_tokens, gpu_summary); CUDA builds only.
 #pragma once
@@ -104,7 +104,7 @@ inline int bench_linearize_device(const std::string& config, int T, int steps, i
   const double P = double(c.n_layers) * (double(c.d_model) * c.n_heads * c.head_dim * 2 +
                                          double(c.d_model) * c.n_kv_heads * c.head_dim * 2 +
                                          3.0 * c.d_model * c.ffn);
-  const double peak_tflops = 989.0, paper_tokens = 20e6;
+  const double paper_tokens = 20e6;
   const CardPeaks peaks = card_peaks(gpu_summary());
   const MemoryPlan plan = plan_linearize_memory(c, LolcatsConfig{}, T, 1, 8);
   json common = {{"bench", "linearize-8b"}, {"model", config}, {"layers", c.n_layers}, {"device", "cuda"},
@@ -123,7 +123,7 @@ inline int bench_linearize_device(const std::string& config, int T, int steps, i
     j["tokens_per_s"] = tps;
     j["peak_device_mib"] = device_memory_stats().peak / 1048576.0;
     j["model_tflop_per_s"] = flop_per_token * tps / 1e12;
-    j["mfu"] = flop_per_token * tps / (peak_tflops * 1e12);
+    j["mfu"] = flop_per_token * tps / (peaks.tflops * 1e12);
     j["hours_for_20m_tokens"] = paper_tokens / tps / 3600.0;
     const DeviceMemoryInfo card = device_memory_info();
     j["card_used_mib"] = (card.total - card.free) / 1048576.0;
