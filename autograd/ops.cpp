@@ -18,8 +18,9 @@ void same_shape(const Var& a, const Var& b, const char* op) {
         val(a).shape().str().c_str(), val(b).shape().str().c_str());
 }
 
-// Losses are host scalars on every device: backward() seeds them on the CPU, and the backward
-// kernels take dloss as a number.
+// Host scalars, for the losses computed on the CPU (the device's mse and lm_head_cross_entropy keep
+// theirs on the device). backward() seeds every loss's gradient on the CPU, and the backward kernels
+// take dloss as a number.
 Tensor scalar(double x) { return Tensor::from({float(x)}, {1}); }
 
 // An output of `x`'s dtype and device.
@@ -213,11 +214,15 @@ Var cross_entropy(const Var& logits, const Tensor& targets, int ignore_index) {
 
 Var lm_head_cross_entropy(const Var& x, const Var& w, const Tensor& targets, int ignore_index) {
   int C = int(val(x).size(-1)), N = int(val(x).numel() / C);
-  Tensor lse = Tensor::empty({N}, DType::f32, val(x).device());
-  double loss = lm_head_cross_entropy_forward(lse, val(x), val(w), targets, ignore_index);
-  return make_node(scalar(loss), {x, w}, "lm_head_cross_entropy", [=](Node& n) {
+  const Device device = val(x).device();
+  // Host targets are checked and uploaded here; the trainers upload them where the step begins
+  // (Llama::forward_loss), so that neither the forward nor the backward waits on the device.
+  Tensor t = checked_targets(targets, int(val(w).size(0)), device, ignore_index);
+  Tensor lse = Tensor::empty({N}, DType::f32, device), loss = Tensor::empty({1}, DType::f32, device);
+  lm_head_cross_entropy_forward(loss, lse, val(x), val(w), t, ignore_index);
+  return make_node(loss, {x, w}, "lm_head_cross_entropy", [=](Node& n) {
     Grad dx(x, Grad::writes), dw(w, Grad::adds);
-    lm_head_cross_entropy_backward(dx.out(), dw.out(), n.grad.f32()[0], val(x), val(w), lse, targets,
+    lm_head_cross_entropy_backward(dx.out(), dw.out(), n.grad.f32()[0], val(x), val(w), lse, t,
                                    ignore_index);
     dx.done();
   });

@@ -1,7 +1,9 @@
 // Differentiable ops on Vars: each runs the forward of the op layer (tensor/*.h: Tensor-level entry
 // points that check shapes, dtypes and devices and call the CPU kernel or its CUDA twin) and records
-// a closure that calls the matching backward. Outputs take the input's dtype and device; losses are
-// host scalars. Gradients follow the rule of Grad (autograd/tape.h).
+// a closure that calls the matching backward. Outputs take the input's dtype and device; a loss is a
+// (1) f32 tensor, on the device for the two a training step takes there (mse, lm_head_cross_entropy:
+// nothing waits for the device until it is read), its gradient a host scalar. Gradients follow the
+// rule of Grad (autograd/tape.h).
 #pragma once
 #include <functional>
 #include "autograd/tape.h"
@@ -37,7 +39,9 @@ Var attention(const Var& q, const Var& k, const Var& v);
 // logits (N, V), targets (N) i32 -> scalar mean over rows whose target != ignore_index
 Var cross_entropy(const Var& logits, const Tensor& targets, int ignore_index = -100);
 // x (..., C), w (V, C) the LM head, targets (N) i32 with N = numel(x) / C: the mean cross-entropy of
-// the logits x w^T, fused: on the cuda device the (N, V) logits are never whole in memory.
+// the logits x w^T, fused: on the cuda device the (N, V) logits are never whole in memory. Host
+// targets are checked and uploaded here (upload them at the step's start, checked_targets, so the
+// upload does not wait on the device).
 Var lm_head_cross_entropy(const Var& x, const Var& w, const Tensor& targets, int ignore_index = -100);
 Var mse(const Var& a, const Var& b);  // scalar mean((a - b)^2) on their device; a loss root (host gradient)
 Var sum(const Var& x);                // scalar

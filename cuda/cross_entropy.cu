@@ -64,7 +64,8 @@ __global__ void ce_chunk_stats(float* m, float* s, float* target_logit,
   }
 }
 
-// lse, the number of counted rows, the mean loss; flags the first bad target. One block.
+// lse, the number of counted rows, the mean loss; flags the first bad target and then makes the
+// loss NaN, so that a bad target cannot pass unseen without the host waiting for a flag. One block.
 __global__ void ce_finish(float* loss, int* count_out, int* bad_row, float* lse, const float* m,
                           const float* s, const float* target_logit, const int32_t* targets, int N,
                           int V, int ignore_index) {
@@ -84,9 +85,10 @@ __global__ void ce_finish(float* loss, int* count_out, int* bad_row, float* lse,
   }
   float total = block_reduce<false>(sum, red);
   float counted = block_reduce<false>(count, red);  // exact: integers below 2^24
+  // block_reduce's barriers make every thread's atomicCAS on bad_row visible to thread 0.
   if (threadIdx.x == 0) {
     *count_out = int(counted);
-    *loss = counted > 0.0f ? total / counted : 0.0f;
+    *loss = *bad_row != 0 ? nanf("") : counted > 0.0f ? total / counted : 0.0f;
   }
 }
 
@@ -182,11 +184,14 @@ void lm_head_cross_entropy_forward(float* loss, float* lse, const T* x, const T*
   }
   launch_kernel(ce_finish, 1, kFinishThreads, 0, stream, loss, ws.ints, ws.ints + 1, lse, ws.m,
                 ws.s, ws.target_logit, targets, N, V, ignore_index);
+}
+
+int lm_head_cross_entropy_bad_row(const void* workspace, int N, int C, int chunk, Stream stream) {
+  Workspace ws(const_cast<void*>(workspace), N, C, chunk);
   int bad = 0;
   cudaCheck(cudaMemcpyAsync(&bad, ws.ints + 1, sizeof bad, cudaMemcpyDeviceToHost, stream));
   cudaCheck(cudaStreamSynchronize(stream));
-  ENSURE(bad == 0, "cross_entropy: target of row %d is outside [0, %d) and is not the ignore index %d",
-         bad - 1, V, ignore_index);
+  return bad - 1;
 }
 
 template <typename T>

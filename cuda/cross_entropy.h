@@ -26,12 +26,17 @@ size_t lm_head_cross_entropy_workspace(int N, int C, int chunk);
 // A chunk that keeps the (N, chunk) f32 logit slice near `slice_bytes` (a multiple of 64, <= V).
 int lm_head_chunk(int N, int V, size_t slice_bytes = size_t(256) << 20);
 
-// loss: one device f32; lse (N) f32. An out-of-range target (not ignore_index) is an error naming
-// the row. T = float or bf16 (x and w).
+// loss: one device f32; lse (N) f32. T = float or bf16 (x and w). Never waits for the device: an
+// out-of-range target (not ignore_index) makes the loss NaN and is recorded in the workspace, where
+// lm_head_cross_entropy_bad_row finds it (the Tensor level checks host targets before the upload).
 template <typename T>
 void lm_head_cross_entropy_forward(float* loss, float* lse, const T* x, const T* w,
                                    const int32_t* targets, int N, int C, int V, int ignore_index,
                                    int chunk, void* workspace, Stream stream = nullptr);
+
+// The first row whose target was out of range in the last forward on this workspace, or -1. Waits
+// for the stream (a diagnostic, not for the training step).
+int lm_head_cross_entropy_bad_row(const void* workspace, int N, int C, int chunk, Stream stream = nullptr);
 
 // dx (N, C) written; dw (V, C) f32 accumulated, or null (a frozen head). dloss: d(total)/d(loss).
 template <typename T>

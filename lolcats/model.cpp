@@ -101,7 +101,8 @@ Var LolcatsModel::hidden(const Tensor& ids, Recompute recompute) const {
 Var LolcatsModel::forward(const Tensor& ids) const { return base.logits(hidden(ids)); }
 
 Var LolcatsModel::loss(const Tensor& ids, const Tensor& targets, Recompute recompute) const {
-  return base.loss(hidden(ids, recompute), targets);
+  Tensor t = base.step_targets(targets);  // before the step's first kernel, so the upload need not wait
+  return base.loss(hidden(ids, recompute), t);
 }
 
 std::vector<std::pair<std::string, Var>> LolcatsModel::named_parameters() const {

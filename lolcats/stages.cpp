@@ -1,19 +1,22 @@
 #include "lolcats/stages.h"
 
 #include "autograd/ops.h"
+#include "tensor/elementwise.h"
 #include "lolcats/trainer.h"
 
 namespace lolcats {
 
-TransferResult attention_transfer(const LolcatsModel& m, const Tensor& ids, float loss_scale) {
+TransferLosses transfer_losses(const LolcatsModel& m, const Tensor& ids, float loss_scale) {
   const Llama& base = m.base;
   const int converted = m.converted_layers();
   ENSURE(converted > 0, "attention transfer: no layer is converted");
   const float share = 1000.0f / float(converted);  // each converted layer's weight in the loss
-  std::vector<Tensor> mse_values(m.layers.size());   // read once at the end: one wait on the device
+  TransferLosses out;
+  out.layer_mse.resize(m.layers.size());
 
   Var x = base.embed(ids);
   const RopeTables rope = base.rope_tables(int(ids.size(1)));
+  out.loss = Tensor::zeros({1}, DType::f32, base.device());
   for (int l = 0; l < base.cfg.n_layers; l++) {
     AttentionInputs in = base.attention_inputs(l, x, rope);
     Var y_true;
@@ -25,23 +28,31 @@ TransferResult attention_transfer(const LolcatsModel& m, const Tensor& ids, floa
       Var y_pred = m.student_attention(l, in.q, in.k, in.v);
       Var mse_l = mse(y_pred, y_true);
       if (mse_l->requires_grad) backward(mse_l, share * loss_scale);  // frees this layer's graph
-      mse_values[size_t(l)] = mse_l->value;
+      out.layer_mse[size_t(l)] = mse_l->value;
+      add_forward(out.loss, out.loss, mse_l->value);  // on the device: no wait
     }
     x = base.mlp_residual(l, base.attention_residual(l, x, y_true));  // teacher forcing
   }
+  scale_forward(out.loss, out.loss, share);
+  out.hidden = x;
+  return out;
+}
 
+TransferResult attention_transfer(const LolcatsModel& m, const Tensor& ids, float loss_scale) {
+  TransferLosses losses = transfer_losses(m, ids, loss_scale);
+  const float share = 1000.0f / float(m.converted_layers());
   TransferResult r;
   r.layer_mse.assign(m.layers.size(), 0.0f);
   double total = 0;
   for (size_t l = 0; l < m.layers.size(); l++)
-    if (mse_values[l].defined()) total += r.layer_mse[l] = item(leaf(mse_values[l]));
+    if (losses.layer_mse[l].defined()) total += r.layer_mse[l] = losses.layer_mse[l].to_vector()[0];
   r.loss = float(share * total);
-  r.hidden = x;
+  r.hidden = losses.hidden;
   return r;
 }
 
-double transfer_train_chunk(const LolcatsModel& m, const Tensor& ids, float loss_scale) {
-  return attention_transfer(m, ids, loss_scale).loss;
+Tensor transfer_train_chunk(const LolcatsModel& m, const Tensor& ids, float loss_scale) {
+  return transfer_losses(m, ids, loss_scale).loss;
 }
 
 double transfer_eval_chunk(const LolcatsModel& m, const Tensor& ids) {
@@ -49,11 +60,11 @@ double transfer_eval_chunk(const LolcatsModel& m, const Tensor& ids) {
   return attention_transfer(m, ids, 0.0f).loss;
 }
 
-double lora_train_chunk(const LolcatsModel& m, const Tensor& ids, const Tensor& targets, float loss_scale,
+Tensor lora_train_chunk(const LolcatsModel& m, const Tensor& ids, const Tensor& targets, float loss_scale,
                         Recompute recompute) {
   Var loss = m.loss(ids, targets, recompute);
   backward(loss, loss_scale);
-  return item(loss);
+  return loss->value;  // on the device: the trainer reads it at the step's end
 }
 
 double lora_eval_chunk(const LolcatsModel& m, const Tensor& ids, const Tensor& targets) {

@@ -40,19 +40,28 @@ struct TransferResult {
   Var hidden;                    // the last hidden states (B, T, C): the teacher's own
 };
 
-// The loop above over ids (B, T). While gradients are recorded, each layer's loss_l is
+// The loop above over ids (B, T), nothing read back from the device: each converted layer's MSE, a
+// (1) f32 tensor (undefined for a layer kept as softmax), and the loss, summed on the device.
+struct TransferLosses {
+  std::vector<Tensor> layer_mse;
+  Tensor loss;  // 1000 * mean MSE over the converted layers, (1) f32
+  Var hidden;
+};
+TransferLosses transfer_losses(const LolcatsModel& model, const Tensor& ids, float loss_scale);
+
+// The same, read back (one wait on the device). While gradients are recorded, each layer's loss_l is
 // differentiated with d(loss_scale * loss) = loss_scale into the feature maps' and window factors'
 // gradients (loss_scale = 1 / gradient-accumulation steps); under NoGrad nothing is.
 TransferResult attention_transfer(const LolcatsModel& model, const Tensor& ids, float loss_scale);
 
 // For train_stage (lolcats/trainer.h): one chunk's transfer loss, its gradient added in, and the
 // same loss without gradients.
-double transfer_train_chunk(const LolcatsModel& model, const Tensor& ids, float loss_scale);
+Tensor transfer_train_chunk(const LolcatsModel& model, const Tensor& ids, float loss_scale);
 double transfer_eval_chunk(const LolcatsModel& model, const Tensor& ids);
 
 // For train_stage: stage 2's loss of one chunk, its gradient added in (with `recompute`, each layer
 // runs again in the backward), and the same loss without gradients.
-double lora_train_chunk(const LolcatsModel& model, const Tensor& ids, const Tensor& targets, float loss_scale,
+Tensor lora_train_chunk(const LolcatsModel& model, const Tensor& ids, const Tensor& targets, float loss_scale,
                         Recompute recompute);
 double lora_eval_chunk(const LolcatsModel& model, const Tensor& ids, const Tensor& targets);
 

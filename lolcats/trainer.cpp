@@ -167,9 +167,14 @@ StageLog train_stage(const StageConfig& cfg, const std::vector<std::pair<std::st
     begin_step(device);
     double t0 = seconds_now(), step_loss = 0;
     opt.zero_grad();
+    std::vector<Tensor> chunk_losses;  // read after the last chunk is queued (no wait between chunks)
     for (int i = 0; i < cfg.grad_accum; i++) {
       auto [ids, targets] = chunk_tensors(train, (step * cfg.grad_accum + i) % train.count());
-      step_loss += train_chunk(ids, targets, 1.0f / float(cfg.grad_accum)) / cfg.grad_accum;
+      chunk_losses.push_back(train_chunk(ids, targets, 1.0f / float(cfg.grad_accum)));
+    }
+    for (const Tensor& l : chunk_losses) {
+      ENSURE(l.numel() == 1, "%s: a chunk's loss has %lld values, not 1", cfg.name.c_str(), (long long)l.numel());
+      step_loss += double(l.to_vector()[0]) / cfg.grad_accum;
     }
     ENSURE(std::isfinite(step_loss),
            "%s: the loss is %g at step %lld; stopping without updating (the last good checkpoint is "

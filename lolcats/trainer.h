@@ -52,9 +52,10 @@ struct StageLog {
   bool stopped = false;  // ended by stop_after, before max_steps
 };
 
-// One chunk (ids (1, T), targets (T)): the loss, with d(loss_scale * loss) added into the
-// parameters' gradients.
-using TrainChunk = std::function<double(const Tensor& ids, const Tensor& targets, float loss_scale)>;
+// One chunk (ids (1, T), targets (T)): the loss, a (1) f32 tensor on the model's device, with
+// d(loss_scale * loss) added into the parameters' gradients. The trainer reads every chunk's loss
+// at the step's end, before the update: on a GPU the one wait of a step, however many chunks.
+using TrainChunk = std::function<Tensor(const Tensor& ids, const Tensor& targets, float loss_scale)>;
 // One chunk's loss without gradients (called under NoGrad).
 using EvalChunk = std::function<double(const Tensor& ids, const Tensor& targets)>;
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "autograd/ops.h"
+#include "tensor/loss.h"
 #include "tensor/attention.h"
 
 namespace lolcats {
@@ -168,8 +169,10 @@ Var Llama::logits(const Var& x) const {
 }
 
 Var Llama::loss(const Var& x, const Tensor& targets) const {
-  return lm_head_cross_entropy(rmsnorm(x, norm, cfg.norm_eps), lm_head, targets.to(device()));
+  return lm_head_cross_entropy(rmsnorm(x, norm, cfg.norm_eps), lm_head, step_targets(targets));
 }
+
+Tensor Llama::step_targets(const Tensor& targets) const { return checked_targets(targets, cfg.vocab, device()); }
 
 std::vector<Var> Llama::trainable_in_layer(int l) const {
   const LlamaLayer& L = layers[size_t(l)];

@@ -96,8 +96,11 @@ class Llama {
   Var forward(const Tensor& ids) const { return logits(hidden(ids)); }
   // The loss of ids (B, T) against targets (B*T) (see loss()).
   Var forward_loss(const Tensor& ids, const Tensor& targets, Recompute recompute = Recompute::no) const {
-    return loss(hidden(ids, recompute), targets);
+    Tensor t = step_targets(targets);  // before the step's first kernel, so the upload need not wait
+    return loss(hidden(ids, recompute), t);
   }
+  // targets (B*T) i32 checked on the host and on this model's device (checked_targets).
+  Tensor step_targets(const Tensor& targets) const;
 
   // Merges every attached LoRA into its weight (W += scale B A, in the weight's dtype) and detaches
   // it: the model computes the same function with plain weights (what decoding on the GPU needs).

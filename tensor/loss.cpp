@@ -149,31 +149,42 @@ void cross_entropy_backward(Tensor& dlogits, double dloss, const Tensor& logits,
   cross_entropy_backward(dlogits.f32(), dloss, logits.f32(), lse.f32(), targets.i32(), N, V, ignore_index);
 }
 
-double lm_head_cross_entropy_forward(Tensor& lse, const Tensor& x, const Tensor& w, const Tensor& targets,
-                                     int ignore_index) {
+Tensor checked_targets(const Tensor& targets, int V, Device device, int ignore_index) {
+  ENSURE(targets.dtype() == DType::i32, "cross_entropy targets must be i32, got %s", dtype_name(targets.dtype()));
+  if (targets.device() != Device::cpu) return targets;  // checked when they were uploaded
+  const int32_t* t = targets.i32();
+  for (int64_t n = 0; n < targets.numel(); n++)
+    ENSURE(t[n] == ignore_index || (t[n] >= 0 && t[n] < V),
+           "cross_entropy: target of row %lld is %d, outside [0, %d) and not the ignore index %d",
+           static_cast<long long>(n), t[n], V, ignore_index);
+  return device == Device::cpu ? targets : targets.to(device);
+}
+
+void lm_head_cross_entropy_forward(Tensor& loss, Tensor& lse, const Tensor& x, const Tensor& w,
+                                   const Tensor& targets, int ignore_index) {
   ENSURE(w.ndim() == 2 && x.size(-1) == w.size(1), "lm_head_cross_entropy: x %s does not fit the head %s",
          x.shape().str().c_str(), w.shape().str().c_str());
   int C = int(w.size(1)), V = int(w.size(0)), N = int(x.numel() / C);
   check_ce("lm_head_cross_entropy", lse, targets, N);
+  check_shape(loss, {1}, "lm_head_cross_entropy loss", DType::f32);
   bool cpu = check_operands("lm_head_cross_entropy", {&x, &w});
-  check_devices("lm_head_cross_entropy", {&x, &lse, &targets});
+  Tensor dev_targets = checked_targets(targets, V, x.device(), ignore_index);
+  check_devices("lm_head_cross_entropy", {&x, &lse, &loss, &dev_targets});
   if (cpu) {
     Tensor logits = Tensor::empty({N, V});
     matmul_forward(logits, x, w, 1, N, V, C, Transpose::b);
-    return cross_entropy_forward(lse, logits, targets, ignore_index);
+    loss.f32()[0] = float(cross_entropy_forward(lse, logits, targets, ignore_index));
+    return;
   }
 #ifdef LOLCATS_CUDA
-  OpTimer timer(OpKind::loss, 2.0 * N * V * C, op_bytes({&x, &w, &lse, &targets}));
+  OpTimer timer(OpKind::loss, 2.0 * N * V * C, op_bytes({&x, &w, &lse, &dev_targets}));
   int chunk = cuda::lm_head_chunk(N, V);
   Tensor ws = Tensor::empty({int64_t(cuda::lm_head_cross_entropy_workspace(N, C, chunk) / 4 + 1)}, DType::i32, Device::cuda);
-  Tensor loss = Tensor::empty({1}, DType::f32, Device::cuda);
   ON_CUDA(x.dtype(), T, cuda::lm_head_cross_entropy_forward(loss.dev<float>(), lse.dev<float>(), x.dev<T>(), w.dev<T>(),
-                                                            targets.dev<int32_t>(), N, C, V, ignore_index, chunk,
+                                                            dev_targets.dev<int32_t>(), N, C, V, ignore_index, chunk,
                                                             ws.data(), nullptr));
-  return loss.to_vector()[0];
 #else
   ON_CUDA(x.dtype(), T, (void)0);
-  return 0;
 #endif
 }
 

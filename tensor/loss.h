@@ -36,17 +36,24 @@ template <typename T> double mean_forward(const T* x, int64_t n);
 template <typename T> void mean_backward(T* dx, double dy, int64_t n);
 
 
-// Tensor-level entry points (tensor/device.h). Losses come back as host doubles; their gradients
-// are written. cross_entropy on materialised logits is the CPU's; on the cuda device the LM head's
+// Tensor-level entry points (tensor/device.h). Losses come back as host doubles, or into a (1)
+// tensor on the operands' device (the MSE's and the LM head's); their gradients are written. cross_entropy on materialised logits is the CPU's; on the cuda device the LM head's
 // loss is fused and chunked over the vocabulary (lm_head_cross_entropy, cuda/cross_entropy.h), and
 // the CPU runs the same function by materialising the logits.
 class Tensor;
+enum class Device : uint8_t;
 double cross_entropy_forward(Tensor& lse, const Tensor& logits, const Tensor& targets, int ignore_index = kIgnoreIndex);
 void cross_entropy_backward(Tensor& dlogits, double dloss, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, int ignore_index = kIgnoreIndex);
+// targets (N) i32 checked on the host (each in [0, V) or the ignore index; the error names the row)
+// and returned on `device`: uploaded once, where a step begins, so that the loss need not wait.
+Tensor checked_targets(const Tensor& targets, int V, Device device, int ignore_index = kIgnoreIndex);
 // x (N, C), w (V, C) the head, targets (N) i32, lse (N) f32. dw (V, C) f32 accumulates (or null).
-double lm_head_cross_entropy_forward(Tensor& lse, const Tensor& x, const Tensor& w, const Tensor& targets,
-                                     int ignore_index = kIgnoreIndex);
+// The mean loss goes into `loss`, a (1) f32 tensor on x's device (no wait). Host targets are checked
+// here (checked_targets); device targets were checked by whoever uploaded them, and a bad one makes
+// the loss NaN.
+void lm_head_cross_entropy_forward(Tensor& loss, Tensor& lse, const Tensor& x, const Tensor& w,
+                                   const Tensor& targets, int ignore_index = kIgnoreIndex);
 void lm_head_cross_entropy_backward(Tensor* dx, Tensor* dw, double dloss, const Tensor& x, const Tensor& w,
                                     const Tensor& lse, const Tensor& targets, int ignore_index = kIgnoreIndex);
 // The mean into `loss`, a (1) f32 tensor on the operands' device: a device loss stays there (no

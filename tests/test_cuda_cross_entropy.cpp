@@ -98,8 +98,35 @@ TEST_CASE("cuda lm_head_cross_entropy: all rows ignored gives 0, a bad target is
   DeviceBuffer d_x(c.x, Storage::f32), d_w(c.w, Storage::f32), d_loss(1, Storage::f32), d_lse(5, Storage::f32), d_t(5, Storage::f32);
   device_upload(d_t.data(), c.targets.data(), 20);
   DeviceBuffer d_ws((cuda::lm_head_cross_entropy_workspace(5, 8, 8) + 3) / 4, Storage::f32);
-  CHECK_THROWS_WITH(cuda::lm_head_cross_entropy_forward(d_loss.f32(), d_lse.f32(), d_x.f32(), d_w.f32(), d_t.i32(), 5, 8, 20, kIgnoreIndex, 8, d_ws.data()),
-                    Catch::Contains("row 3"));
+  // The launcher does not wait for a flag: the loss is NaN and the workspace names the row.
+  cuda::lm_head_cross_entropy_forward(d_loss.f32(), d_lse.f32(), d_x.f32(), d_w.f32(), d_t.i32(), 5, 8, 20, kIgnoreIndex, 8, d_ws.data());
+  CHECK(std::isnan(d_loss.download()[0]));
+  CHECK(cuda::lm_head_cross_entropy_bad_row(d_ws.data(), 5, 8, 8) == 3);
+  c.targets[3] = kIgnoreIndex;
+  device_upload(d_t.data(), c.targets.data(), 20);
+  cuda::lm_head_cross_entropy_forward(d_loss.f32(), d_lse.f32(), d_x.f32(), d_w.f32(), d_t.i32(), 5, 8, 20, kIgnoreIndex, 8, d_ws.data());
+  CHECK(d_loss.download()[0] == 0.0f);
+  CHECK(cuda::lm_head_cross_entropy_bad_row(d_ws.data(), 5, 8, 8) == -1);
+}
+
+TEST_CASE("lm_head_cross_entropy on the cuda device: host targets are checked on the host, the row named", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(13);
+  Case c = make_case(5, 8, 20, Storage::f32, rng, 0);
+  Tensor x = Tensor::from(c.x, {5, 8}).to(Device::cuda), w = Tensor::from(c.w, {20, 8}).to(Device::cuda);
+  Tensor lse = Tensor::empty({5}, DType::f32, Device::cuda), loss = Tensor::empty({1}, DType::f32, Device::cuda);
+  c.targets[2] = -7;
+  Tensor t = Tensor::from_i32(c.targets, {5});
+  CHECK_THROWS_WITH(lm_head_cross_entropy_forward(loss, lse, x, w, t, kIgnoreIndex), Catch::Contains("row 2"));
+  CHECK_THROWS_WITH(checked_targets(t, 20, Device::cuda), Catch::Contains("row 2 is -7"));
+  // Good host targets: the loss stays on the device and equals the CPU's.
+  c.targets[2] = 4;
+  t = Tensor::from_i32(c.targets, {5});
+  lm_head_cross_entropy_forward(loss, lse, x, w, t, kIgnoreIndex);
+  REQUIRE(loss.device() == Device::cuda);
+  Tensor cpu_loss = Tensor::empty({1}), cpu_lse = Tensor::empty({5});
+  lm_head_cross_entropy_forward(cpu_loss, cpu_lse, x.to(Device::cpu), w.to(Device::cpu), t, kIgnoreIndex);
+  check_close(loss.to_vector(), {double(cpu_loss.to_vector()[0])}, 1e-5, 1e-5, "loss");
 }
 
 #endif  // LOLCATS_CUDA

@@ -76,7 +76,7 @@ TEST_CASE("trainer: a NaN loss stops the run and keeps the last good checkpoint"
   TrainChunk train = [&](const Tensor&, const Tensor&, float scale) {
     Var l = sum(mul(w, w));
     backward(l, scale);
-    return ++calls > 6 ? NAN : double(item(l));
+    return ++calls > 6 ? Tensor::from({NAN}, {1}) : l->value;
   };
   EvalChunk eval = [&](const Tensor&, const Tensor&) { return ++calls > 6 ? NAN : double(item(sum(mul(w, w)))); };
   Chunks c = synthetic_chunks(2, 4, 10, 3);
@@ -101,7 +101,7 @@ TEST_CASE("trainer: the best-validation parameters are restored at the end", "[t
   Var w = leaf(Tensor::from({3.0f}, {1}), true);
   TrainChunk train = [&](const Tensor&, const Tensor&, float scale) {
     backward(scale_var(w), scale);
-    return 0.0;
+    return Tensor::zeros({1});
   };
   EvalChunk eval = [&](const Tensor&, const Tensor&) {
     double d = w->value.f32()[0] - 3.5;
