@@ -26,7 +26,7 @@ struct CacheForTest {  // the caching allocator on for the test's lifetime (emul
 };
 
 std::vector<float> ramp(int n) {
-  std::vector<float> v(size_t(n));
+  std::vector<float> v(static_cast<size_t>(n));
   for (int i = 0; i < n; i++) v[size_t(i)] = 1.0f + float(i);
   return v;
 }
