@@ -111,7 +111,13 @@ class BlockCache {
   }
   void release() {  // hands every cached block back to the driver
     // cudaFree waits for the device anyway, so the blocks still pending on streams may go too.
+    // (No check, and under the emulator a fault of queued work is kept for the next
+    // synchronisation: this runs in destructors.)
+#ifdef LOLCATS_CUDA_EMU
+    emu::synchronize_device_for_free();
+#else
     cudaDeviceSynchronize();
+#endif
     std::lock_guard<std::mutex> lock(mu_);
     reclaim();
     for (auto& [sz, blocks] : free_)
