@@ -69,8 +69,9 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int rows, int cols, int 
 //     and an algorithm chosen for 16-byte aligned operands may use loads that a less aligned
 //     pointer breaks (cuda/emu/cublaslt.cpp refuses such a call, so a key without them fails
 //     tests/test_cuda_gemm.cpp);
-//   * has-bias: the epilogue is part of the descriptor; the bias POINTER is not in the key: it is
-//     set on the plan's descriptor at each call, under the plan's lock (see gemm_impl);
+//   * has-bias and the bias's alignment: the epilogue is part of the descriptor, and its loads of
+//     the bias may need alignment too; the bias POINTER is not in the key: it is set on the
+//     plan's descriptor at each call, under the plan's lock (see gemm_impl);
 //   * the workspace size, which bounds the algorithms the heuristic may pick.
 // Not in the key: accumulate (beta is a cublasLtMatmul argument, not part of the descriptors or
 // the heuristic's question) and the stream (a plan holds no device memory).
@@ -79,11 +80,13 @@ struct PlanKey {
   int batch, M, N, K;
   bool trans_a, trans_b, bias;
   uint32_t align_a, align_b, align_c;  // cuBLASLt's A, B, C = D (our B, A, C)
+  uint32_t align_bias;                 // 0 without a bias
   size_t workspace;
   bool operator==(const PlanKey& o) const {
     return ab == o.ab && c == o.c && batch == o.batch && M == o.M && N == o.N && K == o.K &&
            trans_a == o.trans_a && trans_b == o.trans_b && bias == o.bias && align_a == o.align_a &&
-           align_b == o.align_b && align_c == o.align_c && workspace == o.workspace;
+           align_b == o.align_b && align_c == o.align_c && align_bias == o.align_bias &&
+           workspace == o.workspace;
   }
 };
 struct PlanKeyHash {
@@ -92,7 +95,8 @@ struct PlanKeyHash {
     auto mix = [&h](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
     for (uint64_t v : {uint64_t(k.ab), uint64_t(k.c), uint64_t(k.batch), uint64_t(k.M), uint64_t(k.N),
                        uint64_t(k.K), uint64_t(k.trans_a), uint64_t(k.trans_b), uint64_t(k.bias),
-                       uint64_t(k.align_a), uint64_t(k.align_b), uint64_t(k.align_c), uint64_t(k.workspace)})
+                       uint64_t(k.align_a), uint64_t(k.align_b), uint64_t(k.align_c), uint64_t(k.align_bias),
+                       uint64_t(k.workspace)})
       mix(v);
     return size_t(h);
   }
@@ -107,8 +111,9 @@ struct Plan {
 
 class PlanCache {
  public:
-  // The plan for `k`, made on first use. Plans are never freed, so the pointer stays valid.
-  Plan* get(const PlanKey& k, cublasLtHandle_t handle) {
+  // The plan for `k`, made on first use (for the first caller's bias, when it has one). Plans are
+  // never freed, so the pointer stays valid.
+  Plan* get(const PlanKey& k, cublasLtHandle_t handle, const void* bias) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = plans_.find(k);
     if (it != plans_.end()) {
@@ -116,7 +121,7 @@ class PlanCache {
       return it->second.get();
     }
     misses_++;
-    auto plan = make(k, handle);  // throws when cuBLASLt has no algorithm: nothing is cached
+    auto plan = make(k, handle, bias);  // throws when cuBLASLt has no algorithm: nothing is cached
     Plan* p = plan.get();
     plans_.emplace(k, std::move(plan));
     return p;
@@ -127,7 +132,7 @@ class PlanCache {
   }
 
  private:
-  static std::unique_ptr<Plan> make(const PlanKey& k, cublasLtHandle_t handle) {
+  static std::unique_ptr<Plan> make(const PlanKey& k, cublasLtHandle_t handle, const void* bias) {
     auto plan = std::make_unique<Plan>();
     struct Undo {  // on a failure below, no descriptor leaks
       Plan* p;
@@ -152,12 +157,11 @@ class PlanCache {
     cublasCheck(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
     if (k.bias) {
       // cuBLASLt adds the bias per row of its column-major output, i.e. per column of our C. The
-      // heuristic sees the epilogue with a placeholder pointer; each call sets its own.
+      // heuristic sees this caller's bias; later callers' are as aligned (the key) and set their own.
       uint32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
       int32_t bias_type = k.c;
-      const void* placeholder = &placeholder_bias_;
       cublasCheck(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-      cublasCheck(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &placeholder, sizeof placeholder));
+      cublasCheck(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
       cublasCheck(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
     }
 
@@ -192,7 +196,6 @@ class PlanCache {
     return plan;
   }
 
-  static inline const float placeholder_bias_ = 0;
   std::mutex mu_;
   std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans_;
   uint64_t hits_ = 0, misses_ = 0;
@@ -210,8 +213,9 @@ void gemm_impl(TC* c, const TAB* a, const TAB* b, const GemmShape& g, const TC* 
   ENSURE(g.K > 0, "gemm: K = 0 (an empty inner dimension) is not supported");
   Library& lib = library();
   PlanKey key{data_type<TAB>(), data_type<TC>(), g.batch, g.M, g.N, g.K, g.trans_a, g.trans_b,
-              bias != nullptr, alignment(b), alignment(a), alignment(c), kWorkspaceBytes};
-  Plan* plan = plan_cache().get(key, lib.handle);
+              bias != nullptr, alignment(b), alignment(a), alignment(c), bias ? alignment(bias) : 0,
+              kWorkspaceBytes};
+  Plan* plan = plan_cache().get(key, lib.handle, bias);
   const float alpha = 1.0f, beta = g.accumulate ? 1.0f : 0.0f;
   void* workspace = lib.workspace(stream);
   auto run = [&] {
