@@ -391,7 +391,7 @@ void forward_d(T* y, float* lse, const T* q, const T* k, const T* v, int B, int 
 template <typename T, int D>
 void backward_d(T* dq, T* dk, T* dv, const T* dy, const T* y, const float* lse, const T* q,
                 const T* k, const T* v, int B, int T_, int H, int Hkv, Stream stream) {
-  DeviceScratch<float> delta(size_t(B) * H * T_);  // (B, H, T_)
+  DeviceScratch<float> delta(size_t(B) * H * T_, stream);  // (B, H, T_)
   const int64_t rows = int64_t(B) * T_ * H;
   auto* delta_kernel = attention_delta_kernel<T, D>;
   launch_kernel(delta_kernel, unsigned(ceil_div(int(rows), kThreads / 32)), kThreads, 0, stream,

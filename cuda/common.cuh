@@ -10,6 +10,8 @@
 #endif
 #include <cublasLt.h>
 
+#include "cuda/api.h"
+#include "cuda/memory.h"  // device_free_on_stream
 #include "tensor/check.h"
 #include "tensor/tensor.h"  // device_malloc / device_free
 
@@ -57,14 +59,22 @@ typedef __nv_bfloat16 bf16;
 
 // Scratch device memory for one launcher call, from the tensors' caching allocator
 // (lolcats::device_malloc, cuda/memory.cu): after the first call no cudaMalloc, and no cudaFree
-// that would wait for the device. Freed at the end of the call, possibly before the kernels that
-// use it have run: safe because all work goes to one stream in order, so whoever gets the block
-// next runs after them.
+// that would wait for the device.
+//
+// The stream rule (cuda/README.md, "Streams and scratch memory"): scratch is freed at the end of
+// the launcher call, before the kernels that use it have run, so its lifetime is tied to the
+// stream those kernels were queued on. Pass the launcher's stream, and launch every kernel that
+// touches the scratch on that stream. The destructor hands the block back with
+// device_free_on_stream: on the legacy default stream it may be reused at once (whoever gets it
+// next queues work behind ours); on any other stream only once an event recorded there at the
+// free has completed.
 template <typename T>
 struct DeviceScratch {
   T* p;
-  explicit DeviceScratch(size_t count) : p(static_cast<T*>(lolcats::device_malloc(count * sizeof(T)))) {}
-  ~DeviceScratch() { lolcats::device_free(p); }
+  lolcats::cuda::Stream stream;
+  DeviceScratch(size_t count, lolcats::cuda::Stream s)
+      : p(static_cast<T*>(lolcats::device_malloc(count * sizeof(T)))), stream(s) {}
+  ~DeviceScratch() { lolcats::device_free_on_stream(p, stream); }
   DeviceScratch(const DeviceScratch&) = delete;
   DeviceScratch& operator=(const DeviceScratch&) = delete;
 };

@@ -96,7 +96,7 @@ void embedding_backward(float* dwte, const T* dy, const int32_t* idx, int N, int
   packed.insert(packed.end(), starts.begin(), starts.end());
   packed.insert(packed.end(), order.begin(), order.end());
   // (A copy from pageable memory returns once `packed` has been staged, so it may go out of scope.)
-  DeviceScratch<int32_t> scratch(packed.size());
+  DeviceScratch<int32_t> scratch(packed.size(), stream);
   int32_t* d = scratch.p;
   cudaCheck(cudaMemcpyAsync(d, packed.data(), sizeof(int32_t) * packed.size(), cudaMemcpyHostToDevice, stream));
   launch_kernel(embedding_backward_kernel<T>, U, threads_for(C), 0, stream, dwte, dy, d, d + U,

@@ -152,14 +152,14 @@ void project_backward(T* dx, float* dW, const float* dz, const T* x, const float
                       int D, int Fw, Stream stream) {
   const int G = H / Hx;
   if (dW) {
-    DeviceScratch<float> xg(size_t(rows) * Hx * D);
+    DeviceScratch<float> xg(size_t(rows) * Hx * D, stream);
     launch_kernel(gather_heads_kernel<T>, blocks_for(rows * Hx * D), kThreads, 0, stream, xg.p, x, rows, Hx, D);
     for (int h = 0; h < H; h++)
       gemm(dW + int64_t(h) * D * Fw, xg.p + (h / G) * rows * D, dz + h * rows * Fw,
            GemmShape{1, D, Fw, int(rows), Transpose::a, Accumulate::yes}, nullptr, stream);
   }
   if (dx) {
-    DeviceScratch<float> dxg(size_t(rows) * Hx * D);
+    DeviceScratch<float> dxg(size_t(rows) * Hx * D, stream);
     for (int h = 0; h < H; h++)
       gemm(dxg.p + (h / G) * rows * D, dz + h * rows * Fw, W + int64_t(h) * D * Fw,
            GemmShape{1, int(rows), D, Fw, Transpose::b, accumulate_if(h % G != 0)}, nullptr, stream);
@@ -178,7 +178,7 @@ void hedgehog_forward(float* phi, const T* x, const float* W, int B, int T_, int
   check_sizes("hedgehog_forward", B, T_, H, Hx, D, Fh);
   const int64_t rows = int64_t(B) * T_;
   if (rows == 0) return;
-  DeviceScratch<float> z(size_t(rows) * H * Fh), xg(size_t(rows) * Hx * D);
+  DeviceScratch<float> z(size_t(rows) * H * Fh, stream), xg(size_t(rows) * Hx * D, stream);
   project(z.p, xg.p, x, W, rows, H, Hx, D, Fh, stream);
   const float* zp = z.p;
   launch_kernel(softmax_pair_kernel, warps_blocks(rows * H), kThreads, 0, stream, phi, zp, rows, H, Fh);
@@ -190,7 +190,7 @@ void hedgehog_backward(T* dx, float* dW, const float* dphi, const float* phi, co
   check_sizes("hedgehog_backward", B, T_, H, Hx, D, Fh);
   const int64_t rows = int64_t(B) * T_;
   if (rows == 0 || (!dx && !dW)) return;
-  DeviceScratch<float> dz(size_t(rows) * H * Fh);
+  DeviceScratch<float> dz(size_t(rows) * H * Fh, stream);
   launch_kernel(softmax_pair_backward_kernel, warps_blocks(rows * H), kThreads, 0, stream, dz.p, dphi, phi, rows,
                 H, Fh);
   project_backward(dx, dW, dz.p, x, W, rows, H, Hx, D, Fh, stream);
@@ -202,7 +202,7 @@ void t2r_forward(float* phi, const T* x, const float* W, const float* bias, int 
   check_sizes("t2r_forward", B, T_, H, Hx, D, F);
   const int64_t rows = int64_t(B) * T_;
   if (rows == 0) return;
-  DeviceScratch<float> z(size_t(rows) * H * F), xg(size_t(rows) * Hx * D);
+  DeviceScratch<float> z(size_t(rows) * H * F, stream), xg(size_t(rows) * Hx * D, stream);
   project(z.p, xg.p, x, W, rows, H, Hx, D, F, stream);
   const float* zp = z.p;
   launch_kernel(bias_relu_kernel, blocks_for(rows * H * F), kThreads, 0, stream, phi, zp, bias, rows, H, F);
@@ -214,7 +214,7 @@ void t2r_backward(T* dx, float* dW, float* dbias, const float* dphi, const float
   check_sizes("t2r_backward", B, T_, H, Hx, D, F);
   const int64_t rows = int64_t(B) * T_;
   if (rows == 0 || (!dx && !dW && !dbias)) return;
-  DeviceScratch<float> dz(size_t(rows) * H * F);
+  DeviceScratch<float> dz(size_t(rows) * H * F, stream);
   launch_kernel(relu_backward_kernel, blocks_for(rows * H * F), kThreads, 0, stream, dz.p, dphi, phi, rows, H, F);
   const float* dzp = dz.p;
   if (dbias) launch_kernel(column_sum_kernel, blocks_for(int64_t(H) * F), kThreads, 0, stream, dbias, dzp, rows, H, F);

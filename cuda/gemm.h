@@ -14,6 +14,8 @@
 // Under the SIMT emulator, cuda/emu/cublaslt.cpp follows the library's rules on the CPU, so this
 // descriptor logic is what `make test` checks.
 #pragma once
+#include <cstdint>
+
 #include "cuda/api.h"
 #include "tensor/matmul_options.h"
 
@@ -36,6 +38,15 @@ void gemm(bf16* c, const bf16* a, const bf16* b, const GemmShape& g, const bf16*
           Stream stream = nullptr);
 void gemm(float* c, const bf16* a, const bf16* b, const GemmShape& g, const float* bias = nullptr,
           Stream stream = nullptr);
+
+// The plan cache (cuda/gemm.cu): cuBLASLt's layouts, matmul descriptor and chosen algorithm, kept
+// per (types, shape, transposes, bias or not, operand alignments, workspace size) for the life of
+// the program, so that a repeated shape asks cuBLASLt's heuristic only once. Thread-safe.
+struct GemmPlanStats {
+  uint64_t hits = 0, misses = 0;  // gemm calls that found / had to make their plan
+  uint64_t plans = 0;             // plans held
+};
+GemmPlanStats gemm_plan_stats();
 
 // The CPU twins' signatures (tensor/matmul.h): C = op(A) op(B), and its backward
 //   d op(A) = dC op(B)^T,  d op(B) = op(A)^T dC   (transposed back when the operand was stored so).

@@ -589,7 +589,7 @@ void hybrid_attention_forward(T* y, float* Z, const T* q, const T* k, const T* v
   check_sizes("hybrid_attention_forward", B, T_, H, Hkv, D, F);
   if (B == 0 || T_ == 0) return;
   const int nb = ceil_div(T_, kBlock);
-  DeviceScratch<float> S(size_t(B) * H * nb * F * D), z(size_t(B) * H * nb * F);
+  DeviceScratch<float> S(size_t(B) * H * nb * F * D, stream), z(size_t(B) * H * nb * F, stream);
   forward_states(S.p, z.p, phik, v, B, T_, H, Hkv, D, F, stream);
   auto* kernel = hybrid_forward_kernel<T>;
   launch_with_shared(kernel, forward_shared(D, F));
@@ -607,9 +607,9 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, float* dphiq, float* dphik, 
   if (B == 0 || T_ == 0) return;
   const int nb = ceil_div(T_, kBlock), nq = ceil_div(T_, kRows);
   const size_t rows = size_t(B) * H * T_;
-  DeviceScratch<float> S(size_t(B) * H * nb * F * D), z(size_t(B) * H * nb * F);
-  DeviceScratch<float> row_m(rows), row_dz(rows), row_wsum(rows), part(size_t(B) * H * nq);
-  DeviceScratch<int> row_arg(rows);
+  DeviceScratch<float> S(size_t(B) * H * nb * F * D, stream), z(size_t(B) * H * nb * F, stream);
+  DeviceScratch<float> row_m(rows, stream), row_dz(rows, stream), row_wsum(rows, stream), part(size_t(B) * H * nq, stream);
+  DeviceScratch<int> row_arg(rows, stream);
   forward_states(S.p, z.p, phik, v, B, T_, H, Hkv, D, F, stream);
 
   auto* query_kernel = hybrid_backward_query_kernel<T>;

@@ -1,12 +1,14 @@
 // Device memory for Tensor (tensor/tensor.h declares these hooks; tensor/no_cuda.cpp is the
 // CPU-only build's version).
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
 
 #include "cuda/common.cuh"
 #include "cuda/elementwise.h"
+#include "cuda/memory.h"
 #include "tensor/device.h"
 #include "tensor/tensor.h"
 
@@ -31,13 +33,18 @@ void* raw_malloc(size_t bytes, bool may_fail) {
   return p;
 }
 
-#ifndef LOLCATS_CUDA_EMU
 // Tensors come and go every op, and cudaMalloc/cudaFree are slow and may synchronise the device.
 // So freed blocks are kept in a free list per size class and handed out again: after the first
 // training step, a step makes no cudaMalloc at all (every step asks for the same sizes). Size
 // classes: multiples of 512 B up to 1 MiB, then of 2 MiB (at most 2 MiB of slack per block). When
 // cudaMalloc fails, the cached blocks are released and it is asked once more.
-// (Not under the emulator: there, exact host allocations let AddressSanitizer see overruns.)
+//
+// A block freed on a stream other than the legacy one (free_on_stream) waits in `pending_` with an
+// event recorded on that stream, and joins the free list only once the event has completed: work
+// still queued there may read it (cuda/README.md, "Streams and scratch memory").
+//
+// Under the emulator the cache is off unless a test turns it on (device_cache_for_tests): exact
+// host allocations let AddressSanitizer see overruns.
 class BlockCache {
  public:
   static size_t size_class(size_t bytes) {
@@ -48,6 +55,7 @@ class BlockCache {
     size_t sz = size_class(bytes);
     {
       std::lock_guard<std::mutex> lock(mu_);
+      reclaim();
       auto it = free_.find(sz);
       if (it != free_.end() && !it->second.empty()) {
         void* p = it->second.back();
@@ -64,16 +72,54 @@ class BlockCache {
     std::lock_guard<std::mutex> lock(mu_);
     return note_use(p, sz);
   }
-  void free(void* p) {
+  // Takes back a block of ours (false: not ours); `keep` false hands it to the driver instead.
+  bool free(void* p, bool keep = true) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = size_.find(p);
-    if (it == size_.end()) return;  // not ours (never happens); leak rather than crash
-    free_[it->second].push_back(p);
-    cached_ += it->second;
+    if (it == size_.end()) return false;
     in_use_ -= it->second;
+    if (keep) {
+      free_[it->second].push_back(p);
+      cached_ += it->second;
+    } else {
+      size_.erase(it);
+      cudaFree(p);
+    }
+    return true;
+  }
+  // Takes back a block that work queued on `stream` (not the legacy stream) may still use.
+  bool free_on_stream(void* p, cudaStream_t stream) {
+    cudaEvent_t done = nullptr;
+    if (cudaEventCreateWithFlags(&done, cudaEventDisableTiming) != cudaSuccess ||
+        cudaEventRecord(done, stream) != cudaSuccess) {
+      // No event: wait for the stream instead (correct, only slower). No check: destructors.
+      cudaGetLastError();
+      if (done) cudaEventDestroy(done);
+      cudaStreamSynchronize(stream);
+      return free(p);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = size_.find(p);
+    if (it == size_.end()) {
+      cudaEventDestroy(done);
+      return false;
+    }
+    in_use_ -= it->second;
+    cached_ += it->second;
+    pending_.push_back({p, it->second, done});
+    return true;
   }
   void release() {  // hands every cached block back to the driver
+    // cudaFree waits for the device anyway, so the blocks still pending on streams may go too.
+    // (No check, and under the emulator a fault of queued work is kept for the next
+    // synchronisation: this runs in destructors.)
+#ifdef LOLCATS_CUDA_EMU
+    emu::synchronize_device_for_free();
+#else
+    cudaDeviceSynchronize();
+#endif
     std::lock_guard<std::mutex> lock(mu_);
+    reclaim();
     for (auto& [sz, blocks] : free_)
       for (void* p : blocks) {
         cudaFree(p);
@@ -81,6 +127,7 @@ class BlockCache {
       }
     free_.clear();
     cached_ = 0;
+    for (const Pending& b : pending_) cached_ += b.bytes;  // none once the device is idle
   }
   DeviceMemoryStats stats() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -91,14 +138,34 @@ class BlockCache {
     peak_ = in_use_;
   }
  private:
+  struct Pending {
+    void* p;
+    size_t bytes;
+    cudaEvent_t done;  // recorded on the stream the block was freed on
+  };
   void* note_use(void* p, size_t sz) {  // mu_ held
     size_[p] = sz;
     in_use_ += sz;
     peak_ = std::max(peak_, in_use_);
     return p;
   }
+  void reclaim() {  // mu_ held: pending blocks whose stream has passed their event become free
+    for (size_t i = 0; i < pending_.size();) {
+      cudaError_t e = cudaEventQuery(pending_[i].done);
+      if (e == cudaErrorNotReady) {
+        i++;
+        continue;
+      }
+      if (e != cudaSuccess) cudaGetLastError();  // an earlier fault, reported by its own sync
+      cudaEventDestroy(pending_[i].done);
+      free_[pending_[i].bytes].push_back(pending_[i].p);
+      pending_[i] = pending_.back();
+      pending_.pop_back();
+    }
+  }
   std::mutex mu_;
   std::unordered_map<size_t, std::vector<void*>> free_;
+  std::vector<Pending> pending_;
   std::unordered_map<void*, size_t> size_;
   size_t in_use_ = 0, peak_ = 0, cached_ = 0;
 };
@@ -106,25 +173,43 @@ BlockCache& cache() {
   static BlockCache* c = new BlockCache;  // never destroyed: tensors may be freed at exit
   return *c;
 }
+
+bool is_legacy_stream(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy; }
+
+#ifdef LOLCATS_CUDA_EMU
+std::atomic<bool> g_cache_on{false};  // device_cache_for_tests
+bool caching() { return g_cache_on; }
+#else
+constexpr bool caching() { return true; }
 #endif
 
 }  // namespace
 
+void* device_malloc(size_t bytes) { return caching() ? cache().alloc(bytes) : raw_malloc(bytes, false); }
+void device_free(void* p) {
+  if (!p || cache().free(p, caching())) return;
+  // Not the cache's: an exact allocation (emulator without the cache). No check: called from
+  // destructors, possibly during error unwinding. (With the cache on, a block not ours never
+  // happens; it is leaked rather than handed to cudaFree.)
+  if (!caching()) cudaFree(p);
+}
+void device_free_on_stream(void* p, cuda::Stream stream) {
+  if (!p) return;
+  // The legacy stream runs in order; and without the cache (emulator), cudaFree itself waits for
+  // the device.
+  if (is_legacy_stream(stream) || !caching()) device_free(p);
+  else cache().free_on_stream(p, stream);
+}
+void device_cache_for_tests(bool on) {
 #ifdef LOLCATS_CUDA_EMU
-void* device_malloc(size_t bytes) { return raw_malloc(bytes, false); }
-void device_free(void* p) {
-  if (p) cudaFree(p);  // no check: called from destructors, possibly during error unwinding
-}
-DeviceMemoryStats device_memory_stats() { return {}; }
-void device_memory_reset_peak() {}
+  g_cache_on = on;
+  if (!on) cache().release();
 #else
-void* device_malloc(size_t bytes) { return cache().alloc(bytes); }
-void device_free(void* p) {
-  if (p) cache().free(p);
-}
-DeviceMemoryStats device_memory_stats() { return cache().stats(); }
-void device_memory_reset_peak() { cache().reset_peak(); }
+  (void)on;
 #endif
+}
+DeviceMemoryStats device_memory_stats() { return caching() ? cache().stats() : DeviceMemoryStats{}; }
+void device_memory_reset_peak() { cache().reset_peak(); }
 
 DeviceMemoryInfo device_memory_info() {
   DeviceMemoryInfo m;

@@ -77,7 +77,7 @@ void mse_forward(float* loss, const T* a, const T* b, int64_t n, Stream stream) 
     return;
   }
   const int blocks = blocks_for(n);
-  DeviceScratch<float> partial(static_cast<size_t>(blocks));  // the per-block partial sums
+  DeviceScratch<float> partial(static_cast<size_t>(blocks), stream);  // the per-block partial sums
   launch_kernel(mse_partial_kernel<T>, blocks, kThreads, 0, stream, partial.p, a, b, n);
   launch_kernel(mse_finish_kernel, 1, kThreads, 0, stream, loss, partial.p, blocks, n);
 }

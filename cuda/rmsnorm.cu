@@ -113,7 +113,7 @@ void rmsnorm_backward(T* dx, float* dw, const T* dy, const T* x, const T* w, con
   if (dw) {
     const int chunks = ceil_div(N, kDwChunk);
     ENSURE(chunks <= 65535, "rmsnorm_backward: N=%d rows exceed the dw kernel's grid", N);
-    DeviceScratch<float> partial(size_t(chunks) * size_t(C));  // (chunks, C) partial sums
+    DeviceScratch<float> partial(size_t(chunks) * size_t(C), stream);  // (chunks, C) partial sums
     launch_kernel(rmsnorm_dw_partial_kernel<T>, dim3(ceil_div(C, kDwCols), chunks),
                   dim3(kDwCols, kDwLanesY), 0, stream, partial.p, dy, x, rstd, N, C);
     launch_kernel(rmsnorm_dw_finish_kernel, ceil_div(C, kFinishThreads), kFinishThreads, 0, stream,

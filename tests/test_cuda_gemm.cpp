@@ -5,6 +5,9 @@
 // the library itself.
 #ifdef LOLCATS_CUDA  // these tests call the cuda launchers, absent from a CUDA=0 build
 #include "cuda/gemm.h"
+#ifdef LOLCATS_CUDA_EMU
+#include <cublasLt.h>
+#endif
 #include "tensor/matmul.h"
 #include "tests/cuda_helpers.h"
 
@@ -109,5 +112,95 @@ TEST_CASE("cuda gemm: a shape cuBLASLt cannot take is one clear error", "[cuda]"
   CHECK_THROWS_WITH(cuda::gemm(c.f32(), a.f32(), a.f32(), cuda::GemmShape{1, 2, 2, 0}),
                     Catch::Contains("K = 0"));
 }
+
+TEST_CASE("cuda gemm: plans are cached per shape and alignment, with the uncached results", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  std::mt19937 rng(9);
+  // A shape no other test uses, so that the first call must make its plan.
+  const cuda::GemmShape g{2, 19, 23, 29, Transpose::b};
+  const size_t na = size_t(g.batch) * g.M * g.K, nb = size_t(g.batch) * g.N * g.K, nc = size_t(g.batch) * g.M * g.N;
+  std::vector<float> a = random_vector(na, rng), b = random_vector(nb, rng);
+  std::vector<double> want = reference(a, b, std::vector<float>(nc, 0.0f), {}, g);
+  // One element more than needed: a + 1 is then a 4-byte aligned operand beside the 256-byte one.
+  std::vector<float> a_shifted(na + 1, 0.0f);
+  std::copy(a.begin(), a.end(), a_shifted.begin() + 1);
+  DeviceBuffer da(a, Storage::f32), db(b, Storage::f32), da_shifted(a_shifted, Storage::f32);
+  DeviceBuffer c1(nc, Storage::f32), c2(nc, Storage::f32), c3(nc, Storage::f32);
+
+  cuda::GemmPlanStats s0 = cuda::gemm_plan_stats();
+  cuda::gemm(c1.f32(), da.f32(), db.f32(), g);  // a fresh plan
+  cuda::GemmPlanStats s1 = cuda::gemm_plan_stats();
+  CHECK(s1.misses == s0.misses + 1);
+  CHECK(s1.plans == s0.plans + 1);
+  cuda::gemm(c2.f32(), da.f32(), db.f32(), g);  // the same plan, from the cache
+  cuda::GemmPlanStats s2 = cuda::gemm_plan_stats();
+  CHECK(s2.hits == s1.hits + 1);
+  CHECK(s2.misses == s1.misses);
+  CHECK(c1.download() == c2.download());  // the same bits, cached or fresh
+  check_close(c2.download(), want, 1e-5, 1e-5, "cached plan");
+
+  // The same shape with A only 4-byte aligned: the cached plan's algorithm was chosen for 256-byte
+  // operands (the emulated cuBLASLt refuses it, as a GPU may fault), so this must be a new plan.
+  cuda::gemm(c3.f32(), da_shifted.f32() + 1, db.f32(), g);
+  cuda::GemmPlanStats s3 = cuda::gemm_plan_stats();
+  CHECK(s3.misses == s2.misses + 1);
+  CHECK(s3.plans == s2.plans + 1);
+  check_close(c3.download(), want, 1e-5, 1e-5, "plan for a 4-byte aligned A");
+
+  // Another shape is another plan; a bias is another plan too (its epilogue is in the descriptor).
+  cuda::gemm(c3.f32(), da.f32(), db.f32(), cuda::GemmShape{2, 19, 23, 28, Transpose::b});
+  CHECK(cuda::gemm_plan_stats().misses == s3.misses + 1);
+  std::vector<float> bias = random_vector(size_t(g.N), rng);
+  DeviceBuffer dbias(bias, Storage::f32);
+  cuda::gemm(c3.f32(), da.f32(), db.f32(), g, dbias.f32());
+  CHECK(cuda::gemm_plan_stats().misses == s3.misses + 2);
+  check_close(c3.download(), reference(a, b, std::vector<float>(nc, 0.0f), bias, g), 1e-5, 1e-5, "bias plan");
+  // The bias pointer is set per call on the cached plan: another bias buffer, the same plan.
+  std::vector<float> bias2 = random_vector(size_t(g.N), rng);
+  DeviceBuffer dbias2(bias2, Storage::f32);
+  cuda::GemmPlanStats s4 = cuda::gemm_plan_stats();
+  cuda::gemm(c3.f32(), da.f32(), db.f32(), g, dbias2.f32());
+  CHECK(cuda::gemm_plan_stats().hits == s4.hits + 1);
+  check_close(c3.download(), reference(a, b, std::vector<float>(nc, 0.0f), bias2, g), 1e-5, 1e-5,
+              "bias plan, second bias");
+}
+
+#ifdef LOLCATS_CUDA_EMU
+TEST_CASE("emulated cuBLASLt: an operand less aligned than the algorithm was chosen for is refused", "[emu]") {
+  // What makes the plan cache's alignment key necessary: an algorithm from a heuristic told 16-byte
+  // operands, given a 4-byte aligned one.
+  DeviceBuffer a(64 + 4, Storage::f32), b(64, Storage::f32), c(64, Storage::f32);  // A read from a + 4 too
+  a.zero();
+  b.zero();
+  cublasLtHandle_t h;
+  REQUIRE(cublasLtCreate(&h) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatrixLayout_t l;
+  REQUIRE(cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, 8, 8, 8) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulDesc_t op;
+  REQUIRE(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulPreference_t pref;
+  REQUIRE(cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS);
+  uint32_t sixteen = 16;
+  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    REQUIRE(cublasLtMatmulPreferenceSetAttribute(pref, attr, &sixteen, sizeof sixteen) == CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulHeuristicResult_t result;
+  int found = 0;
+  REQUIRE(cublasLtMatmulAlgoGetHeuristic(h, op, l, l, l, l, pref, 1, &result, &found) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(found == 1);
+  const float alpha = 1, beta = 0;
+  auto matmul = [&](const float* a_ptr) {
+    return cublasLtMatmul(h, op, &alpha, a_ptr, l, b.f32(), l, &beta, c.f32(), l, c.f32(), l, &result.algo,
+                          nullptr, 0, nullptr);
+  };
+  CHECK(matmul(a.f32()) == CUBLAS_STATUS_SUCCESS);             // 256-byte aligned
+  CHECK(matmul(a.f32() + 4) == CUBLAS_STATUS_SUCCESS);         // 16 bytes: as chosen
+  CHECK(matmul(a.f32() + 1) == CUBLAS_STATUS_NOT_SUPPORTED);   // 4 bytes: less than chosen
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatmulDescDestroy(op);
+  cublasLtMatrixLayoutDestroy(l);
+  cublasLtDestroy(h);
+}
+#endif
 
 #endif  // LOLCATS_CUDA

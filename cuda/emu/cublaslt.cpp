@@ -9,11 +9,22 @@
 //   beta == 0 (it may hold anything, as in BLAS). Inputs bf16 or f32, accumulation in f32.
 // Anything else the project does not use is refused with CUBLAS_STATUS_NOT_SUPPORTED rather than
 // computed wrongly.
+//
+// Alignment, as the library has it: the heuristic picks an algorithm for operands aligned as the
+// preference's MIN_ALIGNMENT_{A,B,C,D}_BYTES say (256 bytes when unset), and the algorithm may use
+// loads that need that much. So the algorithm remembers what it was chosen for, and cublasLtMatmul
+// refuses an operand less aligned than that (on a GPU: undefined behaviour or a refusal), which is
+// what keeps a cache of algorithms honest about the alignment it is keyed by.
+//
+// A matmul on a stream that the emulator queues (asynchronous streams, cuda/emu/streams.h) is
+// queued with copies of its descriptors, as the library reads them when it is called.
 #include <cublasLt.h>
 
 #include <Eigen/Dense>
+#include <cstdint>
 #include <vector>
 
+#include "cuda/emu/streams.h"
 #include "tensor/bf16.h"
 
 namespace {
@@ -35,6 +46,14 @@ struct MatmulDesc {
   int32_t bias_type = -1;  // -1: the type of D
   int64_t bias_stride = 0;
 };
+
+struct Preference {
+  uint64_t max_workspace = 0;
+  uint32_t min_alignment[4] = {256, 256, 256, 256};  // A, B, C, D: the library's default
+};
+
+// Where an algorithm (an opaque 64-byte blob in the library) keeps the alignments it was chosen for.
+constexpr int kAlgoAlignment = 0;  // data[0..3]: A, B, C, D
 
 template <typename T>
 cublasStatus_t get(const void* buf, size_t n, T* out) {
@@ -67,6 +86,24 @@ Mat operand(const void* p, const Layout& l, bool trans, int b) {
       else m(int64_t(r), int64_t(c)) = v;
     }
   return m;
+}
+
+// D = alpha op(A) op(B) + beta C (+ bias), the shapes already checked.
+void matmul(const MatmulDesc& d, const Layout& a, const Layout& b, const Layout& c, const Layout& dl,
+            float alpha, const void* A, const void* B, float beta, const void* C, void* D) {
+  cudaDataType bias_type = d.bias_type < 0 ? dl.type : cudaDataType(d.bias_type);
+  for (int bt = 0; bt < dl.batch; bt++) {
+    Mat prod = operand(A, a, d.trans_a == CUBLAS_OP_T, bt) * operand(B, b, d.trans_b == CUBLAS_OP_T, bt);
+    int64_t c_off = int64_t(bt) * c.stride, d_off = int64_t(bt) * dl.stride;
+    for (uint64_t j = 0; j < dl.cols; j++)
+      for (uint64_t i = 0; i < dl.rows; i++) {
+        float v = alpha * prod(int64_t(i), int64_t(j));
+        if (beta != 0.0f) v += beta * load(C, c.type, c_off + int64_t(i) + int64_t(j) * c.ld);
+        if (d.epilogue == CUBLASLT_EPILOGUE_BIAS)
+          v += load(d.bias, bias_type, int64_t(bt) * d.bias_stride + int64_t(i));
+        store(D, dl.type, d_off + int64_t(i) + int64_t(j) * dl.ld, v);
+      }
+  }
 }
 
 }  // namespace
@@ -145,22 +182,23 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc,
 }
 
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
-  *pref = reinterpret_cast<cublasLtMatmulPreference_t>(new char);
+  *pref = reinterpret_cast<cublasLtMatmulPreference_t>(new Preference);
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
-  delete reinterpret_cast<char*>(pref);
+  delete reinterpret_cast<Preference*>(pref);
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t,
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
                                                     cublasLtMatmulPreferenceAttributes_t attr,
-                                                    const void*, size_t) {
+                                                    const void* buf, size_t n) {
+  Preference& p = *reinterpret_cast<Preference*>(pref);
   switch (attr) {  // hints for the algorithm choice; the emulator has one algorithm
-    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES:
-    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES: return get(buf, n, &p.max_workspace);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES: return get(buf, n, &p.min_alignment[0]);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES: return get(buf, n, &p.min_alignment[1]);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES: return get(buf, n, &p.min_alignment[2]);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: return get(buf, n, &p.min_alignment[3]);
     default: return CUBLAS_STATUS_NOT_SUPPORTED;
   }
 }
@@ -187,7 +225,7 @@ static cublasStatus_t check_shapes(const MatmulDesc& d, const Layout& a, const L
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t op,
                                               cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                                               cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
-                                              cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatmulPreference_t pref, int requested,
                                               cublasLtMatmulHeuristicResult_t results[],
                                               int* count) {
   if (requested <= 0) return CUBLAS_STATUS_INVALID_VALUE;
@@ -199,6 +237,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
     return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   std::memset(&results[0], 0, sizeof results[0]);
+  const Preference& p = *reinterpret_cast<Preference*>(pref);
+  for (int i = 0; i < 4; i++) results[0].algo.data[kAlgoAlignment + i] = p.min_alignment[i];
   results[0].state = CUBLAS_STATUS_SUCCESS;
   results[0].wavesCount = 1.0f;
   *count = 1;
@@ -209,25 +249,28 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t op, const v
                               const void* A, cublasLtMatrixLayout_t a_desc, const void* B,
                               cublasLtMatrixLayout_t b_desc, const void* beta_p, const void* C,
                               cublasLtMatrixLayout_t c_desc, void* D, cublasLtMatrixLayout_t d_desc,
-                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+                              const cublasLtMatmulAlgo_t* algo, void*, size_t, cudaStream_t stream) {
   const MatmulDesc& d = *reinterpret_cast<MatmulDesc*>(op);
   const Layout &a = *reinterpret_cast<Layout*>(a_desc), &b = *reinterpret_cast<Layout*>(b_desc);
   const Layout &c = *reinterpret_cast<Layout*>(c_desc), &dl = *reinterpret_cast<Layout*>(d_desc);
   cublasStatus_t s = check_shapes(d, a, b, c, dl);
   if (s != CUBLAS_STATUS_SUCCESS) return s;
+  if (algo) {  // without one the library chooses for the pointers it is given
+    const void* operands[4] = {A, B, C, D};
+    for (int i = 0; i < 4; i++) {
+      uint64_t need = algo->data[kAlgoAlignment + i];
+      if (need > 1 && reinterpret_cast<uintptr_t>(operands[i]) % need != 0)
+        return CUBLAS_STATUS_NOT_SUPPORTED;  // less aligned than the algorithm was chosen for
+    }
+  }
   float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
-  cudaDataType bias_type = d.bias_type < 0 ? dl.type : cudaDataType(d.bias_type);
-  for (int bt = 0; bt < dl.batch; bt++) {
-    Mat prod = operand(A, a, d.trans_a == CUBLAS_OP_T, bt) * operand(B, b, d.trans_b == CUBLAS_OP_T, bt);
-    int64_t c_off = int64_t(bt) * c.stride, d_off = int64_t(bt) * dl.stride;
-    for (uint64_t j = 0; j < dl.cols; j++)
-      for (uint64_t i = 0; i < dl.rows; i++) {
-        float v = alpha * prod(int64_t(i), int64_t(j));
-        if (beta != 0.0f) v += beta * load(C, c.type, c_off + int64_t(i) + int64_t(j) * c.ld);
-        if (d.epilogue == CUBLASLT_EPILOGUE_BIAS)
-          v += load(d.bias, bias_type, int64_t(bt) * d.bias_stride + int64_t(i));
-        store(D, dl.type, d_off + int64_t(i) + int64_t(j) * dl.ld, v);
-      }
+  if (lolcats::emu::queues(stream)) {
+    lolcats::emu::enqueue(stream, [d, a, b, c, dl, alpha, A, B, beta, C, D] {
+      matmul(d, a, b, c, dl, alpha, A, B, beta, C, D);
+    });
+  } else {
+    lolcats::emu::legacy_stream_point();
+    matmul(d, a, b, c, dl, alpha, A, B, beta, C, D);
   }
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -30,6 +30,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "cuda/emu/streams.h"
+
 // The CUDA headers define __shared__ etc. as nothing for a host compiler; give them their meaning.
 #undef __shared__
 #define __shared__ static thread_local
@@ -99,22 +101,34 @@ struct Launch {
 // throws lolcats::Error for a fault inside the kernel (divergent barrier, deadlock, bad shuffle).
 cudaError_t run_grid(const Launch& launch);
 
+// A launch runs at once, unless a test turned on asynchronous streams (cuda/emu/streams.h) and
+// `stream` is not the legacy stream: then it is queued on the stream, with its own copy of the
+// parameters, as a GPU queues it.
 template <typename... P, typename... A>
 cudaError_t launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t shared,
-                   cudaStream_t /*stream: launches are synchronous here*/, A&&... args) {
+                   cudaStream_t stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
   // Each thread gets its own copy of the parameters, converted as a real launch converts them.
   struct Call {
     void (*kernel)(P...);
     std::tuple<std::decay_t<P>...> params;
-  } call{kernel, std::tuple<std::decay_t<P>...>(std::decay_t<P>(std::forward<A>(args))...)};
-  Launch l{name,  reinterpret_cast<const void*>(kernel), grid, block, shared,
-           [](void* ctx) {
-             auto* c = static_cast<Call*>(ctx);
-             std::apply(c->kernel, c->params);  // copies the parameters for this thread
-           },
-           &call};
-  return run_grid(l);
+  };
+  auto make_launch = [&](Call* call) {
+    return Launch{name,  reinterpret_cast<const void*>(kernel), grid, block, shared,
+                  [](void* ctx) {
+                    auto* c = static_cast<Call*>(ctx);
+                    std::apply(c->kernel, c->params);  // copies the parameters for this thread
+                  },
+                  call};
+  };
+  if (queues(stream)) {
+    auto call = std::make_shared<Call>(
+        Call{kernel, std::tuple<std::decay_t<P>...>(std::decay_t<P>(std::forward<A>(args))...)});
+    return enqueue_launch(stream, make_launch(call.get()), call);
+  }
+  legacy_stream_point();  // the legacy stream waits for the blocking streams' queued work
+  Call call{kernel, std::tuple<std::decay_t<P>...>(std::decay_t<P>(std::forward<A>(args))...)};
+  return run_grid(make_launch(&call));
 }
 
 // cuda_runtime.h offers this overload to nvcc only.

@@ -1,18 +1,21 @@
 // The part of the CUDA runtime API that the project uses, for the SIMT emulator build (which links
-// no libcudart). Device memory is host memory; every call is synchronous; the emulated device
+// no libcudart). Device memory is host memory; every call is synchronous unless a test turned on
+// asynchronous streams (streams and events: cuda/emu/streams.{h,cpp}); the emulated device
 // reports the limits of an sm_90 GPU (1024 threads per block, 48 KiB of dynamic shared memory
 // unless a kernel's cudaFuncSetAttribute raised it, at most 227 KiB) so that a launch a real GPU
 // would refuse is refused here too.
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <vector>
 
 #include "cuda/emu/emu.h"
 #include "cuda/emu/scheduler.h"
+#include "cuda/emu/streams.h"
 #include "tensor/parallel.h"
 
 namespace lolcats::emu {
@@ -55,11 +58,6 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   return ok ? cudaSuccess : set_error(cudaErrorInvalidValue);
 }
 
-double now_ms() {
-  using namespace std::chrono;
-  return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
-}
-
 }  // namespace
 
 size_t max_dynamic_shared(const void* func) {
@@ -86,6 +84,7 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
 
 cudaError_t cudaFree(void* ptr) {
   if (!ptr) return cudaSuccess;
+  if (async_streams()) synchronize_device_for_free();  // as on a GPU: queued work may use ptr
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     auto it = g_allocations.find(static_cast<const char*>(ptr));
@@ -106,12 +105,27 @@ cudaError_t cudaFreeHost(void* ptr) {
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  legacy_stream_point();  // the legacy stream's copy waits for the blocking streams
   cudaError_t e = check_copy(dst, src, n, kind);
   if (e == cudaSuccess && n) std::memmove(dst, src, n);
   return e;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, n, kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
+  if (!queues(s)) return cudaMemcpy(dst, src, n, kind);
+  cudaError_t e = check_copy(dst, src, n, kind);
+  if (e != cudaSuccess || n == 0) return e;
+  // Host memory here is pageable (as a GPU sees malloc'd memory): a copy from it is staged before
+  // the call returns, so the caller may reuse its buffer; a copy into it waits for the stream.
+  if (!is_device(src, n)) {
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + n);
+    enqueue(s, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+  } else if (!is_device(dst, n)) {
+    cudaStreamSynchronize(s);
+    std::memmove(dst, src, n);
+  } else {
+    enqueue(s, [dst, src, n] { std::memmove(dst, src, n); });
+  }
+  return cudaSuccess;
 }
 cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
                          size_t height, cudaMemcpyKind kind) {
@@ -123,12 +137,16 @@ cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitc
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t n) {
+  legacy_stream_point();
   if (n && !is_device(ptr, n)) return set_error(cudaErrorInvalidValue);
   std::memset(ptr, value, n);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* ptr, int value, size_t n, cudaStream_t) {
-  return cudaMemset(ptr, value, n);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t n, cudaStream_t s) {
+  if (!queues(s)) return cudaMemset(ptr, value, n);
+  if (n && !is_device(ptr, n)) return set_error(cudaErrorInvalidValue);
+  enqueue(s, [ptr, value, n] { std::memset(ptr, value, n); });
+  return cudaSuccess;
 }
 
 cudaError_t cudaGetLastError(void) {
@@ -168,7 +186,10 @@ cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  synchronize_device();
+  return cudaSuccess;
+}
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (device != 0) return set_error(cudaErrorInvalidDevice);
@@ -220,38 +241,6 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
   if (value < 0 || size_t(value) > kMaxShared) return set_error(cudaErrorInvalidValue);
   std::lock_guard<std::mutex> lock(g_mutex);
   g_shared_limit[func] = size_t(value);
-  return cudaSuccess;
-}
-
-// Streams and events: work is done when the call returns, so a stream is only a token and an event
-// a time stamp.
-cudaError_t cudaStreamCreate(cudaStream_t* s) {
-  *s = reinterpret_cast<cudaStream_t>(new char);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) { return cudaStreamCreate(s); }
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete reinterpret_cast<char*>(s);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-
-cudaError_t cudaEventCreate(cudaEvent_t* e) {
-  *e = reinterpret_cast<cudaEvent_t>(new double(0));
-  return cudaSuccess;
-}
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cudaEventCreate(e); }
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete reinterpret_cast<double*>(e);
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
-  *reinterpret_cast<double*>(e) = now_ms();
-  return cudaSuccess;
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  *ms = float(*reinterpret_cast<double*>(end) - *reinterpret_cast<double*>(start));
   return cudaSuccess;
 }
 
