@@ -23,6 +23,7 @@
 // it is kept simple; a tensor-core version would be tested against it.
 #pragma once
 #include "cuda/api.h"
+#include "cuda/kernel_tile.h"
 #include "lolcats/window.h"
 
 namespace lolcats::cuda {
@@ -46,5 +47,14 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, float* dphiq, float* dphik, 
                                const T* v, const float* phiq, const float* phik,
                                const float* wlogit, int B, int T_, int H, int Hkv, int D, int F,
                                HybridVariant variant, Stream stream);
+
+// The tiles the launchers above pick on the current device for head size D and F features: per
+// kernel, the largest of 32 x 32, 16 x 32, 16 x 16 (rows x columns) whose shared memory fits the
+// card's per-block limit (the scan has one tile: a 64-token block x 32 features). Throws, naming
+// the limit, when even the smallest does not fit.
+struct HybridAttentionTiles {
+  KernelTile scan, forward, query, key;  // the state scan; forward; backward over queries, over keys
+};
+HybridAttentionTiles hybrid_attention_tiles(int D, int F);
 
 }  // namespace lolcats::cuda
