@@ -123,11 +123,11 @@ __global__ void __launch_bounds__(kThreads)
   EXTERN_SHARED(float, smem);
   const int ldd = D + 1, lda = kScanCols + 1;
   SharedBump sm{smem};
-  float* sa = sm.take(kBlock * lda);    // (64, 32) a of one block, this slice of features
-  float* sb = sm.take(kBlock * ldd);    // (64, D)  b / div of the block
-  float* sw = sm.take(kBlock);          // (64)     w
-  float* acc = sm.take(kScanCols * ldd);    // (32, D)  the running S slice
-  float* accz = sm.take(kScanCols);         // (32)     the running z slice
+  float* sa = sm.take(kBlock * lda);      // (64, 32) a of one block, this slice of features
+  float* sb = sm.take(kBlock * ldd);      // (64, D)  b / div of the block
+  float* sw = sm.take(kBlock);            // (64)     w
+  float* acc = sm.take(kScanCols * ldd);  // (32, D)  the running S slice
+  float* accz = sm.take(kScanCols);       // (32)     the running z slice
 
   const int h = blockIdx.x, b = blockIdx.y, f0 = blockIdx.z * kScanCols, nf = imin(kScanCols, F - f0);
   const int nb = ceil_div(T_, kBlock), G = H / Hb;

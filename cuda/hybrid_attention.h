@@ -15,6 +15,8 @@
 //             turn (so the group sum needs no atomics) and the queries that see them locally (the
 //             key's block and the next) and through P. The window factors' gradient is summed from
 //             per-thread-block partials in a fixed order: every result is deterministic.
+// Each kernel's 32 rows per thread block become 16 (and its 32 streamed columns 16) where the card's
+// per-block shared memory is short: hybrid_attention_tiles below says which.
 // Storage: q, k, v, y and their gradients in T (float or bf16); the features phi, their gradients,
 // Z, the window logits and every running sum in f32. All arithmetic f32. D <= 128, F <= 256.
 //
