@@ -427,7 +427,6 @@ void forward_d(T* y, float* lse, const T* q, const T* k, const T* v, int B, int 
 template <typename T, int D>
 void backward_d(T* dq, T* dk, T* dv, const T* dy, const T* y, const float* lse, const T* q,
                 const T* k, const T* v, int B, int T_, int H, int Hkv, Stream stream) {
-  const KernelTile dq_t = dq_tile<D>(), dkdv_t = dkdv_tile<D>();  // first: a card too small fails here
   DeviceScratch<float> delta(size_t(B) * H * T_);  // (B, H, T_)
   const int64_t rows = int64_t(B) * T_ * H;
   auto* delta_kernel = attention_delta_kernel<T, D>;
@@ -435,6 +434,7 @@ void backward_d(T* dq, T* dk, T* dv, const T* dy, const T* y, const float* lse, 
                 delta.p, dy, y, B, T_, H);
   const float* delta_p = delta.p;
 
+  const KernelTile dq_t = dq_tile<D>(), dkdv_t = dkdv_tile<D>();
   with_cols<D>(dq_t, [&](auto cols) {
     auto* dq_kernel = attention_backward_dq_kernel<T, D, decltype(cols)::value>;
     allow_shared(dq_kernel, dq_t.shared_bytes);

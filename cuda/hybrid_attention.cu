@@ -624,6 +624,14 @@ void state_scan(float* S, float* z, const float* a, const T* bm, const float* di
                 T_, H, Hb, D, F, reverse);
 }
 
+// The forward state S[x], z[x] of every block of every (b, h).
+template <typename T>
+void forward_states(float* S, float* z, const float* phik, const T* v, int B, int T_, int H, int Hkv, int D, int F,
+                    Stream stream) {
+  const float* none = nullptr;  // no divisor, weights 1
+  state_scan(S, z, phik, v, none, none, B, T_, H, Hkv, D, F, false, stream);
+}
+
 }  // namespace
 
 HybridAttentionTiles hybrid_attention_tiles(int D, int F) {
@@ -640,8 +648,7 @@ void hybrid_attention_forward(T* y, float* Z, const T* q, const T* k, const T* v
   const KernelTile tile = forward_tile(D, F);  // first: a card too small fails before any work
   const int nb = ceil_div(T_, kBlock);
   DeviceScratch<float> S(size_t(B) * H * nb * F * D), z(size_t(B) * H * nb * F);
-  const float* none = nullptr;
-  state_scan(S.p, z.p, phik, v, none, none, B, T_, H, Hkv, D, F, false, stream);
+  forward_states(S.p, z.p, phik, v, B, T_, H, Hkv, D, F, stream);
   const float *Sp = S.p, *zp = z.p;
   with_tile(tile, [&](auto rows, auto cols) {
     constexpr int R = decltype(rows)::value, C = decltype(cols)::value;
@@ -665,8 +672,7 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, float* dphiq, float* dphik, 
   DeviceScratch<float> S(size_t(B) * H * nb * F * D), z(size_t(B) * H * nb * F);
   DeviceScratch<float> row_m(rows), row_dz(rows), row_wsum(rows), part(size_t(B) * H * nq);
   DeviceScratch<int> row_arg(rows);
-  const float* none = nullptr;
-  state_scan(S.p, z.p, phik, v, none, none, B, T_, H, Hkv, D, F, false, stream);
+  forward_states(S.p, z.p, phik, v, B, T_, H, Hkv, D, F, stream);
 
   const float *Sp = S.p, *zp = z.p;
   with_tile(qtile, [&](auto rows_, auto cols_) {
