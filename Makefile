@@ -66,7 +66,9 @@ endif
 
 # The GPUs the device code is built for: A100 (sm_80), RTX 30xx / A10 (sm_86), RTX 40xx / L4 / L40S
 # (sm_89), H100 / H200 (sm_90). Shared memory per block: 99 KiB on sm_86/89, 163 KiB on sm_80,
-# 227 KiB on sm_90; a kernel that asks for more than the card has is refused at launch.
+# 227 KiB on sm_90; a launch that asks for more than the card has is refused, so the kernels that
+# need much (attention, hybrid attention) pick their tile from the card's limit at run time
+# (cuda/shared_limit.cuh).
 CUDA_ARCHS ?= 80 86 89 90
 NVCC_ARCH_FLAGS := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 NVCCFLAGS := -std=c++17 -O3 -I. $(NVCC_ARCH_FLAGS) -Xcompiler -fopenmp -MMD -MP $(if $(filter 1,$(WERROR)),--Werror all-warnings)

@@ -27,6 +27,8 @@
 #include <vector>
 
 #include "autograd/ops.h"
+#include "cuda/attention.h"
+#include "cuda/hybrid_attention.h"
 #include "cuda/bench_kernels.h"
 #include "lolcats/memory_plan.h"
 #include "lolcats/model.h"
@@ -109,6 +111,14 @@ inline int bench_linearize_device(const std::string& config, int T, int steps, i
   const MemoryPlan plan = plan_linearize_memory(c, LolcatsConfig{}, T, 1, 8);
   json common = {{"bench", "linearize-8b"}, {"model", config}, {"layers", c.n_layers}, {"device", "cuda"},
                  {"gpu", gpu_summary()}, {"weights", "bf16"}, {"batch", 1}, {"seq", T}, {"steps", steps}};
+  {  // the tiles the card's shared memory per block gives the attention kernels (rows x cols, KiB)
+    auto tile = [](const cuda::KernelTile& t) { return strfmt("%dx%d %.1f KiB", t.rows, t.cols, t.shared_bytes / 1024.0); };
+    const cuda::HybridAttentionTiles h = cuda::hybrid_attention_tiles(c.head_dim, model.F);
+    const cuda::AttentionTiles a = cuda::attention_tiles(c.head_dim);
+    std::fprintf(stderr, "bench linearize-8b: tiles: hybrid forward %s, query %s, key %s; attention forward %s, dq %s, dkdv %s\n",
+                 tile(h.forward).c_str(), tile(h.query).c_str(), tile(h.key).c_str(), tile(a.forward).c_str(),
+                 tile(a.dq).c_str(), tile(a.dkdv).c_str());
+  }
   double hours = 0;
   auto timed = [&](const char* stage, int stage_number, double flop_per_token, const std::function<void()>& step) {
     step();  // warm-up: the caching allocator fills, cuBLASLt picks its algorithms

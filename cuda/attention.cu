@@ -17,9 +17,11 @@
 // neighbouring columns) by one warp fall on distinct banks.
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/attention.h"
 #include "cuda/common.cuh"
+#include "cuda/shared_limit.cuh"
 
 #ifdef __CUDACC__
 #define ATTN_UNROLL _Pragma("unroll")
@@ -34,9 +36,16 @@ constexpr int kRows = 64;                           // rows per block
 constexpr int kThreads = 4 * kRows;                 // 4 threads per row
 constexpr unsigned kFullMask = 0xffffffffu;
 
+// Columns streamed per step: the full tile where the card's shared memory allows it (sm_80, sm_90),
+// half of it where not (sm_86/89's 99 KiB: the backward at D = 64 and 128). Both are compiled; the
+// launchers take the first that fits (cuda/shared_limit.cuh). Half a tile only splits a step in two.
 template <int D>
+__host__ __device__ constexpr int full_cols() { return D <= 64 ? 64 : 32; }
+
+template <int D, int Cols = full_cols<D>()>
 struct Tile {
-  static constexpr int cols = D <= 64 ? 64 : 32;    // columns streamed per step
+  static_assert(Cols % 16 == 0 && Cols <= kThreads, "4 threads per row, 4 columns per float4");
+  static constexpr int cols = Cols;                 // columns streamed per step
   static constexpr int ld = D + 4;                  // shared row stride of a (rows, D) tile
   static constexpr int ldp = cols + 4;              // shared row stride of a (kRows, cols) tile
   static constexpr int vecs = D / 16;               // float4 output pieces per thread
@@ -83,10 +92,9 @@ __device__ void load_rows(float* dst, const T* src, int64_t stride, int rows, in
 }
 
 // s[c] = a_row . b[sub + 4c] over D, for this thread's columns of the tile b (cols, D).
-template <int D>
-__device__ inline void row_dots(float (&s)[Tile<D>::cols / 4], const float* a_row, const float* b,
-                                int sub) {
-  constexpr int n = Tile<D>::cols / 4, ld = Tile<D>::ld;
+template <int D, int Cols>
+__device__ inline void row_dots(float (&s)[Cols / 4], const float* a_row, const float* b, int sub) {
+  constexpr int n = Cols / 4, ld = Tile<D, Cols>::ld;
   ATTN_UNROLL
   for (int c = 0; c < n; c++) s[c] = 0.f;
   for (int d = 0; d < D; d += 4) {
@@ -104,11 +112,11 @@ __device__ inline void row_dots(float (&s)[Tile<D>::cols / 4], const float* a_ro
 
 // out[k] += sum_c p_row[c] x[c][4 (sub + 4k) .. +3]: this thread's output columns, for the
 // weights p_row (cols) of its row and the tile x (cols, D).
-template <int D>
+template <int D, int Cols>
 __device__ inline void row_accumulate(float4 (&out)[Tile<D>::vecs], const float* p_row,
                                       const float* x, int sub) {
-  constexpr int ld = Tile<D>::ld;
-  for (int c = 0; c < Tile<D>::cols; c += 4) {
+  constexpr int ld = Tile<D, Cols>::ld;
+  for (int c = 0; c < Cols; c += 4) {
     float4 p = shared4(p_row + c);
     const float* xc = x + c * ld + 4 * sub;
     ATTN_UNROLL
@@ -145,11 +153,11 @@ __device__ inline int query_tile_last_first() { return (gridDim.z - 1 - blockIdx
 // ---- forward ----------------------------------------------------------------------------------
 // grid (H, B, ceil(T_ / kRows)), kThreads threads: one block per 64 queries of one (b, h).
 // Shared: queries (kRows, D), key and value tiles (cols, D), probabilities (kRows, cols).
-template <typename T, int D>
+template <typename T, int D, int Cols>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(T* y, float* lse, const T* q, const T* k, const T* v, int T_, int H,
                              int Hkv) {
-  using Tl = Tile<D>;
+  using Tl = Tile<D, Cols>;
   constexpr int kCols = Tl::cols, ld = Tl::ld, ldp = Tl::ldp;
   EXTERN_SHARED(float, smem);
   float* sq = smem;               // (kRows, D)
@@ -175,7 +183,7 @@ __global__ void __launch_bounds__(kThreads)
     load_rows<D>(sv, vb + j0 * kv_stride, kv_stride, kCols, imin(kCols, T_ - j0));
     __syncthreads();
     float s[kCols / 4];
-    row_dots<D>(s, sq + r * ld, sk, sub);
+    row_dots<D, kCols>(s, sq + r * ld, sk, sub);
     float tile_max = -INFINITY;
     ATTN_UNROLL
     for (int c = 0; c < kCols / 4; c++) {
@@ -197,7 +205,7 @@ __global__ void __launch_bounds__(kThreads)
       sp[r * ldp + sub + 4 * c] = p;
     }
     __syncthreads();  // the row's probabilities are in (written by its 4 threads)
-    row_accumulate<D>(acc, sp + r * ldp, sv, sub);
+    row_accumulate<D, kCols>(acc, sp + r * ldp, sv, sub);
   }
   l = row_sum(l);
   if (i < T_) {
@@ -230,11 +238,11 @@ __global__ void __launch_bounds__(kThreads)
 // dq. grid (H, B, ceil(T_ / kRows)), kThreads threads: one block per 64 queries of one (b, h),
 // streaming key/value tiles. Shared: queries and dy (kRows, D), key and value tiles (cols, D), dS
 // (kRows, cols).
-template <typename T, int D>
+template <typename T, int D, int Cols>
 __global__ void __launch_bounds__(kThreads)
     attention_backward_dq_kernel(T* dq, const T* dy, const float* lse, const float* delta,
                                  const T* q, const T* k, const T* v, int T_, int H, int Hkv) {
-  using Tl = Tile<D>;
+  using Tl = Tile<D, Cols>;
   constexpr int kCols = Tl::cols, ld = Tl::ld, ldp = Tl::ldp;
   EXTERN_SHARED(float, smem);
   float* sq = smem;               // (kRows, D)
@@ -264,8 +272,8 @@ __global__ void __launch_bounds__(kThreads)
     load_rows<D>(sv, vb + j0 * kv_stride, kv_stride, kCols, imin(kCols, T_ - j0));
     __syncthreads();
     float s[kCols / 4], dp[kCols / 4];
-    row_dots<D>(s, sq + r * ld, sk, sub);
-    row_dots<D>(dp, sdy + r * ld, sv, sub);
+    row_dots<D, kCols>(s, sq + r * ld, sk, sub);
+    row_dots<D, kCols>(dp, sdy + r * ld, sv, sub);
     ATTN_UNROLL
     for (int c = 0; c < kCols / 4; c++) {
       int j = j0 + sub + 4 * c;
@@ -273,7 +281,7 @@ __global__ void __launch_bounds__(kThreads)
       sds[r * ldp + sub + 4 * c] = p * (dp[c] - delta_i);
     }
     __syncthreads();
-    row_accumulate<D>(acc, sds + r * ldp, sk, sub);
+    row_accumulate<D, kCols>(acc, sds + r * ldp, sk, sub);
   }
   if (i < T_) store_row<D>(dq + first + int64_t(r) * q_stride, acc, scale, sub);
 }
@@ -282,11 +290,11 @@ __global__ void __launch_bounds__(kThreads)
 // (b, g); it streams the query tiles at or after its keys, for each of the H / Hkv query heads of
 // g in turn, and so sums the group in a fixed order. Shared: keys and values (kRows, D), query and
 // dy tiles (cols, D), P and dS (kRows, cols) transposed (a row per key), lse and delta (cols).
-template <typename T, int D>
+template <typename T, int D, int Cols>
 __global__ void __launch_bounds__(kThreads)
     attention_backward_dkdv_kernel(T* dk, T* dv, const T* dy, const float* lse, const float* delta,
                                    const T* q, const T* k, const T* v, int T_, int H, int Hkv) {
-  using Tl = Tile<D>;
+  using Tl = Tile<D, Cols>;
   constexpr int kCols = Tl::cols, ld = Tl::ld, ldp = Tl::ldp;
   EXTERN_SHARED(float, smem);
   float* sk = smem;               // (kRows, D)
@@ -322,8 +330,8 @@ __global__ void __launch_bounds__(kThreads)
       }
       __syncthreads();
       float s[kCols / 4], dp[kCols / 4];
-      row_dots<D>(s, sk + r * ld, sq, sub);   // s_ij / scale for this key j and queries i
-      row_dots<D>(dp, sv + r * ld, sdy, sub);  // dp_ij = dy_i . v_j
+      row_dots<D, kCols>(s, sk + r * ld, sq, sub);   // s_ij / scale for this key j and queries i
+      row_dots<D, kCols>(dp, sv + r * ld, sdy, sub);  // dp_ij = dy_i . v_j
       ATTN_UNROLL
       for (int c = 0; c < kCols / 4; c++) {
         int col = sub + 4 * c, i = i0 + col;
@@ -332,8 +340,8 @@ __global__ void __launch_bounds__(kThreads)
         sds[r * ldp + col] = p * (dp[c] - sdelta[col]);
       }
       __syncthreads();
-      row_accumulate<D>(dv_acc, sp + r * ldp, sdy, sub);
-      row_accumulate<D>(dk_acc, sds + r * ldp, sq, sub);
+      row_accumulate<D, kCols>(dv_acc, sp + r * ldp, sdy, sub);
+      row_accumulate<D, kCols>(dk_acc, sds + r * ldp, sq, sub);
     }
   }
   if (j < T_) {
@@ -343,27 +351,53 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---- launchers ---------------------------------------------------------------------------------
+// Shared bytes of each kernel with `cols` columns per streamed tile.
 template <int D>
-constexpr size_t forward_shared_bytes() {
-  using Tl = Tile<D>;  // queries; keys and values; probabilities
-  return sizeof(float) * (kRows * Tl::ld + 2 * Tl::cols * Tl::ld + kRows * Tl::ldp);
+constexpr size_t forward_shared_bytes(int cols) {
+  constexpr int ld = Tile<D>::ld;  // queries; keys and values; probabilities
+  return sizeof(float) * (kRows * ld + 2 * cols * ld + kRows * (cols + 4));
 }
 template <int D>
-constexpr size_t dq_shared_bytes() {
-  using Tl = Tile<D>;  // queries and dy; keys and values; dS
-  return sizeof(float) * (2 * kRows * Tl::ld + 2 * Tl::cols * Tl::ld + kRows * Tl::ldp);
+constexpr size_t dq_shared_bytes(int cols) {
+  constexpr int ld = Tile<D>::ld;  // queries and dy; keys and values; dS
+  return sizeof(float) * (2 * kRows * ld + 2 * cols * ld + kRows * (cols + 4));
 }
 template <int D>
-constexpr size_t dkdv_shared_bytes() {
-  using Tl = Tile<D>;  // keys and values; queries and dy; P and dS; lse and delta
-  return sizeof(float) *
-         (2 * kRows * Tl::ld + 2 * Tl::cols * Tl::ld + 2 * kRows * Tl::ldp + 2 * Tl::cols);
+constexpr size_t dkdv_shared_bytes(int cols) {
+  constexpr int ld = Tile<D>::ld;  // keys and values; queries and dy; P and dS; lse and delta
+  return sizeof(float) * (2 * kRows * ld + 2 * cols * ld + 2 * kRows * (cols + 4) + 2 * cols);
 }
 
-// Allows `kernel` more dynamic shared memory than the default 48 KiB (a launch above it fails).
-template <typename Kernel>
-void allow_shared(Kernel* kernel, size_t bytes) {
-  cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+// The column counts each kernel is compiled for, largest first: the full tile, then half of it.
+template <int D>
+constexpr KernelTile kAttentionTiles[] = {{kRows, full_cols<D>()}, {kRows, full_cols<D>() / 2}};
+
+template <int D>
+KernelTile forward_tile() {
+  return choose_tile("attention_forward", kAttentionTiles<D>, [](int, int c) { return forward_shared_bytes<D>(c); });
+}
+template <int D>
+KernelTile dq_tile() {
+  return choose_tile("attention_backward (dq)", kAttentionTiles<D>, [](int, int c) { return dq_shared_bytes<D>(c); });
+}
+template <int D>
+KernelTile dkdv_tile() {
+  return choose_tile("attention_backward (dk, dv)", kAttentionTiles<D>,
+                     [](int, int c) { return dkdv_shared_bytes<D>(c); });
+}
+template <int D>
+AttentionTiles tiles_d() {
+  return {forward_tile<D>(), dq_tile<D>(), dkdv_tile<D>()};
+}
+
+// Calls launch(cols) with the tile t (one of kAttentionTiles<D>) as a std::integral_constant, so
+// that the launch names the kernel instance compiled for it.
+template <int D, typename Launch>
+void with_cols(const KernelTile& t, Launch&& launch) {
+  constexpr int full = full_cols<D>();
+  if (t.cols == full) return launch(std::integral_constant<int, full>{});
+  ENSURE(t.cols == full / 2, "attention (cuda): no kernel compiled for %d columns at D = %d", t.cols, D);
+  launch(std::integral_constant<int, full / 2>{});
 }
 
 void check_shapes(const char* op, const void* const* ptrs, int n, int B, int T_, int H, int Hkv,
@@ -381,11 +415,13 @@ void check_shapes(const char* op, const void* const* ptrs, int n, int B, int T_,
 template <typename T, int D>
 void forward_d(T* y, float* lse, const T* q, const T* k, const T* v, int B, int T_, int H, int Hkv,
                Stream stream) {
-  auto* forward_kernel = attention_forward_kernel<T, D>;
-  const size_t shared = forward_shared_bytes<D>();
-  allow_shared(forward_kernel, shared);
-  launch_kernel(forward_kernel, dim3(H, B, ceil_div(T_, kRows)), kThreads, shared, stream, y, lse, q,
-                k, v, T_, H, Hkv);
+  const KernelTile tile = forward_tile<D>();
+  with_cols<D>(tile, [&](auto cols) {
+    auto* forward_kernel = attention_forward_kernel<T, D, decltype(cols)::value>;
+    allow_shared(forward_kernel, tile.shared_bytes);
+    launch_kernel(forward_kernel, dim3(H, B, ceil_div(T_, kRows)), kThreads, tile.shared_bytes, stream, y,
+                  lse, q, k, v, T_, H, Hkv);
+  });
 }
 
 template <typename T, int D>
@@ -398,18 +434,32 @@ void backward_d(T* dq, T* dk, T* dv, const T* dy, const T* y, const float* lse, 
                 delta.p, dy, y, B, T_, H);
   const float* delta_p = delta.p;
 
-  auto* dq_kernel = attention_backward_dq_kernel<T, D>;
-  allow_shared(dq_kernel, dq_shared_bytes<D>());
-  launch_kernel(dq_kernel, dim3(H, B, ceil_div(T_, kRows)), kThreads, dq_shared_bytes<D>(), stream,
-                dq, dy, lse, delta_p, q, k, v, T_, H, Hkv);
-
-  auto* dkdv_kernel = attention_backward_dkdv_kernel<T, D>;
-  allow_shared(dkdv_kernel, dkdv_shared_bytes<D>());
-  launch_kernel(dkdv_kernel, dim3(Hkv, B, ceil_div(T_, kRows)), kThreads, dkdv_shared_bytes<D>(),
-                stream, dk, dv, dy, lse, delta_p, q, k, v, T_, H, Hkv);
+  const KernelTile dq_t = dq_tile<D>(), dkdv_t = dkdv_tile<D>();
+  with_cols<D>(dq_t, [&](auto cols) {
+    auto* dq_kernel = attention_backward_dq_kernel<T, D, decltype(cols)::value>;
+    allow_shared(dq_kernel, dq_t.shared_bytes);
+    launch_kernel(dq_kernel, dim3(H, B, ceil_div(T_, kRows)), kThreads, dq_t.shared_bytes, stream,
+                  dq, dy, lse, delta_p, q, k, v, T_, H, Hkv);
+  });
+  with_cols<D>(dkdv_t, [&](auto cols) {
+    auto* dkdv_kernel = attention_backward_dkdv_kernel<T, D, decltype(cols)::value>;
+    allow_shared(dkdv_kernel, dkdv_t.shared_bytes);
+    launch_kernel(dkdv_kernel, dim3(Hkv, B, ceil_div(T_, kRows)), kThreads, dkdv_t.shared_bytes,
+                  stream, dk, dv, dy, lse, delta_p, q, k, v, T_, H, Hkv);
+  });
 }
 
 }  // namespace
+
+AttentionTiles attention_tiles(int D) {
+  switch (D) {
+    case 16: return tiles_d<16>();
+    case 32: return tiles_d<32>();
+    case 64: return tiles_d<64>();
+    case 128: return tiles_d<128>();
+  }
+  fail(__FILE__, __LINE__, strfmt("attention_tiles (cuda): head size D = %d is not supported (16, 32, 64 or 128)", D));
+}
 
 template <typename T>
 void attention_forward(T* y, float* lse, const T* q, const T* k, const T* v, int B, int T_, int H,

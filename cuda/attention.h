@@ -8,7 +8,8 @@
 //   dk_j = scale sum_{h in g} sum_i ds_ij q_i,  dv_j = sum_{h in g} sum_i p_ij dy_i
 //
 // Tiling (no T x T matrix ever exists in memory): a block owns 64 rows and 4 threads per row
-// (256 threads). It streams tiles of 32 columns (64 when D = 64) through shared memory, in order,
+// (256 threads). It streams tiles of 32 columns (64 when D <= 64; half that on cards whose
+// per-block shared memory is short: attention_tiles) through shared memory, in order,
 // skipping the tiles above the causal diagonal; each thread computes a quarter of the row's scores
 // and owns a quarter of the row's output columns.
 //   forward:  rows = queries of one (b, h); streams key/value tiles; online softmax (running max,
@@ -21,6 +22,7 @@
 // 32 (test models, small checkpoints); other head sizes throw lolcats::Error. Pointers must be 16-byte aligned (rows are loaded 4 values at a time).
 #pragma once
 #include "cuda/api.h"
+#include "cuda/kernel_tile.h"
 
 namespace lolcats::cuda {
 
@@ -44,5 +46,13 @@ void attention_backward(T* dq,             // (B, T_, H, D)    written
                         const T* k,        // (B, T_, Hkv, D)
                         const T* v,        // (B, T_, Hkv, D)
                         int B, int T_, int H, int Hkv, int D, Stream stream);
+
+// The tiles the launchers above pick on the current device for head size D: each kernel streams
+// the full tile of columns (64 at D <= 64, else 32) where the card's per-block shared memory allows
+// it, else half of it; rows are always 64. Throws, naming the limit, when neither fits.
+struct AttentionTiles {
+  KernelTile forward, dq, dkdv;
+};
+AttentionTiles attention_tiles(int D);
 
 }  // namespace lolcats::cuda

@@ -226,7 +226,9 @@ std::vector<KernelCase> kernel_cases(bool smoke) {
     auto dy = buf(size_t(qb)), dq = buf(size_t(qb)), dk = buf(size_t(kb)), dv = buf(size_t(kb));
     auto keep = std::make_shared<std::vector<std::shared_ptr<Buffer>>>(std::vector<std::shared_ptr<Buffer>>{q, k, v, y, lse, dy, dq, dk, dv});
     double causal = 2.0 * 2.0 * B * H * double(T) * T * D / 2;  // QK^T and PV, lower half
-    std::string shape = strfmt("B %d, T %d, H %d/%d, D %d, bf16", B, T, H, Hkv, D);
+    const AttentionTiles tiles = attention_tiles(D);  // the columns streamed per step, from the card's shared memory
+    std::string shape = strfmt("B %d, T %d, H %d/%d, D %d, bf16, cols %d/%d/%d", B, T, H, Hkv, D, tiles.forward.cols,
+                               tiles.dq.cols, tiles.dkdv.cols);
     attention_forward(y->as<bf16>(), lse->as<float>(), q->as<bf16>(), k->as<bf16>(), v->as<bf16>(), B, T, H, Hkv, D, nullptr);
     cases.push_back({"attention_forward (portable, f32 FMA)", shape, 0, causal, [=] {
                        attention_forward(y->as<bf16>(), lse->as<float>(), q->as<bf16>(), k->as<bf16>(), v->as<bf16>(),

@@ -15,6 +15,8 @@
 //             turn (so the group sum needs no atomics) and the queries that see them locally (the
 //             key's block and the next) and through P. The window factors' gradient is summed from
 //             per-thread-block partials in a fixed order: every result is deterministic.
+// Each kernel's 32 rows per thread block become 16 (and its 32 streamed columns 16) where the card's
+// per-block shared memory is short: hybrid_attention_tiles below says which.
 // Storage: q, k, v, y and their gradients in T (float or bf16); the features phi, their gradients,
 // Z, the window logits and every running sum in f32. All arithmetic f32. D <= 128, F <= 256.
 //
@@ -23,6 +25,7 @@
 // it is kept simple; a tensor-core version would be tested against it.
 #pragma once
 #include "cuda/api.h"
+#include "cuda/kernel_tile.h"
 #include "lolcats/window.h"
 
 namespace lolcats::cuda {
@@ -46,5 +49,14 @@ void hybrid_attention_backward(T* dq, T* dk, T* dv, float* dphiq, float* dphik, 
                                const T* v, const float* phiq, const float* phik,
                                const float* wlogit, int B, int T_, int H, int Hkv, int D, int F,
                                HybridVariant variant, Stream stream);
+
+// The tiles the launchers above pick on the current device for head size D and F features: per
+// kernel, the largest of 32 x 32, 16 x 32, 16 x 16 (rows x columns) whose shared memory fits the
+// card's per-block limit (the scan has one tile: a 64-token block x 32 features). Throws, naming
+// the limit, when even the smallest does not fit.
+struct HybridAttentionTiles {
+  KernelTile scan, forward, query, key;  // the state scan; forward; backward over queries, over keys
+};
+HybridAttentionTiles hybrid_attention_tiles(int D, int F);
 
 }  // namespace lolcats::cuda

@@ -242,6 +242,17 @@ float run_big_shared(int floats, bool raise_limit) {
   return from_device(d, 1)[0];
 }
 
+size_t shared_optin_reported(bool from_properties) {
+  if (from_properties) {
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    return prop.sharedMemPerBlockOptin;
+  }
+  int bytes = 0;
+  cudaCheck(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+  return size_t(bytes);
+}
+
 void run_faulty(Faulty which) {
 #ifdef LOLCATS_CUDA_EMU
   float* d = to_device(std::vector<float>(128));

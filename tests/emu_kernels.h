@@ -1,5 +1,6 @@
 // Host wrappers of tests/emu_kernels.cu (kept apart so that the Catch2 tests compile with g++ only).
 #pragma once
+#include <cstddef>
 #include <vector>
 
 namespace emu_test {
@@ -16,6 +17,9 @@ void run_block_3d(std::vector<int>& linear, std::vector<unsigned>& ballot);
 void run_atomics(int blocks, int threads, int& count, float& fsum);
 std::vector<float> run_reverse_blocks(const std::vector<float>& x, int block);
 float run_big_shared(int floats, bool raise_limit);
+// The device's per-block opt-in shared memory limit, as cudaDeviceGetAttribute
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin) or cudaGetDeviceProperties (sharedMemPerBlockOptin) says.
+size_t shared_optin_reported(bool from_properties);
 
 enum class Faulty { divergent_barrier, exit_before_barrier, shuffle_missing_lane, shuffle_mask_without_self, crash };
 void run_faulty(Faulty which);  // emulator builds only

@@ -7,6 +7,7 @@
 #include "cuda/attention.h"
 #include "tensor/attention.h"
 #include "tests/cuda_helpers.h"
+#include "tests/cuda_shared_limit.h"
 
 using namespace lolcats_test;
 namespace cu = lolcats::cuda;
@@ -155,5 +156,55 @@ TEST_CASE("cuda attention refuses head sizes other than 16, 32, 64 and 128, nami
                                              q.f32(), q.f32(), q.f32(), 1, 1, 1, 1, 48, nullptr),
                       Catch::Contains("head size D = 48"));
 }
+
+// The kernels pick their tile from the card's per-block shared memory (cuda/shared_limit.cuh): at
+// 99 KiB (sm_86/89) the backward at D = 64 and 128 streams half tiles, at 163 and 227 KiB full
+// ones. Each limit's choice must match the CPU twin with the same tolerances.
+TEST_CASE("cuda attention matches the CPU twin at each card's shared memory (99, 163, 227 KiB)", "[cuda][sanitize]") {
+  SKIP_WITHOUT_CUDA();
+  for_each_shared_limit([](size_t) {
+    check_case({1, 130, 4, 2, 64}, Storage::bf16);
+    check_case({1, 130, 4, 2, 128}, Storage::f32);
+  });
+}
+
+TEST_CASE("cuda attention: the tile each card's shared memory gets", "[cuda]") {
+  SKIP_WITHOUT_CUDA();
+  for_each_shared_limit([](size_t limit) {
+    for (int D : {16, 32, 64, 128}) {
+      INFO("D = " << D);
+      const cu::AttentionTiles t = cu::attention_tiles(D);
+      for (const cu::KernelTile& k : {t.forward, t.dq, t.dkdv}) {
+        CHECK(k.rows == 64);
+        if (limit) CHECK(k.shared_bytes <= limit);
+      }
+      if (!limit) continue;  // a GPU: its own limit, whatever it is
+      const int full = D <= 64 ? 64 : 32;
+      // Only the backward at D >= 64 is short of room, and only at 99 KiB.
+      const bool half = limit < 163 * kKiB && D >= 64;
+      CHECK(t.forward.cols == full);
+      CHECK(t.dq.cols == (half && D == 128 ? full / 2 : full));
+      CHECK(t.dkdv.cols == (half ? full / 2 : full));
+    }
+    if (limit == 227 * kKiB) {  // sm_90 keeps the tiles (and so the bits) the kernels always had
+      const cu::AttentionTiles t = cu::attention_tiles(128);
+      CHECK(t.forward.shared_bytes == 76800);
+      CHECK(t.dq.shared_bytes == 110592);
+      CHECK(t.dkdv.shared_bytes == 120064);
+    }
+  });
+}
+
+#ifdef LOLCATS_CUDA_EMU
+TEST_CASE("cuda attention on a card with too little shared memory: one error naming the limit", "[cuda]") {
+  SharedLimitGuard guard(32 * kKiB);
+  DeviceBuffer q(size_t(2 * 128), Storage::f32), lse(size_t(2), Storage::f32);
+  // D = 128: the forward's half tile needs 55808 bytes.
+  REQUIRE_THROWS_WITH(cu::attention_forward(q.f32(), lse.f32(), q.f32(), q.f32(), q.f32(), 1, 2, 1, 1, 128, nullptr),
+                      Catch::Contains("attention_forward (cuda)") && Catch::Contains("(64 x 16) needs 55808 bytes") &&
+                          Catch::Contains("this device allows 32768"));
+  REQUIRE_THROWS_WITH(cu::attention_tiles(128), Catch::Contains("this device allows 32768"));
+}
+#endif
 
 #endif  // LOLCATS_CUDA

@@ -12,6 +12,7 @@
 #include "lolcats/feature_map.h"
 #include "lolcats/hybrid_attention.h"
 #include "tests/cuda_helpers.h"
+#include "tests/cuda_shared_limit.h"
 
 using namespace lolcats_test;
 namespace cu = lolcats::cuda;
@@ -159,6 +160,68 @@ TEST_CASE("cuda hybrid attention refuses sizes it does not take, naming them", "
                                                    x.f32(), 1, 2, 3, 2, 16, 16, HybridVariant::terrace, nullptr),
                       Catch::Contains("H = 3, Hkv = 2"));
 }
+
+// The kernels pick their tile from the card's per-block shared memory (cuda/shared_limit.cuh): each
+// limit's choice must match the CPU twin with the same tolerances. SmolLM2's heads (D = 64,
+// F = 128) and the largest the kernels take (D = 128, F = 256), both variants with a window, over
+// three 64-token blocks (so the state is read too) with a partial last one.
+TEST_CASE("cuda hybrid attention matches the CPU twin at each card's shared memory (99, 163, 227 KiB)",
+          "[cuda][hybrid][sanitize]") {
+  SKIP_WITHOUT_CUDA();
+  for_each_shared_limit([](size_t) {
+    for (HybridVariant var : {HybridVariant::terrace, HybridVariant::sw}) {
+      check_case({1, 130, 2, 1, 64, 128, var}, Storage::bf16, false);
+      check_case({1, 130, 2, 1, 128, 256, var}, Storage::f32, false);
+    }
+  });
+}
+
+TEST_CASE("cuda hybrid attention: the tile each card's shared memory gets", "[cuda][hybrid]") {
+  SKIP_WITHOUT_CUDA();
+  using P = std::pair<int, int>;
+  auto shape = [](const cu::KernelTile& t) { return P{t.rows, t.cols}; };
+  for_each_shared_limit([&](size_t limit) {
+    const cu::HybridAttentionTiles big = cu::hybrid_attention_tiles(128, 256), smol = cu::hybrid_attention_tiles(64, 128);
+    for (const cu::HybridAttentionTiles& t : {big, smol})
+      for (const cu::KernelTile& k : {t.scan, t.forward, t.query, t.key})
+        if (limit) CHECK(k.shared_bytes <= limit);
+    CHECK(shape(big.scan) == P{64, 32});
+    if (limit == 227 * kKiB) {  // sm_90 keeps the tiles (and so the bits) the kernels always had
+      for (const cu::KernelTile& k : {big.forward, big.query, big.key, smol.forward, smol.query, smol.key})
+        CHECK(shape(k) == P{32, 32});
+      CHECK(big.forward.shared_bytes == 136448);
+      CHECK(big.query.shared_bytes == 186112);
+      CHECK(big.key.shared_bytes == 206848);
+    } else if (limit == 163 * kKiB) {
+      CHECK(shape(big.forward) == P{32, 32});
+      CHECK(shape(big.query) == P{16, 32});
+      CHECK(shape(big.key) == P{16, 32});
+      for (const cu::KernelTile& k : {smol.forward, smol.query, smol.key}) CHECK(shape(k) == P{32, 32});
+    } else if (limit == 99 * kKiB) {
+      CHECK(shape(big.forward) == P{16, 32});
+      CHECK(shape(big.query) == P{16, 16});
+      CHECK(shape(big.key) == P{16, 16});
+      CHECK(big.key.shared_bytes == 99 * kKiB);  // exactly the limit
+      CHECK(shape(smol.forward) == P{32, 32});
+      CHECK(shape(smol.query) == P{32, 32});
+      CHECK(shape(smol.key) == P{16, 32});
+    }
+  });
+}
+
+#ifdef LOLCATS_CUDA_EMU
+TEST_CASE("cuda hybrid attention on a card with too little shared memory: one error naming the limit",
+          "[cuda][hybrid]") {
+  SharedLimitGuard guard(64 * kKiB);
+  DeviceBuffer x(size_t(2 * 2 * 256), Storage::f32);
+  // D = 128, F = 256: the forward's smallest tile, 16 x 16, needs 67200 bytes.
+  REQUIRE_THROWS_WITH(cu::hybrid_attention_forward(x.f32(), x.f32(), x.f32(), x.f32(), x.f32(), x.f32(), x.f32(),
+                                                   x.f32(), 1, 2, 1, 1, 128, 256, HybridVariant::terrace, nullptr),
+                      Catch::Contains("hybrid_attention_forward (cuda)") &&
+                          Catch::Contains("(16 x 16) needs 67200 bytes") && Catch::Contains("this device allows 65536"));
+  REQUIRE_THROWS_WITH(cu::hybrid_attention_tiles(128, 256), Catch::Contains("this device allows 65536"));
+}
+#endif
 
 // ---- feature maps ---------------------------------------------------------------------------------
 

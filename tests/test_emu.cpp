@@ -14,6 +14,7 @@
 #include "tests/helpers.h"
 #ifdef LOLCATS_CUDA_EMU
 #include "cuda/emu/scheduler.h"
+#include "tests/cuda_shared_limit.h"
 #endif
 
 using namespace lolcats;
@@ -168,6 +169,29 @@ TEST_CASE("cuda model: dynamic shared memory and its 48 KiB default limit", "[cu
 }
 
 #ifdef LOLCATS_CUDA_EMU
+TEST_CASE("emulator: the per-block shared memory limit is a parameter, reported and enforced", "[emu][cuda]") {
+  using lolcats_test::SharedLimitGuard;
+  const size_t prev = emu::shared_memory_optin(), k = 1024;
+  {
+    SharedLimitGuard sm86(99 * k);  // an RTX 3090's limit
+    CHECK(emu_test::shared_optin_reported(false) == 99 * k);
+    CHECK(emu_test::shared_optin_reported(true) == 99 * k);
+    CHECK(emu_test::run_big_shared(99 * 256, true) == 99 * 256.0f);  // exactly the limit: allowed
+    // cudaFuncSetAttribute above the limit is refused, as on a GPU.
+    CHECK_THROWS_WITH(emu_test::run_big_shared(99 * 256 + 1, true), Catch::Contains("cudaErrorInvalidValue"));
+  }
+  {
+    SharedLimitGuard sm90(227 * k);
+    CHECK(emu_test::shared_optin_reported(true) == 227 * k);
+    CHECK(emu_test::run_big_shared(200 * 256, true) == 200 * 256.0f);  // the attribute now allows 200 KiB
+    SharedLimitGuard sm80(163 * k);
+    // A launch above the device's limit is refused even though the kernel's attribute allowed it.
+    CHECK_THROWS_WITH(emu_test::run_big_shared(200 * 256, false), Catch::Contains("cudaErrorInvalidValue"));
+    CHECK(emu_test::run_big_shared(163 * 256, true) == 163 * 256.0f);
+  }
+  CHECK(emu::shared_memory_optin() == prev);  // the guards put it back
+}
+
 TEST_CASE("emulator: faults are reported with block and thread, never hang", "[emu]") {
   using emu_test::Faulty;
   using Catch::Contains;

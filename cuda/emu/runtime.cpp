@@ -2,10 +2,13 @@
 // no libcudart). Device memory is host memory; every call is synchronous unless a test turned on
 // asynchronous streams (streams and events: cuda/emu/streams.{h,cpp}); the emulated device
 // reports the limits of an sm_90 GPU (1024 threads per block, 48 KiB of dynamic shared memory
-// unless a kernel's cudaFuncSetAttribute raised it, at most 227 KiB) so that a launch a real GPU
-// would refuse is refused here too.
+// unless a kernel's cudaFuncSetAttribute raised it, at most the opt-in limit: 227 KiB, or what
+// set_shared_memory_optin / LOLCATS_EMU_SHARED_OPTIN made it, to stand for another card) so that a
+// launch a real GPU would refuse is refused here too.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -23,9 +26,23 @@ namespace {
 
 constexpr size_t kDefaultShared = 48 * 1024, kMaxShared = 227 * 1024;
 
+// LOLCATS_EMU_SHARED_OPTIN: bytes, or KiB with a K / KiB suffix; unset: 227 KiB. A value it cannot
+// read stops the program: a run meant to prove a smaller card must not quietly run at 227 KiB.
+size_t initial_shared_optin() {
+  const char* env = std::getenv("LOLCATS_EMU_SHARED_OPTIN");
+  if (!env || !*env) return kMaxShared;
+  char* end = nullptr;
+  unsigned long long n = std::strtoull(env, &end, 10);
+  if (end != env && !*end) return size_t(n);
+  if (end != env && (std::strcmp(end, "K") == 0 || std::strcmp(end, "KiB") == 0)) return size_t(n) * 1024;
+  std::fprintf(stderr, "LOLCATS_EMU_SHARED_OPTIN=%s: expected bytes (101376) or KiB (99K, 99KiB)\n", env);
+  std::abort();
+}
+
 std::mutex g_mutex;
 std::map<const char*, size_t> g_allocations;   // device allocations: base -> bytes
 std::map<const void*, size_t> g_shared_limit;  // kernel -> max dynamic shared memory
+size_t g_shared_optin = initial_shared_optin();  // the device's per-block opt-in limit
 thread_local cudaError_t t_last_error = cudaSuccess;
 
 // Is [p, p + n) inside one device allocation?
@@ -60,10 +77,20 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 
 }  // namespace
 
+void set_shared_memory_optin(size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_shared_optin = bytes;
+}
+
+size_t shared_memory_optin() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_shared_optin;
+}
+
 size_t max_dynamic_shared(const void* func) {
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_shared_limit.find(func);
-  return it == g_shared_limit.end() ? kDefaultShared : it->second;
+  return std::min(it == g_shared_limit.end() ? kDefaultShared : it->second, g_shared_optin);
 }
 
 }  // namespace lolcats::emu
@@ -197,7 +224,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   std::strncpy(prop->name, "SIMT emulator (CPU)", sizeof prop->name - 1);
   prop->totalGlobalMem = size_t(sysconf(_SC_PHYS_PAGES)) * size_t(sysconf(_SC_PAGESIZE));
   prop->sharedMemPerBlock = kDefaultShared;
-  prop->sharedMemPerBlockOptin = kMaxShared;
+  prop->sharedMemPerBlockOptin = shared_memory_optin();
   prop->sharedMemPerMultiprocessor = 228 * 1024;
   prop->regsPerBlock = 65536;
   prop->warpSize = 32;
@@ -238,8 +265,8 @@ cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
-  if (value < 0 || size_t(value) > kMaxShared) return set_error(cudaErrorInvalidValue);
   std::lock_guard<std::mutex> lock(g_mutex);
+  if (value < 0 || size_t(value) > g_shared_optin) return set_error(cudaErrorInvalidValue);
   g_shared_limit[func] = size_t(value);
   return cudaSuccess;
 }
