@@ -87,8 +87,9 @@ Var LolcatsModel::layer(int l, const Var& x, const RopeTables& rope) const {
 }
 
 Var LolcatsModel::hidden(const Tensor& ids, Recompute recompute) const {
-  Var x = base.embed(ids);
+  // The tables first: they are uploaded, and an upload after the step's first kernel would wait.
   const RopeTables rope = base.rope_tables(int(ids.size(1)));
+  Var x = base.embed(ids);
   for (int l = 0; l < base.cfg.n_layers; l++) {
     std::vector<Var> trainable = base.trainable_in_layer(l);  // what a recomputed layer depends on
     for (const Var& p : layer_parameters(layers[size_t(l)]))

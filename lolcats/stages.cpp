@@ -14,8 +14,9 @@ TransferLosses transfer_losses(const LolcatsModel& m, const Tensor& ids, float l
   TransferLosses out;
   out.layer_mse.resize(m.layers.size());
 
-  Var x = base.embed(ids);
+  // The tables first: they are uploaded, and an upload after the step's first kernel would wait.
   const RopeTables rope = base.rope_tables(int(ids.size(1)));
+  Var x = base.embed(ids);
   out.loss = Tensor::zeros({1}, DType::f32, base.device());
   for (int l = 0; l < base.cfg.n_layers; l++) {
     AttentionInputs in = base.attention_inputs(l, x, rope);

@@ -188,8 +188,9 @@ std::vector<Var> Llama::trainable_in_layer(int l) const {
 // ---- the plain loop ---------------------------------------------------------------------------
 
 Var Llama::hidden(const Tensor& ids, Recompute recompute) const {
-  Var x = embed(ids);
+  // The tables first: they are uploaded, and an upload after the step's first kernel would wait.
   const RopeTables rope = rope_tables(int(ids.size(1)));
+  Var x = embed(ids);
   for (int l = 0; l < cfg.n_layers; l++)
     x = recomputed(recompute, [this, l, rope](const Var& h) { return layer(l, h, rope); }, x, trainable_in_layer(l));
   return x;

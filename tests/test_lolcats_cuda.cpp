@@ -6,12 +6,16 @@
 #ifdef LOLCATS_CUDA
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 #include "autograd/ops.h"
 #include "lolcats/model.h"
 #include "lolcats/stages.h"
 #include "lolcats/trainer.h"
 #include "tests/helpers.h"
+#ifdef LOLCATS_CUDA_EMU
+#include "cuda/emu/streams.h"
+#endif
 
 using namespace lolcats;
 
@@ -149,5 +153,34 @@ TEST_CASE("lolcats on the cuda device: a stopped and resumed stage repeats the u
     CHECK(first[i] == straight[i]);
   }
 }
+
+#ifdef LOLCATS_CUDA_EMU
+// The emulator counts the calls after which a GPU's host waits for the device (cuda/emu/streams.h).
+// A training chunk of either stage may upload its ids and targets before its first kernel; after
+// that, nothing may wait until the trainer reads the loss at the step's end, or the host would
+// stop queueing work while the device drains. Reading the loss must count, so the test can fail.
+TEST_CASE("lolcats on the cuda device: a training chunk of either stage never waits for the device",
+          "[cuda][lolcats]") {
+  auto base = Llama::load(tiny_path(), Device::cuda, DType::bf16);
+  LolcatsModel m(*base, LolcatsConfig{});
+  Chunks train = synthetic_chunks(2, 130, base->cfg.vocab, 1);
+  auto [ids, targets] = chunk_tensors(train, 0);
+  auto check_no_wait = [&](const char* what, const std::function<Tensor()>& chunk) {
+    INFO(what);
+    chunk();  // the first call builds what later steps reuse (cuBLASLt plans, device tables)
+    emu::reset_host_waits();
+    Tensor loss = chunk();
+    emu::HostWaits w = emu::host_waits();
+    INFO("first wait after a kernel: " << w.first_late);
+    CHECK(w.after_first_launch == 0);
+    REQUIRE(loss.device() == Device::cuda);
+    CHECK(std::isfinite(loss.to_vector()[0]));
+    CHECK(emu::host_waits().after_first_launch == 1);  // the read is the one wait
+  };
+  check_no_wait("stage 1", [&] { return transfer_train_chunk(m, ids, 0.5f); });
+  auto lora = base->add_lora(8, 16.0f, {"q", "k", "v", "o"}, 0);
+  check_no_wait("stage 2", [&] { return lora_train_chunk(m, ids, targets, 0.5f, Recompute::layers); });
+}
+#endif
 
 #endif  // LOLCATS_CUDA

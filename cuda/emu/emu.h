@@ -108,6 +108,7 @@ template <typename... P, typename... A>
 cudaError_t launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t shared,
                    cudaStream_t stream, A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
+  note_launch(name);
   // Each thread gets its own copy of the parameters, converted as a real launch converts them.
   struct Call {
     void (*kernel)(P...);

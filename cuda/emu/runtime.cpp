@@ -133,12 +133,20 @@ cudaError_t cudaFreeHost(void* ptr) {
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   legacy_stream_point();  // the legacy stream's copy waits for the blocking streams
+  if (n && !(is_device(dst, n) && is_device(src, n))) note_host_wait("cudaMemcpy");
   cudaError_t e = check_copy(dst, src, n, kind);
   if (e == cudaSuccess && n) std::memmove(dst, src, n);
   return e;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
-  if (!queues(s)) return cudaMemcpy(dst, src, n, kind);
+  if (!queues(s)) {
+    legacy_stream_point();
+    // Into host memory the host waits; from it, the driver stages the bytes and need not wait.
+    if (n && !is_device(dst, n)) note_host_wait("cudaMemcpyAsync to the host");
+    cudaError_t e = check_copy(dst, src, n, kind);
+    if (e == cudaSuccess && n) std::memmove(dst, src, n);
+    return e;
+  }
   cudaError_t e = check_copy(dst, src, n, kind);
   if (e != cudaSuccess || n == 0) return e;
   // Host memory here is pageable (as a GPU sees malloc'd memory): a copy from it is staged before
@@ -214,6 +222,7 @@ cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) {
+  note_host_wait("cudaDeviceSynchronize");
   synchronize_device();
   return cudaSuccess;
 }

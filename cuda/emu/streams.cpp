@@ -33,6 +33,10 @@ std::set<StreamState*> g_streams;  // live streams
 std::atomic<bool> g_async{false};
 std::exception_ptr g_fault;        // a fault met where it could not be thrown (cudaFree)
 
+std::mutex g_wait_mu;  // the host-wait counters
+HostWaits g_waits;
+std::string g_last_kernel;  // empty: none launched since the reset
+
 double now_ms() {
   using namespace std::chrono;
   return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
@@ -80,6 +84,26 @@ void rethrow_pending_fault() {
 }
 
 }  // namespace
+
+void reset_host_waits() {
+  std::lock_guard<std::mutex> lock(g_wait_mu);
+  g_waits = HostWaits{};
+  g_last_kernel.clear();
+}
+HostWaits host_waits() {
+  std::lock_guard<std::mutex> lock(g_wait_mu);
+  return g_waits;
+}
+void note_host_wait(const char* call) {
+  std::lock_guard<std::mutex> lock(g_wait_mu);
+  g_waits.waits++;
+  if (g_last_kernel.empty()) return;
+  if (g_waits.after_first_launch++ == 0) g_waits.first_late = std::string(call) + " after " + g_last_kernel;
+}
+void note_launch(const char* kernel) {
+  std::lock_guard<std::mutex> lock(g_wait_mu);
+  g_last_kernel = kernel;
+}
 
 void set_async_streams(bool on) {
   if (!on) synchronize_device();  // nothing stays queued once launches are synchronous again
@@ -158,6 +182,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  note_host_wait("cudaStreamSynchronize");
   rethrow_pending_fault();
   if (is_legacy(s)) legacy_stream_point();
   else drain(state(s));
@@ -202,6 +227,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
   return reinterpret_cast<EventState*>(e)->mark->done ? cudaSuccess : cudaErrorNotReady;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  note_host_wait("cudaEventSynchronize");
   rethrow_pending_fault();
   auto* ev = reinterpret_cast<EventState*>(e);
   while (!ev->mark->done && run_front(ev->stream)) {

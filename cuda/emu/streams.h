@@ -22,6 +22,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 namespace lolcats::emu {
 
@@ -42,7 +43,23 @@ class AsyncStreams {
   bool prev_;
 };
 
+// Host waits: the calls after which, on a GPU, the host has waited for the device: a stream, event
+// or device synchronisation, a copy into host memory, and a synchronous cudaMemcpy from host memory
+// (the driver waits for the stream before it copies pageable memory). Each is counted, and also
+// whether a kernel had been launched since the last reset: a training step may upload its inputs
+// before its first kernel, but any wait after it stalls the queue (tests/test_lolcats_cuda.cpp).
+// cudaFree is not counted: the caching allocator keeps a GPU's step free of it.
+struct HostWaits {
+  long waits = 0;               // since the last reset
+  long after_first_launch = 0;  // of those, after the first kernel launch since the reset
+  std::string first_late;       // the first of those: the call and the kernel launched before it
+};
+void reset_host_waits();
+HostWaits host_waits();
+
 // For the runtime, the launcher and the emulated cuBLASLt:
+void note_host_wait(const char* call);  // the calls above
+void note_launch(const char* kernel);   // every kernel launch
 bool queues(cudaStream_t stream);  // is work on `stream` queued (async on, not the legacy stream)?
 void enqueue(cudaStream_t stream, std::function<void()> work);  // only when queues(stream)
 // A launch on a queued stream; `owner` keeps the launch's parameters alive until it has run.
