@@ -13,4 +13,13 @@ struct KernelTile {
   size_t shared_bytes = 0;  // dynamic shared memory per block with this tile
 };
 
+// A cap on the limit the tiles are chosen for (0: none, the card's own). With it a GPU runs the
+// tiles of a card with less shared memory, e.g. an H100 those of an RTX 4090 (99 KiB), so the
+// tests prove every tile on whatever card is lent; the emulator's limit itself is
+// emu::set_shared_memory_optin.
+void set_shared_limit_cap(size_t bytes);
+size_t shared_limit_cap();
+// The current device's own per-block opt-in limit, in bytes (no cap).
+size_t device_shared_limit();
+
 }  // namespace lolcats::cuda

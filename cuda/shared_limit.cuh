@@ -13,7 +13,13 @@
 
 namespace lolcats::cuda {
 
-// The current device's per-block opt-in limit, in bytes; asked of the runtime once per device.
+inline size_t capped(size_t bytes) {
+  const size_t cap = shared_limit_cap();
+  return cap != 0 && cap < bytes ? cap : bytes;
+}
+
+// The current device's per-block opt-in limit, in bytes (under shared_limit_cap, kernel_tile.h);
+// asked of the runtime once per device.
 inline size_t shared_optin_bytes() {
   int device = 0;
   cudaCheck(cudaGetDevice(&device));
@@ -22,7 +28,7 @@ inline size_t shared_optin_bytes() {
   // so it is asked every time; the question costs nothing there.
   int bytes = 0;
   cudaCheck(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return size_t(bytes);
+  return capped(size_t(bytes));
 #else
   constexpr int kMaxDevices = 64;
   static std::atomic<int> cached[kMaxDevices] = {};  // 0: not asked yet
@@ -31,7 +37,7 @@ inline size_t shared_optin_bytes() {
     cudaCheck(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     if (device < kMaxDevices) cached[device].store(bytes, std::memory_order_relaxed);
   }
-  return size_t(bytes);
+  return capped(size_t(bytes));
 #endif
 }
 

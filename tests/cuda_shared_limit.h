@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <functional>
 
+#include "cuda/kernel_tile.h"
 #include "tests/helpers.h"
 #ifdef LOLCATS_CUDA_EMU
 #include "cuda/emu/scheduler.h"
@@ -33,8 +34,25 @@ class SharedLimitGuard {
 };
 #endif
 
-// Runs `check(limit)` under the emulator once at each card class's limit; on a GPU once, with
-// limit 0 (the card's own).
+// The tiles' cap (cuda/kernel_tile.h) for the guard's lifetime: on a GPU, the tiles of a card with
+// less shared memory than this one.
+class SharedCapGuard {
+ public:
+  explicit SharedCapGuard(size_t bytes) : prev_(lolcats::cuda::shared_limit_cap()) {
+    lolcats::cuda::set_shared_limit_cap(bytes);
+  }
+  ~SharedCapGuard() { lolcats::cuda::set_shared_limit_cap(prev_); }
+  SharedCapGuard(const SharedCapGuard&) = delete;
+  SharedCapGuard& operator=(const SharedCapGuard&) = delete;
+
+ private:
+  size_t prev_;
+};
+
+// Runs `check(limit)` once at each card class's limit: under the emulator the emulated device has
+// that limit (it refuses a launch over it); on a GPU the tiles are chosen under that cap, for every
+// limit up to the card's own (an H100 runs all three), or once at the card's own limit (0) if it
+// has less than all of them.
 inline void for_each_shared_limit(const std::function<void(size_t)>& check) {
 #ifdef LOLCATS_CUDA_EMU
   for (size_t limit : kSharedLimits) {
@@ -43,7 +61,16 @@ inline void for_each_shared_limit(const std::function<void(size_t)>& check) {
     check(limit);
   }
 #else
-  check(0);
+  const size_t card = lolcats::cuda::device_shared_limit();
+  bool ran = false;
+  for (size_t limit : kSharedLimits) {
+    if (limit > card) continue;
+    SharedCapGuard guard(limit);
+    INFO("tiles chosen for " << limit / kKiB << " KiB of shared memory per block (the card has " << card / kKiB << ")");
+    check(limit);
+    ran = true;
+  }
+  if (!ran) check(0);
 #endif
 }
 

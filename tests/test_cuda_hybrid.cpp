@@ -209,6 +209,25 @@ TEST_CASE("cuda hybrid attention: the tile each card's shared memory gets", "[cu
   });
 }
 
+TEST_CASE("cuda hybrid attention: a cap on the shared memory gives a smaller card's tiles", "[cuda][hybrid]") {
+  SKIP_WITHOUT_CUDA();
+  using P = std::pair<int, int>;
+  auto shape = [](const cu::KernelTile& t) { return P{t.rows, t.cols}; };
+  const cu::HybridAttentionTiles own = cu::hybrid_attention_tiles(128, 256);
+  cu::HybridAttentionTiles capped;
+  {
+    SharedCapGuard cap(99 * kKiB);
+    capped = cu::hybrid_attention_tiles(128, 256);
+    check_case({1, 130, 2, 1, 128, 256, HybridVariant::terrace}, Storage::f32, false);  // runs with them
+  }
+  for (const cu::KernelTile& k : {capped.forward, capped.query, capped.key}) CHECK(k.shared_bytes <= 99 * kKiB);
+  CHECK(shape(capped.forward) == P{16, 32});  // an RTX 4090's tiles (the 99 KiB case above)
+  CHECK(shape(capped.key) == P{16, 16});
+  const cu::HybridAttentionTiles after = cu::hybrid_attention_tiles(128, 256);
+  CHECK(shape(after.key) == shape(own.key));  // the guard put the card's own limit back
+  if (cu::device_shared_limit() >= 227 * kKiB) CHECK(shape(own.key) == P{32, 32});
+}
+
 #ifdef LOLCATS_CUDA_EMU
 TEST_CASE("cuda hybrid attention on a card with too little shared memory: one error naming the limit",
           "[cuda][hybrid]") {
