@@ -230,9 +230,10 @@ check-nvcc: $(foreach a,$(CUDA_ARCHS),$(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_$(a)/%
 define nvcc_check_rule
 build-nvcc/sm_$(1)/%.o: %.cu
 	@mkdir -p $$(dir $$@)
-	$$(NVCC) $$(NVCC_CHECK_FLAGS) -arch=sm_$(1) -c $$< -o $$@ 2> $$(@:.o=.log) || { cat $$(@:.o=.log); exit 1; }
+	$$(NVCC) $$(NVCC_CHECK_FLAGS) -arch=sm_$(1) -MMD -MP -MF $$(@:.o=.d) -c $$< -o $$@ 2> $$(@:.o=.log) || { cat $$(@:.o=.log); exit 1; }
 endef
 $(foreach a,$(CUDA_ARCHS),$(eval $(call nvcc_check_rule,$(a))))
+-include $(foreach a,$(CUDA_ARCHS),$(NVCC_CHECK_SRC:%.cu=build-nvcc/sm_$(a)/%.d))  # a header edit recompiles
 
 # Drives the bundle's run.sh on this machine's emulator build with toy sizes and a stand-in
 # sanitizer, and checks its control flow: every step's verdict in summary.txt in order, a timed
