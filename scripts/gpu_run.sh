@@ -18,8 +18,9 @@
 # is packed again into $OUT/logs.tar.gz, so a run cut short keeps what it did. A failed or timed
 # out step never stops the next. Two files in $OUT, well under the 8 that come back.
 #
-# The [apps] tests are left out: they run ./linearize, ./eval and the tiny_app fixtures, which the
-# bundle does not carry (the library tests beside them cover the same code paths on the device).
+# The [apps] tests are left out: they run the ./linearize and ./eval programs, which the bundle
+# does not carry (the library tests beside them cover the same code paths on the device). Every
+# other selected test finds its fixtures in the bundle (scripts/make_gpu_bundle.sh).
 #
 # BUNDLE_TOY=1 (make gpu-bundle-check): the same steps with toy sizes, for the SIMT emulator; the
 # sanitizer is $SANITIZER (default compute-sanitizer), so the check can stand in a fake one, and

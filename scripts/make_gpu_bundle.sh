@@ -15,11 +15,13 @@ strip -o "$out/run_tests" "$tests"
 strip -o "$out/bench" "$bench"
 cp "$(g++ -print-file-name=libgomp.so.1)" "$out/lib/"
 cp scripts/gpu_run.sh "$out/run.sh"
-# The reference tensors the [cuda] Llama tests compare with (transformers' tiny models): of
+# What the selected tests read: the tiny models (tiny_app_llama is the trained one that the device
+# scoring and passkey tests use) and the reference tensors the [cuda] Llama tests compare with
+# (transformers' tiny models): of
 # ref_llama.safetensors only the tiny models' tensors (1.8 of its 20 MiB); the rest are SmolLM2's,
 # for CPU tests that need the model file, which the bundle does not carry.
 mkdir -p "$out/fixtures"
-cp -r build/fixtures/tiny_llama build/fixtures/tiny_llama_tied "$out/fixtures/"
+cp -r build/fixtures/tiny_llama build/fixtures/tiny_llama_tied build/fixtures/tiny_app_llama "$out/fixtures/"
 .venv/bin/python - build/fixtures/ref_llama.safetensors "$out/fixtures/ref_llama.safetensors" <<'PY'
 import sys
 from safetensors import safe_open
