@@ -213,8 +213,9 @@ TEST_CASE("cuda tensor-core GEMM 32x32x32 bf16 from cp.async + ldmatrix + mma, a
   for (size_t i = 0; i < A.size(); i++) a[i] = bf16_value(A[i]);
   for (size_t i = 0; i < B.size(); i++) b[i] = bf16_value(B[i]);
   reference(32, 32, 32, a, b, {}, want, mag);
-  // Two mma calls per output (k = 0-15, then 16-31), each within the bound for K = 16 of its own
-  // terms, plus the final f32 result: the bound for K = 32 covers both.
+  // Two mma calls per output (k = 0-15 onto zero, then 16-31 onto the first's result): 32 f32
+  // additions in all, each within one ulp of a partial sum no larger than mag, which the bound for
+  // K = 32 covers.
   for_each_thread_order([&] { check_product(mma_test::run_gemm_32(A, B), want, mag, 32); });
 }
 
