@@ -18,7 +18,9 @@
 //
 // What it cannot show (the GPU must): races between blocks, missing memory fences, FMA contraction
 // differences, timing. Inline PTX, wgmma, TMA, mbarrier and clusters are not emulated: such fast
-// paths sit under `#ifdef __CUDA_ARCH__` beside a portable kernel that this emulator tests.
+// paths sit under `#ifdef __CUDA_ARCH__` beside a portable kernel that this emulator tests. The
+// exceptions are the warp-level matrix primitives of cuda/mma.cuh (mma.sync, ldmatrix, cp.async),
+// which are emulated exactly as the PTX ISA defines them (warp_matrix and cp_async below).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -26,6 +28,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -70,7 +73,7 @@ namespace lolcats::emu {
 // ---- block-wide and warp-wide synchronisation (cuda/emu/scheduler.cpp) ----------------------------
 void syncthreads(const char* file, int line);
 
-enum class Collective : int { shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, syncwarp };
+enum class Collective : int { shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, syncwarp, matrix };
 // Arrives at a warp collective with this lane's 64-bit payload; returns this lane's result.
 uint64_t warp_collective(Collective kind, unsigned mask, uint64_t value, int arg, int width,
                          const char* file, int line);
@@ -87,6 +90,25 @@ T shfl(Collective kind, unsigned mask, T var, int arg, int width, const char* fi
 }
 
 char* dynamic_shared();  // this block's dynamic shared memory
+
+// ---- warp-wide matrix instructions (mma.sync, ldmatrix: cuda/mma.cuh, cuda/emu/matrix.cpp) ---------
+// Every lane of a full warp arrives with a pointer to its own operands and results; when the last
+// lane arrives, `compute` sees all 32 lanes' pointers at once (lanes[l] is lane l's), writes every
+// lane's results, and returns an error message or "" (the emulator then reports it as a fault).
+// Like the shuffles: divergence (a lane at another collective, a lane that exited, a block whose
+// last warp has fewer than 32 threads) is an error, and no lane runs on before the result exists.
+using WarpMatrixFn = std::string (*)(void* const lanes[32]);
+void warp_matrix(const char* op, WarpMatrixFn compute, void* lane_data, const char* file, int line);
+
+// ---- cp.async (cuda/mma.cuh) ----------------------------------------------------------------------
+// The copy is recorded in the calling thread's pending list and performed only at the
+// cp.async.wait_group that covers its group: until then the destination holds what it held (the
+// 0xFF poison of dynamic shared memory), so a kernel that forgets the wait reads the poison.
+// commit closes the thread's open group; wait(n) performs every committed group but the n most
+// recent. Copies never waited for are dropped when the thread exits.
+void cp_async(void* dst, const void* src, int bytes, const char* file, int line);
+void cp_async_commit();
+void cp_async_wait(int n);
 
 // ---- launching ------------------------------------------------------------------------------------
 struct Launch {

@@ -45,6 +45,17 @@ struct Fiber : FiberIndex {
   unsigned mask = 0;
   uint64_t value = 0, result = 0;
   int arg = 0, width = 32;
+  // a warp matrix instruction (Collective::matrix): its name and what computes it
+  const char* matrix_op = nullptr;
+  WarpMatrixFn matrix_fn = nullptr;
+  // cp.async: copies issued and not yet waited for; group -1 = not committed yet
+  struct PendingCopy {
+    void* dst;
+    const void* src;
+    int bytes, group;
+  };
+  std::vector<PendingCopy> cp_pending;
+  int cp_groups = 0;  // groups committed so far
   void* asan_fake_stack = nullptr;
 };
 
@@ -68,8 +79,12 @@ std::atomic<ThreadOrder> g_order{ThreadOrder::forward};
 const char* collective_name(Collective k) {
   static const char* names[] = {"__shfl_sync",  "__shfl_up_sync", "__shfl_down_sync",
                                 "__shfl_xor_sync", "__ballot_sync", "__any_sync",
-                                "__all_sync",   "__syncwarp"};
+                                "__all_sync",   "__syncwarp", "a warp matrix instruction"};
   return names[int(k)];
+}
+// What a waiting fiber waits at: the collective, or the matrix instruction by name.
+const char* wait_name(const Fiber& f) {
+  return f.kind == Collective::matrix && f.matrix_op ? f.matrix_op : collective_name(f.kind);
 }
 
 std::string where(const Scheduler& s) {
@@ -176,12 +191,29 @@ void complete(Scheduler& s, Fiber& caller, int warp, unsigned group) {
   for (int l = 0; l < 32; l++) {
     Fiber* f = lanes[l];
     if (!f) continue;
-    if (f->kind != caller.kind || f->width != caller.width)
+    if (f->kind != caller.kind || f->width != caller.width ||
+        (f->kind == Collective::matrix && f->matrix_fn != caller.matrix_fn))
       FIBER_FAULT(s, caller, "lanes of one warp meet at different collectives with mask 0x%08x: %s "
                          "at %s %s:%d, %s at %s %s:%d",
-                         group, thread_str(caller).c_str(), collective_name(caller.kind),
+                         group, thread_str(caller).c_str(), wait_name(caller),
                          caller.file, caller.line, thread_str(*f).c_str(),
-                         collective_name(f->kind), f->file, f->line);
+                         wait_name(*f), f->file, f->line);
+  }
+  if (caller.kind == Collective::matrix) {  // group is the full warp (warp_matrix)
+    void* data[32];
+    for (int l = 0; l < 32; l++) data[l] = reinterpret_cast<void*>(uintptr_t(lanes[l]->value));
+    bool bad = false;
+    {  // the message must be gone before `leave` (see FIBER_FAULT)
+      std::string err = caller.matrix_fn(data);
+      if (!err.empty()) {
+        bad = true;
+        record_fault(s, caller, strfmt("%s at %s:%d: %s", caller.matrix_op, caller.file,
+                                       caller.line, err.c_str()));
+      }
+    }
+    if (bad) leave(s, caller);
+    for (Fiber* f : lanes) f->state = State::runnable;
+    return;
   }
   uint64_t bits = 0;
   for (int l = 0; l < 32; l++)
@@ -254,6 +286,48 @@ uint64_t warp_collective(Collective kind, unsigned mask, uint64_t value, int arg
   return f.result;
 }
 
+void warp_matrix(const char* op, WarpMatrixFn compute, void* lane_data, const char* file, int line) {
+  Scheduler& s = t_sched;
+  Fiber& f = current(s);
+  int warp = f.linear / 32, warp_lanes = std::min(32, s.nthreads - warp * 32);
+  if (warp_lanes < 32)
+    FIBER_FAULT(s, f, "%s at %s:%d needs all 32 lanes of a warp, but this block's last warp has %d "
+                "threads", op, file, line, warp_lanes);
+  f.matrix_op = op;
+  f.matrix_fn = compute;
+  (void)warp_collective(Collective::matrix, 0xffffffffu, uint64_t(uintptr_t(lane_data)), 0, 32,
+                        file, line);
+}
+
+void cp_async(void* dst, const void* src, int bytes, const char* file, int line) {
+  Scheduler& s = t_sched;
+  Fiber& f = current(s);
+  if (bytes != 4 && bytes != 8 && bytes != 16)
+    FIBER_FAULT(s, f, "cp.async at %s:%d of %d bytes (4, 8 or 16)", file, line, bytes);
+  if (uintptr_t(dst) % unsigned(bytes) != 0 || uintptr_t(src) % unsigned(bytes) != 0)
+    FIBER_FAULT(s, f, "cp.async at %s:%d of %d bytes: addresses %p and %p must be aligned to %d",
+                file, line, bytes, dst, src, bytes);
+  f.cp_pending.push_back(Fiber::PendingCopy{dst, src, bytes, -1});
+}
+
+void cp_async_commit() {
+  Fiber& f = current(t_sched);
+  for (auto& c : f.cp_pending)
+    if (c.group < 0) c.group = f.cp_groups;
+  f.cp_groups++;  // with nothing pending, an empty group (as in PTX)
+}
+
+void cp_async_wait(int n) {
+  Fiber& f = current(t_sched);
+  int limit = f.cp_groups - n;  // groups [0, limit) must be complete
+  size_t kept = 0;
+  for (auto& c : f.cp_pending) {
+    if (c.group >= 0 && c.group < limit) std::memcpy(c.dst, c.src, size_t(c.bytes));  // in issue order
+    else f.cp_pending[kept++] = c;
+  }
+  f.cp_pending.resize(kept);
+}
+
 char* dynamic_shared() { return lolcats_emu_block->dynamic_shared; }
 
 // ---- running a block -----------------------------------------------------------------------------
@@ -277,7 +351,7 @@ std::string describe_wait(const Fiber& f) {
     case State::barrier: return strfmt("%s waits at __syncthreads %s:%d", thread_str(f).c_str(), f.file, f.line);
     case State::warp:
       return strfmt("%s waits at %s %s:%d (mask 0x%08x)", thread_str(f).c_str(),
-                    collective_name(f.kind), f.file, f.line, f.mask);
+                    wait_name(f), f.file, f.line, f.mask);
     default: return thread_str(f);
   }
 }
@@ -329,6 +403,8 @@ void run_block(Scheduler& s, uint3 block_idx) {
     f.thread_idx = uint3{unsigned(i) % bd.x, (unsigned(i) / bd.x) % bd.y, unsigned(i) / (bd.x * bd.y)};
     f.linear = i;
     f.state = State::runnable;
+    f.cp_pending.clear();  // copies a previous block never waited for are dropped
+    f.cp_groups = 0;
     f.sp = fiber_prepare(f.stack, fiber_entry, &f);
   }
   if (!s.shared.empty()) std::memset(s.shared.data(), 0xFF, s.shared.size());
