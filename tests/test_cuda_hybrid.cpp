@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "cuda/feature_map.h"
+#include "cuda/gemm.h"
 #include "cuda/hybrid_attention.h"
 #include "lolcats/feature_map.h"
 #include "lolcats/hybrid_attention.h"
@@ -266,6 +267,7 @@ void check_feature_map(bool t2r, int B, int T, int H, int Hx, int D, int Fw, Sto
     bdW.upload(dW0);
     bdb.upload(db0);
     bdx.upload(std::vector<float>(nx, std::nanf("")));
+    const cu::GemmPlanStats before = cu::gemm_plan_stats();
     with_storage(st, [&](auto* tag) {
       using T_ = std::remove_pointer_t<decltype(tag)>;
       if (t2r) {
@@ -278,6 +280,9 @@ void check_feature_map(bool t2r, int B, int T, int H, int Hx, int D, int Fw, Sto
                               D, Fw, nullptr);
       }
     });
+    // One strided-batched product over the heads for z, one for dW and one for dx: not one per head.
+    const cu::GemmPlanStats after = cu::gemm_plan_stats();
+    CHECK(after.hits + after.misses - before.hits - before.misses == 3);
     std::vector<float> phi = bphi.download();
     // phi: softmaxes of D-term f32 dot products (or a relu of one): 1e-6 relative noise; 1e-5 allowed.
     check_close(phi, phi_want, 1e-6, 1e-5, "phi");
