@@ -1,6 +1,7 @@
 // LoLCATs feature maps on CUDA: the twins of lolcats/feature_map.h (Hedgehog and T2R), whose header
-// gives the math. As on the CPU, the projections z = x W[h] and their backward are matrix products
-// per head (cuda::gemm, f32) on contiguous per-head copies xg (Hx, rows, D) of x; the softmax pair,
+// gives the math. The projections z = x W[h] and their backward are matrix products per head, each
+// done for all H heads by one strided-batched cuda::gemm (f32) on per-map copies xg (H, rows, D) of
+// x's heads (with GQA several maps read one head of x); the softmax pair,
 // the relu and their backward are small elementwise kernels in between (one warp per row and head
 // for the softmax pair).
 // Storage: x and dx in T (float or bf16); weights, features phi and every gradient but dx in f32.
