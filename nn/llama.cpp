@@ -169,7 +169,7 @@ Var Llama::logits(const Var& x) const {
 }
 
 Var Llama::loss(const Var& x, const Tensor& targets) const {
-  return lm_head_cross_entropy(rmsnorm(x, norm, cfg.norm_eps), lm_head, step_targets(targets));
+  return lm_head_cross_entropy(rmsnorm(x, norm, cfg.norm_eps), lm_head, targets);  // uploads host targets
 }
 
 Tensor Llama::step_targets(const Tensor& targets) const { return checked_targets(targets, cfg.vocab, device()); }

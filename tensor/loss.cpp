@@ -151,13 +151,14 @@ void cross_entropy_backward(Tensor& dlogits, double dloss, const Tensor& logits,
 
 Tensor checked_targets(const Tensor& targets, int V, Device device, int ignore_index) {
   ENSURE(targets.dtype() == DType::i32, "cross_entropy targets must be i32, got %s", dtype_name(targets.dtype()));
-  if (targets.device() != Device::cpu) return targets;  // checked when they were uploaded
+  // Device targets were checked when they were uploaded; on the CPU the kernel checks them.
+  if (targets.device() != Device::cpu || device == Device::cpu) return targets;
   const int32_t* t = targets.i32();
   for (int64_t n = 0; n < targets.numel(); n++)
     ENSURE(t[n] == ignore_index || (t[n] >= 0 && t[n] < V),
            "cross_entropy: target of row %lld is %d, outside [0, %d) and not the ignore index %d",
            static_cast<long long>(n), t[n], V, ignore_index);
-  return device == Device::cpu ? targets : targets.to(device);
+  return targets.to(device);
 }
 
 void lm_head_cross_entropy_forward(Tensor& loss, Tensor& lse, const Tensor& x, const Tensor& w,

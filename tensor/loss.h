@@ -45,8 +45,10 @@ enum class Device : uint8_t;
 double cross_entropy_forward(Tensor& lse, const Tensor& logits, const Tensor& targets, int ignore_index = kIgnoreIndex);
 void cross_entropy_backward(Tensor& dlogits, double dloss, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, int ignore_index = kIgnoreIndex);
-// targets (N) i32 checked on the host (each in [0, V) or the ignore index; the error names the row)
-// and returned on `device`: uploaded once, where a step begins, so that the loss need not wait.
+// targets (N) i32 for `device`: host targets going to the GPU are checked on the host (each in
+// [0, V) or the ignore index; the error names the row) and uploaded, once, where a step begins, so
+// that the loss need not wait; targets already there, or staying on the CPU (whose kernel checks
+// them), are returned as they are.
 Tensor checked_targets(const Tensor& targets, int V, Device device, int ignore_index = kIgnoreIndex);
 // x (N, C), w (V, C) the head, targets (N) i32, lse (N) f32. dw (V, C) f32 accumulates (or null).
 // The mean loss goes into `loss`, a (1) f32 tensor on x's device (no wait). Host targets are checked
