@@ -75,6 +75,16 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   return ok ? cudaSuccess : set_error(cudaErrorInvalidValue);
 }
 
+// A copy that runs at once, after the blocking streams' queued work (as the legacy stream waits
+// for it); `waits` names it as a host wait (streams.h).
+cudaError_t copy_now(void* dst, const void* src, size_t n, cudaMemcpyKind kind, bool waits, const char* call) {
+  legacy_stream_point();
+  if (waits) note_host_wait(call);
+  cudaError_t e = check_copy(dst, src, n, kind);
+  if (e == cudaSuccess && n) std::memmove(dst, src, n);
+  return e;
+}
+
 }  // namespace
 
 void set_shared_memory_optin(size_t bytes) {
@@ -132,21 +142,12 @@ cudaError_t cudaFreeHost(void* ptr) {
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
-  legacy_stream_point();  // the legacy stream's copy waits for the blocking streams
-  if (n && !(is_device(dst, n) && is_device(src, n))) note_host_wait("cudaMemcpy");
-  cudaError_t e = check_copy(dst, src, n, kind);
-  if (e == cudaSuccess && n) std::memmove(dst, src, n);
-  return e;
+  // Any copy touching host memory waits: the driver syncs the stream before copying pageable memory.
+  return copy_now(dst, src, n, kind, n && !(is_device(dst, n) && is_device(src, n)), "cudaMemcpy");
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
-  if (!queues(s)) {
-    legacy_stream_point();
-    // Into host memory the host waits; from it, the driver stages the bytes and need not wait.
-    if (n && !is_device(dst, n)) note_host_wait("cudaMemcpyAsync to the host");
-    cudaError_t e = check_copy(dst, src, n, kind);
-    if (e == cudaSuccess && n) std::memmove(dst, src, n);
-    return e;
-  }
+  // Into host memory the host waits; from it, the driver stages the bytes and need not wait.
+  if (!queues(s)) return copy_now(dst, src, n, kind, n && !is_device(dst, n), "cudaMemcpyAsync to the host");
   cudaError_t e = check_copy(dst, src, n, kind);
   if (e != cudaSuccess || n == 0) return e;
   // Host memory here is pageable (as a GPU sees malloc'd memory): a copy from it is staged before
