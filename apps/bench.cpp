@@ -306,6 +306,14 @@ int main(int argc, char** argv) {
   app.add_option("--contexts", contexts, "`generate`: context lengths")->capture_default_str();
   app.add_option("--batches", batches, "`generate`: batch sizes")->capture_default_str();
   app.add_option("--steps", steps, "`generate`: decode steps timed per case")->capture_default_str();
+  lolcats::SparseCacheConfig sparse_cache;
+  app.add_option("--sparse-cache", sparse_cache.pairs, "`generate`: also time the linearized model with a sparse cache "
+                 "of G pairs per head (lolcats/sparse_cache.h) beside the one without")
+      ->check(CLI::Range(0, lolcats::kMaxSparseCache))
+      ->capture_default_str();
+  app.add_option("--cache-sinks", sparse_cache.sinks, "`generate`: of which the first N tokens (attention sinks)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--max-cache-gib", max_cache_gib,
                  "`generate`: skip (as out of memory) cases whose KV cache or state would be larger (0: 8 GiB on "
                  "the CPU; on the cuda device what the card has free with the weights in, less a margin)")
@@ -336,8 +344,9 @@ int main(int argc, char** argv) {
       bench_llama(threads, seq, model, parse_device(device_flag), reps, config_given ? config : "");
     if (what == "linearize" || what == "all") bench_linearize(threads, seq, model, reps);
     if (what == "generate") {
-      if (parse_device(device_flag) == Device::cuda) return bench_generate_device(config, contexts, batches, steps, max_cache_gib);
-      bench_generate(threads, model, contexts, batches, steps, max_cache_gib > 0 ? max_cache_gib : 8.0);
+      if (parse_device(device_flag) == Device::cuda)
+        return bench_generate_device(config, contexts, batches, steps, max_cache_gib, sparse_cache);
+      bench_generate(threads, model, contexts, batches, steps, max_cache_gib > 0 ? max_cache_gib : 8.0, sparse_cache);
     }
     if (what == "linearize-8b") {
 #ifdef LOLCATS_CUDA

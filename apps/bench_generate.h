@@ -19,6 +19,7 @@
 
 #include "apps/svg_plot.h"
 #include "lolcats/recurrent.h"
+#include "lolcats/sparse_cache.h"
 #include "nn/decoder.h"
 #include "nn/kv_cache.h"
 
@@ -68,8 +69,21 @@ double time_decode(lolcats::Decoder& dec, int context, int steps) {
 // reported skipped, and so is one the card still cannot fit (out of memory), case by case, so the
 // rows after it still run. Tokens/s include the step's uploads and the logits' download: what
 // ./generate gets.
+// The decoders a run compares: softmax (-1), then linearized without a sparse cache (0) and, when
+// --sparse-cache G is given, with one (G).
+std::vector<int> decoders_compared(const lolcats::SparseCacheConfig& cache) {
+  std::vector<int> kinds = {-1, 0};
+  if (cache.pairs > 0) kinds.push_back(cache.pairs);
+  return kinds;
+}
+
+std::string linearized_name(int sparse_cache) {
+  return sparse_cache > 0 ? " linearized + sparse cache " + std::to_string(sparse_cache) : " linearized";
+}
+
 int bench_generate_device(const std::string& config, const std::vector<int>& contexts,
-                          const std::vector<int>& batches, int steps, double max_cache_gib) {
+                          const std::vector<int>& batches, int steps, double max_cache_gib,
+                          lolcats::SparseCacheConfig sparse_cache) {
   using namespace lolcats;
   const LlamaConfig c = named_config(config);
   Llama base(c, Device::cuda, DType::bf16);
@@ -83,16 +97,18 @@ int bench_generate_device(const std::string& config, const std::vector<int>& con
   if (max_cache_gib > 0) cap = std::min(cap, max_cache_gib * 1073741824.0);
   std::fprintf(stderr, "bench generate: %.1f GiB free of %.1f GiB with the weights in; cases take up to %.1f GiB\n",
                card.free / 1073741824.0, card.total / 1073741824.0, std::max(cap, 0.0) / 1073741824.0);
-  for (const char* kind : {"softmax", "linearized"}) {
-    const bool soft = std::string(kind) == "softmax";
+  for (int G : decoders_compared(sparse_cache)) {
+    const bool soft = G < 0;
     for (int batch : batches)
       for (int ctx : contexts) {
-        json j = {{"bench", "generate"}, {"model", config + (soft ? "" : " linearized")}, {"device", "cuda"},
+        json j = {{"bench", "generate"}, {"model", config + (soft ? "" : linearized_name(G))}, {"device", "cuda"},
                   {"gpu", gpu_summary()}, {"weights", "bf16"}, {"batch", batch}, {"context", ctx}, {"steps", steps}};
+        if (!soft) j["sparse_cache"] = G, j["cache_sinks"] = G > 0 ? sparse_cache.sinks : 0;
         const double kv = 2.0 * c.n_layers * batch * double(ctx + steps + 1) * c.n_kv_heads * c.head_dim * 2;
         const double rec = double(c.n_layers) * batch *
                            (double(c.n_heads) * linearized.F * (c.head_dim + 1) * 4 +
-                            2.0 * LolcatsMemory::kRing * c.n_kv_heads * c.head_dim * 2);
+                            2.0 * LolcatsMemory::kRing * c.n_kv_heads * c.head_dim * 2 +
+                            double(c.n_heads) * std::max(G, 0) * (2.0 * c.head_dim * 2 + (linearized.F + 1) * 4.0));
         const char* state_key = soft ? "kv_cache_mib" : "state_mib";
         j[state_key] = (soft ? kv : rec) / 1048576.0;
         if ((soft ? kv : rec) > cap) {
@@ -101,7 +117,7 @@ int bench_generate_device(const std::string& config, const std::vector<int>& con
         } else {
           try {
             device_memory_reset_peak();
-            std::unique_ptr<Decoder> dec = soft ? make_decoder(base) : make_decoder(linearized, DecodeMode::exact);
+            std::unique_ptr<Decoder> dec = soft ? make_decoder(base) : make_decoder(linearized, DecodeMode::exact, {G, sparse_cache.sinks});
             dec->reserve(batch, ctx + steps + 1);
             const double sec = time_decode(*dec, ctx, steps);
             j[state_key] = dec->state_bytes() / 1048576.0;
@@ -121,7 +137,8 @@ int bench_generate_device(const std::string& config, const std::vector<int>& con
 }
 
 int bench_generate(int threads, const std::string& model_path, const std::vector<int>& contexts,
-                   const std::vector<int>& batches, int steps, double max_cache_gib) {
+                   const std::vector<int>& batches, int steps, double max_cache_gib,
+                   lolcats::SparseCacheConfig sparse_cache) {
   using namespace lolcats;
   // transformers first (one process, every case), keyed "dtype/batch/context".
   std::string args = "bench_generate.py --threads " + std::to_string(threads) + " --steps " + std::to_string(steps) +
@@ -140,14 +157,17 @@ int bench_generate(int threads, const std::string& model_path, const std::vector
     if (dtype == DType::bf16) base->to(Device::cpu, DType::bf16);
     LolcatsModel linearized(*base, LolcatsConfig{});
     const LlamaConfig& c = base->cfg;
-    for (const char* kind : {"softmax", "linearized"}) {
-      const bool soft = std::string(kind) == "softmax";
+    for (int G : decoders_compared(sparse_cache)) {
+      const bool soft = G < 0;
       for (int batch : batches) {
-        Series series{std::string(soft ? "softmax " : "LoLCATs ") + dtype_name(dtype), {}, {}};
+        Series series{std::string(soft ? "softmax " : G > 0 ? "LoLCATs + cache " + std::to_string(G) + " " : "LoLCATs ") +
+                          dtype_name(dtype),
+                      {}, {}};
         for (int ctx : contexts) {
-          json j = {{"bench", "generate"}, {"model", std::string("SmolLM2-135M") + (soft ? "" : " linearized")},
+          json j = {{"bench", "generate"}, {"model", std::string("SmolLM2-135M") + (soft ? "" : linearized_name(G))},
                     {"device", "cpu"}, {"weights", dtype_name(dtype)}, {"threads", threads}, {"batch", batch},
                     {"context", ctx}, {"steps", steps}};
+          if (!soft) j["sparse_cache"] = G, j["cache_sinks"] = G > 0 ? sparse_cache.sinks : 0;
           double sec = 0, state_mib = 0;
           if (soft) {
             const double cache_bytes = 2.0 * c.n_layers * batch * double(ctx + steps + 1) * c.n_kv_heads * c.head_dim * 4;
@@ -165,11 +185,12 @@ int bench_generate(int threads, const std::string& model_path, const std::vector
             state_mib = dec->state_bytes() / 1048576.0;
             j["kv_cache_mib"] = state_mib;
           } else {
-            std::unique_ptr<Decoder> dec = make_decoder(linearized, DecodeMode::exact);
+            std::unique_ptr<Decoder> dec = make_decoder(linearized, DecodeMode::exact, {G, sparse_cache.sinks});
             dec->reserve(batch, 1);  // (every layer converted: no KV cache, no bound)
             for (LolcatsMemory::Layer& st : dynamic_cast<LolcatsMemory&>(dec->memory()).layers) {
               fill_random(st.S, 0, 1, 3), fill_random(st.z, 1, 2, 4);
               fill_random(st.ring_k, -1, 1, 5), fill_random(st.ring_v, -1, 1, 6);
+              fill_random(st.cache_k, -1, 1, 7), fill_random(st.cache_v, -1, 1, 8), fill_random(st.cache_phi, 0, 1, 9);
             }
             sec = time_decode(*dec, ctx, steps);
             state_mib = dec->state_bytes() / 1048576.0;

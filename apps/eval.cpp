@@ -47,6 +47,7 @@ namespace {
 struct PplOptions {
   std::string data_path;
   int seq_len, val_rows, chunks;
+  Decoder* decoder = nullptr;  // through it rather than the parallel forward (a sparse cache is the decoder's)
 };
 
 // Alpaca validation loss, as ./linearize measures it (response tokens only, the same chunks).
@@ -58,6 +59,7 @@ nlohmann::json validation_ppl(const LinearizedModel& m, const Tokenizer& tok, co
   AlpacaData data = load_alpaca(o.data_path, tok, ao);
   // Both losses fuse the LM head (on the GPU the logits are never whole in memory).
   EvalChunk chunk_loss = [&](const Tensor& ids, const Tensor& targets) {
+    if (o.decoder) return decoder_chunk_loss(*o.decoder, ids, targets);
     return m.model ? lora_eval_chunk(*m.model, ids, targets) : double(item(m.base->forward_loss(ids, targets)));
   };
   ENSURE(data.val.count() > 0, "%s: its first %d rows fill no chunk of %d tokens: lower --seq-len or raise --val-rows",
@@ -66,7 +68,7 @@ nlohmann::json validation_ppl(const LinearizedModel& m, const Tokenizer& tok, co
   std::fprintf(stderr, "evaluating %lld validation chunks of %d tokens\n", (long long)n, o.seq_len);
   double loss = evaluate(data.val, int(n), chunk_loss);
   return {{"val_loss", loss}, {"val_ppl", std::exp(loss)}, {"chunks", n}, {"label_tokens", data.val.label_tokens(n)},
-          {"seq_len", o.seq_len}};
+          {"seq_len", o.seq_len}, {"through", o.decoder ? "decoder" : "forward"}};
 }
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -172,6 +174,8 @@ int main(int argc, char** argv) {
   app.add_option("--decode-mode", mode_flag, "linearized models: exact (= the parallel forward) or reference")
       ->check(CLI::IsMember({"exact", "reference"}))
       ->capture_default_str();
+  SparseCacheConfig sparse_cache;
+  add_sparse_cache_flags(app, sparse_cache);
   app.add_option("--max-slots", ho.loglik.max_slots, "sequences scored together in one decode step")
       ->capture_default_str();
   app.add_option("--out", out_path, "results JSON (default with --linearized: eval_results.json beside the export)");
@@ -212,6 +216,11 @@ int main(int argc, char** argv) {
     place_weights(m, device, device == Device::cuda && dtype_flag == "bf16" ? DType::bf16 : DType::f32);
     Tokenizer tok = Tokenizer::from_model(m.base_model);
     const std::string model_name = linearized.empty() ? m.base_model : linearized;
+    ENSURE(sparse_cache.pairs == 0 || ref.mask == AttentionMask::paper,
+           "--sparse-cache lives in the decoder, and --attention-mask reference scores by whole forwards: give one");
+    const DecodeMode mode = resolve_decode_mode(ref, mode_flag, app.count("--decode-mode") > 0);
+    std::unique_ptr<Decoder> decoder = make_decoder(m, mode, sparse_cache);
+    if (sparse_cache.pairs > 0) ppl.decoder = decoder.get();  // the sparse cache's perplexity: through the decoder
     if (tasks.empty()) {  // the original ./eval: one JSON line
       nlohmann::json out = {{"model", model_name}};
       out.update(validation_ppl(m, tok, ppl));
@@ -220,8 +229,6 @@ int main(int argc, char** argv) {
       return 0;
     }
     ho.bos = bos_flag == "on";
-    const DecodeMode mode = resolve_decode_mode(ref, mode_flag, app.count("--decode-mode") > 0);
-    std::unique_ptr<Decoder> decoder = make_decoder(m, mode);
     // Under the reference mask a position's output depends on the sequence's length: each request
     // is scored by a whole forward of its own (the decode step cannot share prefixes then).
     const bool whole = m.model && ref.mask == AttentionMask::reference;
@@ -235,6 +242,8 @@ int main(int argc, char** argv) {
     if (m.model) {
       results["attention_mask"] = ref.mask == AttentionMask::reference ? "reference" : "paper";
       results["decode_mode"] = mode == DecodeMode::reference ? "reference" : "exact";
+      results["sparse_cache"] = sparse_cache.pairs;
+      results["cache_sinks"] = sparse_cache.sinks;
     }
     for (const std::string& name : tasks) {
       if (name == "ppl") {

@@ -60,7 +60,7 @@ DType weight_dtype(const std::string& flag, Device device) {
 int serve_prompts(const std::string& path, int batch, const std::string& model_path, const std::string& linearized,
                   bool raw, const std::string& system, SamplingConfig sc, bool model_given,
                   const std::string& device_flag, const std::string& dtype_flag, DecodeMode mode,
-                  const ReferenceOptions& ref) {
+                  SparseCacheConfig sparse_cache, const ReferenceOptions& ref) {
   ENSURE(batch > 0, "--batch must be positive, got %d", batch);
   std::ifstream in(path);
   ENSURE(in, "cannot read %s", path.c_str());
@@ -98,7 +98,7 @@ int serve_prompts(const std::string& path, int batch, const std::string& model_p
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     std::fflush(stdout);
   };
-  generate_batch(*make_decoder(m, mode), prompts, batch, sc, on_done);
+  generate_batch(*make_decoder(m, mode, sparse_cache), prompts, batch, sc, on_done);
   double sec = seconds_now() - t0;
   std::fprintf(stderr, "[%zu prompts, %zu new tokens in %.2f s: %.1f tokens/s, batch %d]\n", prompts.size(),
                new_tokens, sec, new_tokens / sec, batch);
@@ -122,6 +122,8 @@ int main(int argc, char** argv) {
                  "the reference does)");
   ReferenceOptions ref;
   add_reference_flags(app, ref);
+  SparseCacheConfig sparse_cache;
+  add_sparse_cache_flags(app, sparse_cache);
   app.add_option("--decode-mode,--decode", decode, "recurrent decoding of a linearized model: exact or reference (the CPU only)")
       ->check(CLI::IsMember({"exact", "reference"}))->capture_default_str();
   app.add_option("--prompt", prompt, "the prompt (read from stdin when absent)");
@@ -153,7 +155,7 @@ int main(int argc, char** argv) {
   try {
     if (!prompts_file.empty()) return serve_prompts(prompts_file, batch, model_path, linearized, raw, system, sc,
                                                     app.count("--model") > 0, device_flag, dtype_flag,
-                                                    resolve_decode_mode(ref, decode, app.count("--decode-mode") > 0), ref);
+                                                    resolve_decode_mode(ref, decode, app.count("--decode-mode") > 0), sparse_cache, ref);
     if (prompt.empty()) prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
     ENSURE(!prompt.empty(), "no prompt: pass --prompt TEXT or pipe text on stdin");
     // A linearized model brings its base (for weights, tokenizer and template) along.
@@ -180,7 +182,8 @@ int main(int argc, char** argv) {
       printed = s.size();
       return true;
     };
-    generate(*make_decoder(m, resolve_decode_mode(ref, decode, app.count("--decode-mode") > 0)), ids, sc, on_token);
+    generate(*make_decoder(m, resolve_decode_mode(ref, decode, app.count("--decode-mode") > 0), sparse_cache), ids, sc,
+             on_token);
     double t1 = seconds_now();
     std::printf("\n");
     std::fflush(stdout);

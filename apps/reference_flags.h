@@ -7,6 +7,7 @@
 
 #include "lolcats/recurrent.h"
 #include "lolcats/reference_checkpoint.h"
+#include "lolcats/sparse_cache.h"
 
 inline void add_reference_flags(CLI::App& app, lolcats::ReferenceOptions& ref) {
   app.add_option_function<std::string>(
@@ -37,4 +38,20 @@ inline lolcats::DecodeMode resolve_decode_mode(const lolcats::ReferenceOptions& 
   ENSURE(!given || flag == "reference", "--attention-mask reference decodes as the reference does: "
          "--decode-mode %s cannot follow its blocks (they end at the sequence's last token)", flag.c_str());
   return lolcats::DecodeMode::reference;
+}
+
+// --sparse-cache G and --cache-sinks N for ./generate, ./eval and ./bench generate: a third memory
+// per head of a linearized model (LOLCATS.md 9, lolcats/sparse_cache.h).
+inline void add_sparse_cache_flags(CLI::App& app, lolcats::SparseCacheConfig& cache) {
+  app.add_option("--sparse-cache", cache.pairs,
+                 "linearized models: per head and layer, keep the G past key/value pairs that the linear state "
+                 "recalls worst as exact softmax keys beside the window (LoLA, no training; 0 = the paper's layer). "
+                 "Prompts are then prefilled by the recurrence, so scoring equals decoding")
+      ->check(CLI::Range(0, lolcats::kMaxSparseCache))
+      ->capture_default_str();
+  app.add_option("--cache-sinks", cache.sinks,
+                 "with --sparse-cache: the sequence's first N tokens always stay in the cache, whatever their recall "
+                 "error (attention sinks; counted in G; ours, not LoLA's)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 }

@@ -2,6 +2,7 @@
 #include "cuda/decode.h"
 
 #include "cuda/common.cuh"
+#include "lolcats/sparse_cache.h"
 
 #include <algorithm>
 #include <cmath>
@@ -140,6 +141,90 @@ __device__ void feature_map(float* phi, const T* x, const float* W, const float*
   __syncthreads();
 }
 
+// The sparse cache's rule for query head h when keys from .. to-1 leave its window
+// (lolcats/sparse_cache.h; the CPU twin: leave_window in lolcats/recurrent.cpp). Candidates, in
+// position order: cache slots 0 .. cn-1, then the leaving keys. When more than G, each is scored by
+// its recall error against S, z as they are; then in position order a candidate that stays moves
+// down to the next free slot (never above its own) and the others are folded into S, z.
+// key_row(rows, ring, j): key/value j of the sequence; phi: F floats; recall, stays: G + 64 each.
+constexpr int kMaxCandidates = kMaxSparseCache + kHybridBlock;
+
+template <typename T, typename KeyRow>
+__device__ void sparse_cache_leave(const LolcatsLayerState<T>& st, int b, int h, int H, int D, int Fh, int F, bool t2r,
+                                   float* S, float* z, int from, int to, const T* k, const T* v, KeyRow key_row,
+                                   float* phi, float* zbuf, float* red, float* recall, int* stays) {
+  const int G = st.cache_cap, Fw = t2r ? F : Fh;
+  const int64_t slot0 = (int64_t(b) * H + h) * G;
+  T *ck = st.cache_k + slot0 * D, *cv = st.cache_v + slot0 * D;
+  float* cphi = st.cache_phi + slot0 * F;
+  int32_t* cpos = st.cache_pos + slot0;
+  const int cn = st.cache_n[int64_t(b) * H + h], n = cn + (to - from);
+  const float* Wk = st.wk + int64_t(h) * D * Fw;
+  const float* bk = t2r ? st.bk + int64_t(h) * F : nullptr;
+  auto load_phi = [&](int i) {  // candidate i's phi_k -> phi (ends with a barrier)
+    if (i < cn) {
+      for (int f = threadIdx.x; f < F; f += blockDim.x) phi[f] = cphi[int64_t(i) * F + f];
+      __syncthreads();
+    } else {
+      feature_map(phi, key_row(k, st.ring_k, from + i - cn), Wk, bk, D, Fh, F, t2r, zbuf, red);
+    }
+  };
+  auto value_of = [&](int i) { return i < cn ? cv + int64_t(i) * D : key_row(v, st.ring_v, from + i - cn); };
+  auto key_of = [&](int i) { return i < cn ? ck + int64_t(i) * D : key_row(k, st.ring_k, from + i - cn); };
+  if (n > G) {
+    for (int i = 0; i < n; i++) {  // e_i = || v - phi^T S / (phi^T z + eps) ||, thread e: element e
+      if ((i < cn ? cpos[i] : from + i - cn) < st.cache_sinks) {  // a sink ranks first
+        if (threadIdx.x == 0) recall[i] = INFINITY;
+        continue;
+      }
+      load_phi(i);
+      float den = 0.0f;
+      for (int f = threadIdx.x; f < F; f += blockDim.x) den += phi[f] * z[f];
+      den = block_reduce(den, Sum(), red) + kRecallEps;
+      float r2 = 0.0f;
+      if (const int e = threadIdx.x; e < D) {
+        float num = 0.0f;
+        for (int f = 0; f < F; f++) num += phi[f] * S[f * D + e];
+        const float r = to_f32(value_of(i)[e]) - num / den;
+        r2 = r * r;
+      }
+      r2 = block_reduce(r2, Sum(), red);
+      if (threadIdx.x == 0) recall[i] = sqrtf(r2);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      int before = 0;
+      for (int j = 0; j < n; j++) before += j != i && ranks_before(recall[j], j, recall[i], i);
+      stays[i] = before < G;
+    }
+  } else {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) stays[i] = 1;
+  }
+  __syncthreads();
+  int kept = 0;
+  for (int i = 0; i < n; i++) {
+    if (stays[i] && kept == i && i < cn) {  // a cache pair that keeps its slot
+      kept++;
+      continue;
+    }
+    load_phi(i);
+    const T* vi = value_of(i);
+    if (!stays[i]) {
+      for (int x = threadIdx.x; x < F * D; x += blockDim.x) S[x] += phi[x / D] * to_f32(vi[x % D]);
+      for (int f = threadIdx.x; f < F; f += blockDim.x) z[f] += phi[f];
+    } else {
+      const T* ki = key_of(i);
+      for (int e = threadIdx.x; e < D; e += blockDim.x) ck[int64_t(kept) * D + e] = ki[e], cv[int64_t(kept) * D + e] = vi[e];
+      for (int f = threadIdx.x; f < F; f += blockDim.x) cphi[int64_t(kept) * F + f] = phi[f];
+      if (threadIdx.x == 0) cpos[kept] = i < cn ? cpos[i] : from + i - cn;
+      kept++;
+    }
+    __syncthreads();  // phi is rewritten next
+  }
+  if (threadIdx.x == 0) st.cache_n[int64_t(b) * H + h] = kept;
+  __syncthreads();
+}
+
 // One block per (sequence b, query head h): its rows in order. Key j of the sequence is row
 // j - P0 of this step's k, v when j >= P0 (the step's first position), else ring slot j % 128
 // (the ring holds the 128 keys before P0; a window never reaches further back).
@@ -147,7 +232,9 @@ template <typename T>
 __global__ void lolcats_decode_kernel(T* y, const T* q, const T* k, const T* v, LolcatsLayerState<T> st,
                                       const int32_t* seq, int H, int Hkv, int D, int Fh, int F, bool t2r,
                                       HybridVariant window, float scale) {
-  __shared__ float phi[kMaxF], zbuf[kMaxF / 2], score[kRing], red[32];
+  __shared__ float phi[kMaxF], zbuf[kMaxF / 2], score[kRing + kMaxSparseCache], red[32];
+  __shared__ float recall[kMaxCandidates];
+  __shared__ int stays[kMaxCandidates];
   const int b = blockIdx.x / H, h = blockIdx.x % H, hk = h / (H / Hkv);
   const int r0 = seq[4 * b], n = seq[4 * b + 1], P0 = seq[4 * b + 2];
   int folded = seq[4 * b + 3];
@@ -162,7 +249,11 @@ __global__ void lolcats_decode_kernel(T* y, const T* q, const T* k, const T* v, 
   const float gate = 1.0f / (1.0f + expf(-st.wlogit[h]));
   for (int t = 0; t < n; t++) {
     const int P = P0 + t, w0 = window_start(P, window), target = w0 < P + 1 ? w0 : P + 1;
-    // 1. keys leaving the window: S += phi_k(k_j) v_j^T, z += phi_k(k_j)
+    // 1. keys leaving the window: S += phi_k(k_j) v_j^T, z += phi_k(k_j), or the sparse cache's rule
+    if (st.cache_cap > 0 && folded < target) {
+      sparse_cache_leave(st, b, h, H, D, Fh, F, t2r, S, z, folded, target, k, v, key_row, phi, zbuf, red, recall, stays);
+      folded = target;
+    }
     for (; folded < target; folded++) {
       const T* kj = key_row(k, st.ring_k, folded);
       const T* vj = key_row(v, st.ring_v, folded);
@@ -183,21 +274,28 @@ __global__ void lolcats_decode_kernel(T* y, const T* q, const T* k, const T* v, 
     float den = 0.0f;
     for (int f = threadIdx.x; f < F; f += blockDim.x) den += phi[f] * z[f];
     den = block_reduce(den, Sum(), red);
-    // 3. the window: exact softmax scores shifted by their max, weighted by g (thread j: key w0 + j)
-    const int keys = w0 <= P ? P - w0 + 1 : 0;
-    float s = -INFINITY;
-    if (threadIdx.x < keys) {
-      const T* kj = key_row(k, st.ring_k, w0 + threadIdx.x);
+    // 3. the window, then the sparse cache: exact softmax scores shifted by their max, weighted by
+    //    g (thread j: keys j, j + 128, ...; key i < window is w0 + i, else cache slot i - window)
+    const int window = w0 <= P ? P - w0 + 1 : 0;
+    const int keys = window + (st.cache_cap > 0 ? st.cache_n[int64_t(b) * H + h] : 0);
+    const int64_t slot0 = (int64_t(b) * H + h) * st.cache_cap * D;
+    auto exact_key = [&](const T* rows, const T* ring, const T* cache, int i) {
+      return i < window ? key_row(rows, ring, w0 + i) : cache + slot0 + int64_t(i - window) * D;
+    };
+    float s_max = -INFINITY;
+    for (int i = threadIdx.x; i < keys; i += blockDim.x) {
+      const T* kj = exact_key(k, st.ring_k, st.cache_k, i);
       float dot = 0.0f;
       for (int d = 0; d < D; d++) dot += to_f32(qt[d]) * to_f32(kj[d]);
-      s = dot * scale;
+      score[i] = dot * scale;
+      s_max = fmaxf(s_max, score[i]);
     }
-    const float mx = block_reduce(s, Max(), red);
-    const float a = threadIdx.x < keys ? gate * expf(s - mx) : 0.0f;
-    if (threadIdx.x < kRing) score[threadIdx.x] = a;
-    den += block_reduce(a, Sum(), red);  // (its barriers also publish score[])
+    const float mx = block_reduce(s_max, Max(), red);
+    float a_sum = 0.0f;
+    for (int i = threadIdx.x; i < keys; i += blockDim.x) a_sum += (score[i] = gate * expf(score[i] - mx));
+    den += block_reduce(a_sum, Sum(), red);  // (its barriers also publish score[])
     if (e < D) {
-      for (int j = 0; j < keys; j++) num += score[j] * to_f32(key_row(v, st.ring_v, w0 + j)[e]);
+      for (int j = 0; j < keys; j++) num += score[j] * to_f32(exact_key(v, st.ring_v, st.cache_v, j)[e]);
       y[(int64_t(r0 + t) * H + h) * D + e] = from_f32<T>(num / den);
     }
     __syncthreads();  // score and phi are rewritten by the next row
@@ -248,6 +346,8 @@ void lolcats_decode_attention(T* y, const T* q, const T* k, const T* v, const Lo
   ENSURE(Hkv > 0 && H % Hkv == 0, "lolcats decode: %d query heads not divisible by %d kv heads", H, Hkv);
   ENSURE(D > 0 && D <= kThreads && F > 0 && F <= kMaxF && (t2r || Fh * 2 == F),
          "lolcats decode: head size %d (at most %d) or %d features (at most %d) out of range", D, kThreads, F, kMaxF);
+  ENSURE(state.cache_cap >= 0 && state.cache_cap <= kMaxSparseCache, "lolcats decode: a sparse cache of %d pairs (at most %d)",
+         state.cache_cap, kMaxSparseCache);
   if (batch == 0) return;
   launch_kernel(lolcats_decode_kernel<T>, batch * H, kThreads, 0, stream, y, q, k, v, state, seq, H, Hkv, D, Fh, F,
                 t2r, window, 1.0f / std::sqrt(float(D)));

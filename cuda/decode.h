@@ -9,7 +9,9 @@
 //                      sequence and query head, row after row, fold the keys that leave the window
 //                      into S += phi_k(k) v^T, z += phi_k(k) (phi: that head's feature map), then
 //                      y = (sum_window A v + phi_q(q) S) / (sum_window A + phi_q(q) . z)
-//                      with A = g exp(q.k/sqrt(D) - max) over the window (LOLCATS.md 2.3)
+//                      with A = g exp(q.k/sqrt(D) - max) over the window (LOLCATS.md 2.3). With a
+//                      sparse cache the leaving keys pass its rule first and the cache's keys
+//                      join the window's (lolcats/sparse_cache.h, LOLCATS.md 9)
 //   lolcats_ring_write the step's keys and values -> the window ring (slot = position % 128)
 // Storage: rows, caches and ring in T (float or bf16); S, z, feature-map weights and window
 // factors in f32; all arithmetic f32.
@@ -47,6 +49,15 @@ struct LolcatsLayerState {
   const float* bq;   // (H, F) T2R only, else null
   const float* bk;
   const float* wlogit;  // (H) window factor logits: g = sigmoid
+  // The sparse cache (lolcats/sparse_cache.h), when cache_cap = G > 0: pairs 0 .. cache_n-1 of each
+  // (sequence, query head), in position order.
+  int cache_cap = 0;
+  int cache_sinks = 0;             // the sequence's first keys, which always stay
+  T* cache_k = nullptr;            // (batch, H, G, D)
+  T* cache_v = nullptr;            // (batch, H, G, D)
+  float* cache_phi = nullptr;      // (batch, H, G, F) phi_k of each cached key
+  int32_t* cache_pos = nullptr;    // (batch, H, G)
+  int32_t* cache_n = nullptr;      // (batch, H)
 };
 
 // Rows of sequence b are rows seq[4b] .. seq[4b] + seq[4b+1] - 1 of q, k, v, y, at positions

@@ -235,8 +235,10 @@ void place_weights(LinearizedModel& m, Device device, DType dtype) {
   if (m.model) m.model->to(device);
 }
 
-std::unique_ptr<Decoder> make_decoder(const LinearizedModel& m, DecodeMode mode) {
-  return m.model ? make_decoder(*m.model, mode) : make_decoder(*m.base);
+std::unique_ptr<Decoder> make_decoder(const LinearizedModel& m, DecodeMode mode, SparseCacheConfig cache) {
+  ENSURE(m.model || cache.pairs == 0, "--sparse-cache %d: a softmax model keeps every key already (its KV cache); "
+         "give a linearized model (--linearized)", cache.pairs);
+  return m.model ? make_decoder(*m.model, mode, cache) : make_decoder(*m.base);
 }
 
 }  // namespace lolcats

@@ -55,8 +55,9 @@ LinearizedModel load_for_inference(const std::string& linearized, const std::str
 void place_weights(LinearizedModel& m, Device device, DType dtype);
 
 // The model's decoder (nn/decoder.h): the recurrent one for a linearized model, in `mode`, the KV
-// cache one for a plain model; on the device its weights are on.
-std::unique_ptr<Decoder> make_decoder(const LinearizedModel& m, DecodeMode mode);
+// cache one for a plain model; on the device its weights are on. cache: the pairs per head kept beside
+// the window (lolcats/sparse_cache.h), linearized models only.
+std::unique_ptr<Decoder> make_decoder(const LinearizedModel& m, DecodeMode mode, SparseCacheConfig cache = {});
 
 // Whether `path` is a file written by export_linearized (safetensors with LoLCATs metadata).
 bool is_linearized_export(const std::string& path);

@@ -14,6 +14,8 @@
 
 namespace lolcats {
 
-std::unique_ptr<DecodeMemory> make_lolcats_device_memory(const LolcatsModel& model, DecodeMode mode);
+// cache: the pairs each query head keeps beside its window (lolcats/sparse_cache.h; default: none).
+std::unique_ptr<DecodeMemory> make_lolcats_device_memory(const LolcatsModel& model, DecodeMode mode,
+                                                         SparseCacheConfig cache = {});
 
 }  // namespace lolcats

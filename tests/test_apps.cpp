@@ -519,3 +519,26 @@ TEST_CASE("apps: ./eval and ./generate under the reference implementation's atte
   CHECK(exact.rc == 1);
   CHECK(exact.err.find("cannot follow its blocks") != std::string::npos);
 }
+
+TEST_CASE("apps: --sparse-cache in ./eval and ./generate; refused for a softmax model", "[apps][eval][sparse_cache]") {
+  REQUIRE_APPS();
+  const std::string out = kWork + "/sparse", exported = out + "/lolcats_params.safetensors";
+  fresh(out);
+  REQUIRE(run("linearize", linearize_args(out, 1, 1)).rc == 0);
+  const std::string json_path = out + "/sparse.json";
+  Result e = run("eval", "--linearized " + exported + " --tasks ppl,passkey --passkey-len 300 --passkey-depths 0,100 " +
+                             "--sparse-cache 16 --cache-sinks 2 --out " + json_path);
+  REQUIRE(e.rc == 0);
+  json j = read_json(json_path);
+  CHECK(j["sparse_cache"] == 16);
+  CHECK(j["cache_sinks"] == 2);
+  CHECK(j["tasks"]["ppl"]["detail"]["through"] == "decoder");  // the cache lives in the decoder only
+  CHECK(std::isfinite(j["tasks"]["ppl"]["metrics"][0]["value"].get<double>()));
+  CHECK(j["tasks"]["passkey"]["trials"].size() == 2);
+  Result g = run("generate", "--linearized " + exported + " --sparse-cache 8 --raw --max-new-tokens 4", "Hello");
+  CHECK(g.rc == 0);
+  CHECK(g.err.find("4 new tokens") != std::string::npos);
+  Result plain = run("generate", "--model " + model_dir() + " --sparse-cache 8 --raw --max-new-tokens 4", "Hello");
+  CHECK(plain.rc == 1);
+  CHECK(plain.err.find("a softmax model keeps every key already") != std::string::npos);
+}

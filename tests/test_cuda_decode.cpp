@@ -14,10 +14,14 @@
 #include "nn/eval/passkey.h"
 #include "tensor/attention.h"
 #include "tests/cuda_helpers.h"
+#include "tests/decode_helpers.h"
 #include "tests/helpers.h"
 
 using namespace lolcats;
 using lolcats_test::fixture_dir;
+using lolcats_test::perturb;
+using lolcats_test::random_sequences;
+using lolcats_test::run_plan;
 
 namespace {
 
@@ -25,45 +29,6 @@ double max_abs(const std::vector<float>& v) {
   double m = 0;
   for (float x : v) m = std::max(m, double(std::fabs(x)));
   return m;
-}
-
-// Three sequences fed by a plan of steps (new tokens per sequence per step): chunks, single
-// tokens, nothing, a sequence joining late. Returns every step's logits of each sequence's last
-// new token, concatenated, from a decoder of max_len tokens.
-std::vector<float> run_plan(Decoder& dec, int max_len, const std::vector<std::vector<int32_t>>& seqs, int V,
-                            const std::vector<std::vector<int>>& plan) {
-  dec.reserve(int(seqs.size()), max_len);
-  std::vector<int> fed(seqs.size(), 0);
-  std::vector<float> logits(seqs.size() * size_t(V)), out;
-  for (const std::vector<int>& n : plan) {
-    std::vector<int32_t> tokens;
-    for (size_t b = 0; b < seqs.size(); b++)
-      tokens.insert(tokens.end(), seqs[b].begin() + fed[b], seqs[b].begin() + fed[b] + n[b]);
-    dec.step(tokens.data(), n.data(), logits.data());
-    for (size_t b = 0; b < seqs.size(); b++) {
-      fed[b] += n[b];
-      if (n[b] > 0) out.insert(out.end(), logits.begin() + b * V, logits.begin() + (b + 1) * V);
-    }
-  }
-  return out;
-}
-
-std::vector<std::vector<int32_t>> random_sequences(const std::vector<int>& lengths, int V, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::vector<int32_t>> seqs;
-  for (int T : lengths) {
-    std::vector<int32_t> ids(static_cast<size_t>(T));
-    for (int32_t& t : ids) t = int32_t(rng() % uint32_t(V));
-    seqs.push_back(ids);
-  }
-  return seqs;
-}
-
-void perturb(LolcatsModel& m, uint64_t seed) {
-  for (const Var& p : m.parameters()) {
-    std::vector<double> r = random_normal(p->value.numel(), seed++, 0.3);
-    for (int64_t i = 0; i < p->value.numel(); i++) p->value.f32()[i] += float(r[i]);
-  }
 }
 
 }  // namespace

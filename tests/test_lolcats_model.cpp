@@ -13,9 +13,11 @@
 #include "lolcats/recurrent.h"
 #include "lolcats/stages.h"
 #include "nn/generate.h"
+#include "tests/decode_helpers.h"
 #include "tests/helpers.h"
 
 using namespace lolcats;
+using lolcats_test::perturb;
 
 namespace {
 
@@ -28,14 +30,6 @@ std::vector<int32_t> token_ids(int n, int vocab) {
   std::vector<int32_t> ids(n);
   for (int i = 0; i < n; i++) ids[i] = int32_t((i * 7919 + 13) % vocab);
   return ids;
-}
-
-// Feature maps and window factors away from their init, so every part carries signal.
-void perturb(LolcatsModel& m, uint64_t seed) {
-  for (const Var& p : m.parameters()) {
-    std::vector<double> r = random_normal(p->value.numel(), seed++, 0.3);
-    for (int64_t i = 0; i < p->value.numel(); i++) p->value.f32()[i] += float(r[i]);
-  }
 }
 
 // Logits of positions prefill-1 .. T-1: the prompt's first `prefill` tokens in one step, then one

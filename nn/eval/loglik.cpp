@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "tensor/loss.h"
+
 namespace lolcats {
 
 namespace {
@@ -240,6 +242,45 @@ std::vector<std::vector<Loglik>> score_loglik_whole(const TailLogits& tail_logit
     if (progress) progress(i + 1, fed);
   }
   return out;
+}
+
+}  // namespace lolcats
+
+namespace lolcats {
+
+double decoder_chunk_loss(Decoder& decoder, const Tensor& ids, const Tensor& targets) {
+  ENSURE(ids.ndim() == 2 && targets.numel() == ids.numel(), "decoder loss: ids (B, T) and B*T targets");
+  const int B = int(ids.size(0)), T = int(ids.size(1)), V = decoder.vocab();
+  const Tensor id = ids.to(Device::cpu), tg = targets.to(Device::cpu);
+  if (decoder.batch() < B || decoder.max_len() < T) decoder.reserve(B, T);
+  for (int b = 0; b < decoder.batch(); b++) decoder.reset(b);
+  const int per_step = std::max(1, 512 / B);  // positions per sequence and step: logits of 512 rows at most
+  std::vector<float> logits;
+  std::vector<int32_t> tokens;
+  double total = 0;
+  int64_t counted = 0;
+  for (int t0 = 0; t0 < T; t0 += per_step) {
+    const int n = std::min(per_step, T - t0);
+    tokens.clear();
+    for (int b = 0; b < B; b++) tokens.insert(tokens.end(), id.i32() + size_t(b) * T + t0, id.i32() + size_t(b) * T + t0 + n);
+    std::vector<int> rows(size_t(decoder.batch()), 0);
+    std::fill_n(rows.begin(), B, n);
+    logits.resize(size_t(B) * n * V);
+    decoder.step(tokens.data(), rows.data(), logits.data(), Logits::every_row);
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < n; t++) {  // lse - logit[target], in double
+        const int32_t target = tg.i32()[size_t(b) * T + t0 + t];
+        if (target == kIgnoreIndex) continue;
+        ENSURE(target >= 0 && target < V, "decoder loss: target %d outside the vocabulary of %d", target, V);
+        const float* row = logits.data() + (size_t(b) * n + t) * V;
+        const double mx = *std::max_element(row, row + V);
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += std::exp(double(row[v]) - mx);
+        total += mx + std::log(sum) - row[target];
+        counted++;
+      }
+  }
+  return counted > 0 ? total / double(counted) : 0.0;  // as cross_entropy: no counted row gives 0
 }
 
 }  // namespace lolcats

@@ -59,3 +59,13 @@ std::vector<std::vector<Loglik>> score_loglik_whole(const TailLogits& tail_logit
                                                     const std::function<void(size_t, size_t)>& progress = {});
 
 }  // namespace lolcats
+
+namespace lolcats {
+
+// The mean next-token cross-entropy of ids (B, T) against targets (B*T; -100: ignored), through a
+// decoder: the B rows are prompts fed together, a few hundred positions per step, with every
+// position's logits. The validation loss of a memory that only the decoder has (the sparse cache,
+// lolcats/sparse_cache.h); where the decoder equals the parallel forward it equals Llama::loss.
+double decoder_chunk_loss(Decoder& decoder, const Tensor& ids, const Tensor& targets);
+
+}  // namespace lolcats
