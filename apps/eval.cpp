@@ -109,6 +109,50 @@ std::string passkey_svg_beside(const std::string& json_path) {
 }
 
 // Depth down, length across, as needle-in-a-haystack charts are drawn.
+// --passkey-report: where the needle went. For each length, one prompt (depth 50) fed to a fresh CPU
+// decoder with the sparse cache; then, per layer, the share of query heads whose cache holds every
+// digit of the key, and the share holding at least one (the rest were folded into the state).
+nlohmann::json passkey_cache_report(const LolcatsModel& model, SparseCacheConfig cache, const Tokenizer& tok,
+                                    const PasskeyOptions& o) {
+  ENSURE(model.base.device() == Device::cpu && cache.pairs > 0,
+         "--passkey-report: a linearized model on the CPU with --sparse-cache");
+  nlohmann::json out = nlohmann::json::array();
+  for (int L : o.lengths) {
+    PasskeyPrompt p = build_passkey_prompt(tok, L, 50, passkey_key(o.seed, L, 50, 0), o.bos);
+    const std::string key = std::to_string(p.key);
+    // The key's digit tokens: the first run of all-digit tokens after the needle line's start.
+    int at = (o.bos && tok.bos_id() >= 0 ? 1 : 0) + int(tok.encode(p.text.substr(0, p.text.find("The pass key is"))).size());
+    std::vector<int> digits;
+    for (; at < int(p.ids.size()) && digits.size() < key.size(); at++) {
+      const std::string t = tok.decode({p.ids[size_t(at)]}, true);
+      const bool all_digits = !t.empty() && t.find_first_not_of("0123456789") == std::string::npos;
+      if (all_digits) digits.push_back(at);
+      else if (!digits.empty()) break;
+    }
+    Decoder dec(model.base, std::make_unique<LolcatsMemory>(model, DecodeMode::exact, cache));
+    const LolcatsMemory& memory = dynamic_cast<const LolcatsMemory&>(dec.memory());
+    dec.reserve(1, int(p.ids.size()));
+    std::vector<float> logits(size_t(dec.vocab()));
+    const int n = int(p.ids.size());
+    dec.step(p.ids.data(), &n, logits.data());
+    nlohmann::json layers = nlohmann::json::array();
+    const int H = model.base.cfg.n_heads, G = cache.pairs;
+    for (const LolcatsMemory::Layer& st : memory.layers) {
+      if (st.cache_n.empty()) continue;
+      int every = 0, some = 0;
+      for (int h = 0; h < H; h++) {
+        int held = 0;
+        for (int d : digits)
+          for (int i = 0; i < st.cache_n[size_t(h)]; i++) held += st.cache_pos[size_t(h) * G + i] == d;
+        every += held == int(digits.size()), some += held > 0;
+      }
+      layers.push_back({{"every_digit", double(every) / H}, {"some_digit", double(some) / H}});
+    }
+    out.push_back({{"length", L}, {"prompt_tokens", n}, {"digit_tokens", digits}, {"layers", layers}});
+  }
+  return out;
+}
+
 void write_passkey_svg(const std::string& path, const nlohmann::json& pk, const std::string& model) {
   Heatmap h;
   h.title = "Passkey retrieval: " + model;
@@ -161,6 +205,9 @@ int main(int argc, char** argv) {
                  "the model's positions)")->capture_default_str();
   app.add_option("--passkey-depths", passkey_depths, "passkey: needle depths in % of the filler")->capture_default_str();
   app.add_option("--passkey-trials", po.trials, "passkey: prompts (keys) per length and depth")->capture_default_str();
+  bool passkey_report = false;
+  app.add_flag("--passkey-report", passkey_report, "passkey with --sparse-cache (CPU): per length and layer, the share "
+               "of heads whose cache holds the key's digits at the end of a depth-50 prompt (in the results JSON)");
   app.add_option("--passkey-svg", passkey_svg, "passkey: the heatmap (default: beside the results JSON, "
                  "NAME.json -> NAME.passkey.svg)");
   app.add_option("--eval-dir", eval_dir, "the evaluation sets (layout of ../shared/data/eval)")->capture_default_str();
@@ -267,6 +314,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "passkey: %zu tokens in %.1f s (%.0f tokens/s)\n", r.tokens, r.seconds,
                      double(r.tokens) / std::max(r.seconds, 1e-9));
         results["tasks"]["passkey"] = passkey_json(r);
+        if (passkey_report) {
+          ENSURE(m.model, "--passkey-report: a linearized model (--linearized)");
+          results["tasks"]["passkey"]["needle_in_cache"] = passkey_cache_report(*m.model, sparse_cache, tok, po);
+        }
         continue;
       }
       EvalTask task = load_eval_task(name, eval_dir);

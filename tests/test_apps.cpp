@@ -527,7 +527,7 @@ TEST_CASE("apps: --sparse-cache in ./eval and ./generate; refused for a softmax 
   REQUIRE(run("linearize", linearize_args(out, 1, 1)).rc == 0);
   const std::string json_path = out + "/sparse.json";
   Result e = run("eval", "--linearized " + exported + " --tasks ppl,passkey --passkey-len 300 --passkey-depths 0,100 " +
-                             "--sparse-cache 16 --cache-sinks 2 --out " + json_path);
+                             "--sparse-cache 16 --cache-sinks 2 --passkey-report --out " + json_path);
   REQUIRE(e.rc == 0);
   json j = read_json(json_path);
   CHECK(j["sparse_cache"] == 16);
@@ -535,6 +535,13 @@ TEST_CASE("apps: --sparse-cache in ./eval and ./generate; refused for a softmax 
   CHECK(j["tasks"]["ppl"]["detail"]["through"] == "decoder");  // the cache lives in the decoder only
   CHECK(std::isfinite(j["tasks"]["ppl"]["metrics"][0]["value"].get<double>()));
   CHECK(j["tasks"]["passkey"]["trials"].size() == 2);
+  // Where the needle went: per length, a share of heads per converted layer (2), of 5 digit tokens.
+  const json& report = j["tasks"]["passkey"]["needle_in_cache"];
+  REQUIRE(report.size() == 1);
+  CHECK(report[0]["digit_tokens"].size() == 5);
+  REQUIRE(report[0]["layers"].size() == 2);
+  for (const json& l : report[0]["layers"])
+    CHECK((0 <= l["every_digit"].get<double>() && l["every_digit"] <= l["some_digit"] && l["some_digit"] <= 1));
   Result g = run("generate", "--linearized " + exported + " --sparse-cache 8 --raw --max-new-tokens 4", "Hello");
   CHECK(g.rc == 0);
   CHECK(g.err.find("4 new tokens") != std::string::npos);
