@@ -42,6 +42,23 @@ inline std::vector<std::vector<int32_t>> random_sequences(const std::vector<int>
   return seqs;
 }
 
+// The plan of three sequences of 200, 150 and 180 tokens: prompts of 1, 70 and (joining at the third
+// step) 130 tokens, then one token per step each, except one long chunk of `chunk` rows for sequence
+// `seq` once it holds `at` tokens (its rows' windows read each other).
+inline std::vector<std::vector<int>> join_plan(int seq, int at, int chunk) {
+  const std::vector<int> lengths = {200, 150, 180};
+  std::vector<std::vector<int>> plan = {{1, 70, 0}, {1, 1, 0}, {1, 1, 130}};
+  std::vector<int> fed = {3, 72, 130};
+  while (fed[0] < lengths[0] || fed[1] < lengths[1] || fed[2] < lengths[2]) {
+    std::vector<int> n(3);
+    for (size_t b = 0; b < 3; b++) n[b] = fed[b] < lengths[b] ? 1 : 0;
+    if (fed[size_t(seq)] == at) n[size_t(seq)] = chunk;
+    for (size_t b = 0; b < 3; b++) fed[b] += n[b];
+    plan.push_back(n);
+  }
+  return plan;
+}
+
 // Feature maps and window factors away from their init, so every part carries signal.
 inline void perturb(lolcats::LolcatsModel& m, uint64_t seed) {
   for (const lolcats::Var& p : m.parameters()) {

@@ -19,6 +19,7 @@
 
 using namespace lolcats;
 using lolcats_test::fixture_dir;
+using lolcats_test::join_plan;
 using lolcats_test::perturb;
 using lolcats_test::random_sequences;
 using lolcats_test::run_plan;
@@ -109,15 +110,7 @@ TEST_CASE("lolcats decode on the cuda device equals the CPU recurrent step", "[c
   // Long enough to cross several 64-token blocks: folds, the ring wrapping, a window split
   // between the ring and the step's own rows.
   const auto seqs = random_sequences({200, 150, 180}, V, 7);
-  std::vector<std::vector<int>> plan = {{1, 70, 0}, {1, 1, 0}, {1, 1, 130}};  // third joins late
-  std::vector<int> fed = {3, 72, 130};
-  while (fed[0] < 200 || fed[1] < 150 || fed[2] < 180) {
-    std::vector<int> n(3);
-    for (int b = 0; b < 3; b++) n[size_t(b)] = fed[size_t(b)] < int(seqs[size_t(b)].size()) ? 1 : 0;
-    if (fed[1] == 100) n[1] = 30;  // a long chunk mid-sequence: its rows' windows read each other
-    for (int b = 0; b < 3; b++) fed[size_t(b)] += n[size_t(b)];
-    plan.push_back(n);
-  }
+  const std::vector<std::vector<int>> plan = join_plan(1, 100, 30);
   for (auto [var, fm] : {std::pair{HybridVariant::terrace, FeatureMapKind::hedgehog},
                          {HybridVariant::sw, FeatureMapKind::t2r}, {HybridVariant::linear, FeatureMapKind::hedgehog}}) {
     LolcatsConfig cfg;
